@@ -1,0 +1,65 @@
+"""`create_app()`: settings, engine, routes and error handlers assembled in one place."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from .. import __version__
+from ..answers import default_worker
+from ..config import Settings
+from ..engines import Engine, create_engine
+from .errors import install_error_handlers
+from .routes import router
+
+log = logging.getLogger("ponder")
+
+
+async def _start_engine(app: FastAPI, engine: Engine) -> None:
+    try:
+        await engine.start()
+        log.info("engine ready: serving '%s'", engine.model_name)
+    except Exception as exc:
+        app.state.engine_error = str(exc) or type(exc).__name__
+        log.exception("engine failed to start")
+
+
+def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
+    """The ASGI app. The engine loads in the background: /health answers at once, /ready
+    and the /v1 routes answer 503 until the model has produced its first token."""
+    settings = settings or Settings()
+    engine = engine or create_engine(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        worker = default_worker()
+        worker.timeout_s = settings.symbolic_timeout_s
+        starting = asyncio.ensure_future(_start_engine(app, engine))
+        await asyncio.to_thread(worker.start)
+        try:
+            yield
+        finally:
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
+            await engine.close()
+            worker.close()
+
+    app = FastAPI(
+        title="Ponder",
+        version=__version__,
+        description="OpenAI-compatible inference-time scaling server.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.engine_error = None
+    app.state.started = int(time.time())
+    install_error_handlers(app)
+    app.include_router(router)
+    return app

@@ -1,0 +1,114 @@
+"""The one place where error bodies are built: OpenAI's envelope, for every failure."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..answers import AnswerPatternError
+from ..engines.base import EngineError, EngineNotReady, RequestTooLarge
+
+log = logging.getLogger("ponder.api")
+
+_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "invalid_request_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
+class ApiError(Exception):
+    """An error to send to the client, with its HTTP status and OpenAI fields."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.param = param
+        self.code = code
+        self.headers = headers
+
+
+def error_body(
+    status: int, message: str, param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
+    """`{"error": {"message", "type", "param", "code"}}`."""
+    kind = _TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def to_api_error(exc: BaseException) -> ApiError:
+    """Map any exception to the ApiError the client sees; unknown ones become a bare 500."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, AnswerPatternError):
+        return ApiError(400, str(exc), param="ponder.answer.pattern", code="invalid_pattern")
+    if isinstance(exc, RequestTooLarge):
+        return ApiError(400, str(exc), param=exc.param, code="context_length_exceeded")
+    if isinstance(exc, EngineNotReady):
+        return ApiError(503, str(exc), code="engine_not_ready", headers={"Retry-After": "5"})
+    if isinstance(exc, EngineError):
+        return ApiError(500, f"engine error: {exc}", code="engine_error")
+    log.exception("unexpected error", exc_info=exc)
+    return ApiError(500, "internal server error", code="internal_error")
+
+
+def error_response(exc: BaseException) -> JSONResponse:
+    err = to_api_error(exc)
+    return JSONResponse(
+        error_body(err.status, err.message, err.param, err.code),
+        status_code=err.status,
+        headers=err.headers,
+    )
+
+
+def _validation_error(exc: RequestValidationError) -> ApiError:
+    errors = exc.errors()
+    first = errors[0] if errors else {}
+    if first.get("type") == "json_invalid":
+        return ApiError(422, "request body is not valid JSON", code="invalid_json")
+    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    # Pydantic appends the union member tried ("str", "list[str]"); keep the field path only.
+    param = ".".join(p for p in loc if not p.startswith(("list[", "function-")) and p != "str")
+    msg = first.get("msg", "invalid value")
+    return ApiError(400, f"{param or 'body'}: {msg}", param=param or None, code="invalid_value")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Route every kind of failure through `error_response`."""
+
+    async def on_api_error(request: Request, exc: Exception) -> JSONResponse:
+        return error_response(exc)
+
+    async def on_http(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        code = "not_found" if exc.status_code == 404 else None
+        return error_response(ApiError(exc.status_code, str(exc.detail), code=code))
+
+    async def on_validation(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        return error_response(_validation_error(exc))
+
+    app.add_exception_handler(ApiError, on_api_error)
+    app.add_exception_handler(EngineError, on_api_error)
+    app.add_exception_handler(AnswerPatternError, on_api_error)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(Exception, on_api_error)

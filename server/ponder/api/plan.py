@@ -1,0 +1,215 @@
+"""Turn an OpenAI request + `ponder` object into one validated Plan. All input checks live here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from ..answers import AnswerSpec, compile_pattern
+from ..config import Settings
+from ..engines.base import Engine, SamplingParams
+from ..strategies import SELECTORS, STRATEGIES, SelectOptions
+from .errors import ApiError
+from .schemas import ChatCompletionRequest, ChatMessage, CompletionRequest
+
+MAX_STOP = 16
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything a request asks for, checked: what to generate, how to select, how to reply."""
+
+    kind: Literal["chat", "completion"]
+    model: str
+    strategy: str
+    samples: int
+    n: int
+    params: SamplingParams
+    options: SelectOptions
+    include_candidates: bool
+    stream: bool
+    include_usage: bool
+    logprobs: int | None
+    prompt_ids: list[int]
+
+
+def parse_model(name: str, served: str) -> tuple[str | None, int | None]:
+    """Split `model[+strategy[@N]]`; 404 for another model or an unknown strategy."""
+    base, plus, rest = name.partition("+")
+    if base != served:
+        raise ApiError(
+            404,
+            f"model '{name}' does not exist; this server serves '{served}' "
+            f"(and aliases '{served}+<strategy>[@N]', see /v1/models)",
+            param="model",
+            code="model_not_found",
+        )
+    if not plus:
+        return None, None
+    strategy, at, count = rest.partition("@")
+    if strategy not in STRATEGIES:
+        raise ApiError(
+            404,
+            f"unknown strategy '{strategy}' in model alias; available: {', '.join(STRATEGIES)}",
+            param="model",
+            code="strategy_not_found",
+        )
+    if not at:
+        return strategy, None
+    if not count.isdigit() or int(count) < 1:
+        raise ApiError(
+            400,
+            f"'@{count}' in model alias is not a positive sample count",
+            param="model",
+            code="invalid_value",
+        )
+    return strategy, int(count)
+
+
+def _message_text(msg: ChatMessage, index: int) -> str:
+    if msg.content is None or isinstance(msg.content, str):
+        return msg.content or ""
+    parts = []
+    for part in msg.content:
+        if part.type != "text" or part.text is None:
+            raise ApiError(
+                400,
+                f"content part type '{part.type}' is not supported (text only)",
+                param=f"messages.{index}.content",
+                code="unsupported_content",
+            )
+        parts.append(part.text)
+    return "".join(parts)
+
+
+def _stops(stop: str | list[str] | None) -> tuple[str, ...]:
+    items = [stop] if isinstance(stop, str) else list(stop or [])
+    if len(items) > MAX_STOP:
+        raise ApiError(400, f"at most {MAX_STOP} stop strings", param="stop", code="invalid_value")
+    return tuple(s for s in items if s)
+
+
+def _prompt_ids(req: ChatCompletionRequest | CompletionRequest, engine: Engine) -> list[int]:
+    if isinstance(req, ChatCompletionRequest):
+        messages = [
+            {"role": m.role, "content": _message_text(m, i)} for i, m in enumerate(req.messages)
+        ]
+        return engine.render_chat(messages)
+    prompt = req.prompt
+    if isinstance(prompt, list) and prompt and all(isinstance(t, int) for t in prompt):
+        ids = [int(t) for t in prompt]
+        if any(t < 0 or t >= engine.n_vocab for t in ids):
+            raise ApiError(
+                400,
+                f"token ids must be in [0, {engine.n_vocab})",
+                param="prompt",
+                code="invalid_value",
+            )
+        return ids
+    if isinstance(prompt, list):
+        if len(prompt) != 1:
+            raise ApiError(
+                400,
+                "exactly one prompt per request is supported",
+                param="prompt",
+                code="invalid_value",
+            )
+    text = prompt[0] if isinstance(prompt, list) else prompt
+    if not isinstance(text, str) or not text:
+        raise ApiError(
+            400, "prompt must be a non-empty string", param="prompt", code="invalid_value"
+        )
+    return engine.tokenize(text)
+
+
+def build_plan(
+    req: ChatCompletionRequest | CompletionRequest, settings: Settings, engine: Engine
+) -> Plan:
+    alias_strategy, alias_samples = parse_model(req.model, engine.model_name)
+    ponder = req.ponder
+    strategy = (ponder and ponder.strategy) or alias_strategy or settings.default_strategy
+    if strategy not in STRATEGIES:
+        raise ApiError(
+            404,
+            f"unknown strategy '{strategy}'; available: {', '.join(STRATEGIES)}",
+            param="ponder.strategy",
+            code="strategy_not_found",
+        )
+    selecting = strategy in SELECTORS
+    asked = ponder.samples if ponder and ponder.samples is not None else None
+    if not selecting:
+        if asked is not None and asked != req.n:
+            raise ApiError(
+                400,
+                "ponder.samples applies to selection strategies; with strategy 'none' use n",
+                param="ponder.samples",
+                code="invalid_value",
+            )
+        samples = req.n
+    else:
+        samples = asked or alias_samples or settings.default_samples
+        if req.n > samples:
+            raise ApiError(
+                400,
+                f"n ({req.n}) cannot exceed ponder.samples ({samples})",
+                param="n",
+                code="invalid_value",
+            )
+    if samples > settings.max_samples:
+        raise ApiError(
+            400,
+            f"samples ({samples}) exceeds this server's max_samples ({settings.max_samples})",
+            param="ponder.samples",
+            code="invalid_value",
+        )
+    answer = AnswerSpec()
+    if ponder is not None:
+        answer = AnswerSpec(ponder.answer.format, ponder.answer.pattern)
+        if answer.format == "regex":
+            if not answer.pattern:
+                raise ApiError(
+                    400,
+                    "answer.format 'regex' needs answer.pattern",
+                    param="ponder.answer.pattern",
+                    code="invalid_value",
+                )
+            compile_pattern(answer.pattern)
+    if isinstance(req, ChatCompletionRequest):
+        kind: Literal["chat", "completion"] = "chat"
+        max_tokens = req.max_completion_tokens or req.max_tokens
+        logprobs = (req.top_logprobs or 0) if req.logprobs else None
+    else:
+        kind = "completion"
+        max_tokens = req.max_tokens
+        logprobs = req.logprobs
+    prompt_ids = _prompt_ids(req, engine)
+    if max_tokens is None:
+        max_tokens = min(
+            settings.default_max_tokens, engine.default_max_tokens(len(prompt_ids), samples)
+        )
+    engine.check_fits(len(prompt_ids), max_tokens, samples)
+    default_t = settings.selection_temperature if selecting else 1.0
+    params = SamplingParams(
+        max_tokens=max_tokens,
+        temperature=default_t if req.temperature is None else req.temperature,
+        top_p=1.0 if req.top_p is None else req.top_p,
+        top_k=max(0, req.top_k or 0),
+        min_p=req.min_p or 0.0,
+        seed=req.seed,
+        stop=_stops(req.stop),
+        top_logprobs=logprobs or 0,
+    )
+    return Plan(
+        kind=kind,
+        model=req.model,
+        strategy=strategy,
+        samples=samples,
+        n=req.n,
+        params=params,
+        options=SelectOptions(answer=answer),
+        include_candidates=bool(ponder and ponder.include_candidates),
+        stream=req.stream,
+        include_usage=bool(req.stream_options and req.stream_options.include_usage),
+        logprobs=logprobs,
+        prompt_ids=prompt_ids,
+    )

@@ -1,0 +1,201 @@
+"""Build OpenAI response bodies, stream chunks and the `ponder` metadata from an Outcome."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from ..engines.base import Generation, Sample
+from ..strategies import Decision
+from .plan import Plan
+
+
+@dataclass
+class Outcome:
+    """A finished request: what was generated, what was decided, which samples are the choices."""
+
+    plan: Plan
+    generation: Generation
+    decision: Decision | None
+    choices: list[int]
+    select_s: float
+    exact: bool
+
+
+def new_id(plan: Plan) -> str:
+    prefix = "chatcmpl" if plan.kind == "chat" else "cmpl"
+    return f"{prefix}-{uuid.uuid4().hex}"
+
+
+def usage(generation: Generation) -> dict[str, int]:
+    """Completion tokens of every sample; the prompt once (it is prefilled once per request)."""
+    completion = sum(s.n_tokens for s in generation.samples)
+    return {
+        "prompt_tokens": generation.prompt_tokens,
+        "completion_tokens": completion,
+        "total_tokens": generation.prompt_tokens + completion,
+    }
+
+
+def _visible(sample: Sample) -> range:
+    """Token positions that belong to the returned text (the end-of-sequence token does not)."""
+    n = sample.n_tokens
+    if n and sample.finish_reason == "stop" and sample.tokens_text[-1] == "":
+        n -= 1
+    return range(n)
+
+
+def chat_logprobs(sample: Sample) -> dict[str, Any]:
+    content = []
+    for i in _visible(sample):
+        tops = sample.top_logprobs[i] if sample.top_logprobs else []
+        content.append(
+            {
+                "token": sample.tokens_text[i],
+                "logprob": float(sample.logprob[i]),
+                "bytes": list(sample.tokens_text[i].encode("utf-8")),
+                "top_logprobs": [
+                    {"token": t, "logprob": lp, "bytes": list(t.encode("utf-8"))} for t, lp in tops
+                ],
+            }
+        )
+    return {"content": content}
+
+
+def completion_logprobs(sample: Sample) -> dict[str, Any]:
+    tokens, lps, tops, offsets, pos = [], [], [], [], 0
+    for i in _visible(sample):
+        tokens.append(sample.tokens_text[i])
+        lps.append(float(sample.logprob[i]))
+        tops.append(dict(sample.top_logprobs[i]) if sample.top_logprobs else {})
+        offsets.append(pos)
+        pos += len(sample.tokens_text[i])
+    return {"tokens": tokens, "token_logprobs": lps, "top_logprobs": tops, "text_offset": offsets}
+
+
+def _choice(plan: Plan, k: int, sample: Sample) -> dict[str, Any]:
+    choice: dict[str, Any] = {"index": k, "finish_reason": sample.finish_reason}
+    if plan.kind == "chat":
+        choice["message"] = {"role": "assistant", "content": sample.text}
+        choice["logprobs"] = chat_logprobs(sample) if plan.logprobs is not None else None
+    else:
+        choice["text"] = sample.text
+        choice["logprobs"] = completion_logprobs(sample) if plan.logprobs is not None else None
+    return choice
+
+
+def ponder_object(out: Outcome) -> dict[str, Any] | None:
+    """The response's `ponder` metadata, or None for strategy `none`."""
+    d = out.decision
+    if d is None:
+        return None
+    samples = out.generation.samples
+    obj: dict[str, Any] = {
+        "strategy": d.strategy,
+        "samples": out.plan.samples,
+        "generated": len(samples),
+        "answer": d.answer,
+        "confidence": d.confidence,
+        "chosen": d.chosen,
+        "tally": [
+            {"answer": t.answer, "votes": t.votes, "score": t.score, "share": t.share}
+            for t in d.tally
+        ],
+        "unanswered": d.unanswered,
+        "exact": out.exact,
+    }
+    if d.notes:
+        obj["notes"] = d.notes
+    if out.plan.include_candidates:
+        obj["candidates"] = [candidate(out, s) for s in samples]
+    obj["timing"] = {
+        "queue_s": round(out.generation.queue_s, 6),
+        "generate_s": round(out.generation.generate_s, 6),
+        "select_s": round(out.select_s, 6),
+    }
+    return obj
+
+
+def candidate(out: Outcome, s: Sample) -> dict[str, Any]:
+    d = out.decision
+    assert d is not None
+    ans = d.answers[s.index]
+    entry: dict[str, Any] = {
+        "index": s.index,
+        "answer": ans.text if ans else None,
+        "text": s.text,
+        "tokens": s.n_tokens,
+        "finish_reason": s.finish_reason,
+        "mean_logprob": s.mean_logprob,
+        "self_certainty": s.self_certainty,
+        "pruned": bool(d.pruned[s.index]) if d.pruned else False,
+    }
+    for name, values in d.scores.items():
+        entry[name] = values[s.index]
+    return entry
+
+
+def response_body(out: Outcome) -> dict[str, Any]:
+    plan = out.plan
+    samples = out.generation.samples
+    body: dict[str, Any] = {
+        "id": new_id(plan),
+        "object": "chat.completion" if plan.kind == "chat" else "text_completion",
+        "created": int(time.time()),
+        "model": plan.model,
+        "choices": [_choice(plan, k, samples[i]) for k, i in enumerate(out.choices)],
+        "usage": usage(out.generation),
+    }
+    if (meta := ponder_object(out)) is not None:
+        body["ponder"] = meta
+    return body
+
+
+class ChunkWriter:
+    """Builds the `chat.completion.chunk` / `text_completion` chunks of one streamed response."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self.id = new_id(plan)
+        self.created = int(time.time())
+
+    def chunk(self, choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+        obj = "chat.completion.chunk" if self.plan.kind == "chat" else "text_completion"
+        body = {
+            "id": self.id,
+            "object": obj,
+            "created": self.created,
+            "model": self.plan.model,
+            "choices": choices,
+        }
+        body.update(extra)
+        return body
+
+    def delta(
+        self,
+        index: int,
+        *,
+        text: str | None = None,
+        role: bool = False,
+        finish_reason: str | None = None,
+    ) -> dict[str, Any]:
+        if self.plan.kind == "chat":
+            delta: dict[str, Any] = {}
+            if role:
+                delta["role"] = "assistant"
+            if text is not None:
+                delta["content"] = text
+            return {
+                "index": index,
+                "delta": delta,
+                "logprobs": None,
+                "finish_reason": finish_reason,
+            }
+        return {
+            "index": index,
+            "text": text or "",
+            "logprobs": None,
+            "finish_reason": finish_reason,
+        }

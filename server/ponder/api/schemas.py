@@ -1,0 +1,80 @@
+"""OpenAI request schemas plus the `ponder` object (api.md). Unknown top-level fields from
+other tools are accepted and ignored; the `ponder` object itself is strict."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+AnswerFormat = Literal["auto", "boxed", "math", "number", "choice", "yesno", "text", "regex"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AnswerOptions(_Strict):
+    format: AnswerFormat = "auto"
+    pattern: str | None = Field(None, max_length=1000)
+
+
+class PonderOptions(_Strict):
+    """The request's `ponder` object."""
+
+    strategy: str | None = None
+    samples: int | None = Field(None, ge=1)
+    answer: AnswerOptions = Field(default_factory=AnswerOptions)
+    include_candidates: bool = False
+    # Options of strategies added later (self_certainty, rpc, cntp) are accepted as objects.
+    self_certainty: dict[str, Any] | None = None
+    rpc: dict[str, Any] | None = None
+    cntp: dict[str, Any] | None = None
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class _Common(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(..., min_length=1, max_length=256)
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    top_k: int | None = Field(None, ge=-1, description="vLLM-style; 0 or -1 = off")
+    min_p: float | None = Field(None, ge=0.0, le=1.0)
+    max_tokens: int | None = Field(None, ge=1)
+    n: int = Field(1, ge=1, le=128)
+    seed: int | None = Field(None, ge=-(2**63), lt=2**63)
+    stop: str | list[str] | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    ponder: PonderOptions | None = None
+
+
+class ContentPart(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    text: str | None = None
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[ContentPart] | None = None
+
+
+class ChatCompletionRequest(_Common):
+    messages: list[ChatMessage] = Field(..., min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    logprobs: bool = False
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+
+
+class CompletionRequest(_Common):
+    prompt: str | list[str] | list[int]
+    logprobs: int | None = Field(None, ge=0, le=20)
+    echo: bool = False

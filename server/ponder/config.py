@@ -1,0 +1,37 @@
+"""One Settings object, read from PONDER_* environment variables; CLI flags map onto it."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Server configuration. Every field can be set as PONDER_<FIELD> (e.g. PONDER_MODEL)."""
+
+    model_config = SettingsConfigDict(env_prefix="PONDER_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    engine: Literal["llamacpp"] = "llamacpp"
+    model: str | None = Field(
+        None, description="Path of a GGUF model; default: the embedded SmolLM2-135M-Instruct."
+    )
+    model_name: str = Field("smollm2", description="Name the model is served under.")
+    context_tokens: int = Field(
+        32768, ge=256, description="KV cache cells shared by all samples of one request."
+    )
+    threads: int | None = Field(None, ge=1, description="CPU threads; default: all cores.")
+
+    default_strategy: str = "none"
+    default_samples: int = Field(8, ge=1)
+    max_samples: int = Field(64, ge=1)
+    default_max_tokens: int = Field(512, ge=1)
+    selection_temperature: float = Field(
+        0.7, ge=0.0, le=2.0, description="Temperature of selection strategies when unset."
+    )
+    symbolic_timeout_s: float = Field(2.0, gt=0.0)

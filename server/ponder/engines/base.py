@@ -1,0 +1,143 @@
+"""The engine protocol and the plain data that crosses it.
+
+Strategies and the HTTP layer depend on this module only, never on a concrete engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float32]
+
+
+class EngineError(Exception):
+    """The engine failed while generating; the message is safe to show to a client."""
+
+
+class EngineNotReady(EngineError):
+    """The engine has not finished loading (or died)."""
+
+
+class RequestTooLarge(EngineError):
+    """The request does not fit the engine's context; `param` names the field to change."""
+
+    def __init__(self, message: str, param: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Per-sample decoding parameters. `temperature == 0` means greedy."""
+
+    max_tokens: int = 256
+    temperature: float = 0.7
+    top_p: float = 1.0
+    top_k: int = 0
+    min_p: float = 0.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    top_logprobs: int = 0
+
+
+@dataclass
+class Sample:
+    """One generated completion with its per-token statistics (strategies.md table).
+
+    `token_ids` and every stats array have one entry per generated token, the end-of-sequence
+    token included when one was generated (it is a token the model chose and paid for).
+    """
+
+    index: int
+    text: str
+    token_ids: list[int]
+    finish_reason: str
+    logprob: FloatArray
+    kl_uniform: FloatArray
+    logprob_processed: FloatArray
+    entropy_processed: FloatArray
+    top_logprobs: list[list[tuple[str, float]]] | None = None
+    tokens_text: list[str] = field(default_factory=list)
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.token_ids)
+
+    @property
+    def mean_logprob(self) -> float:
+        """Mean raw token logprob; 0.0 for an empty sample."""
+        return float(np.mean(self.logprob, dtype=np.float64)) if len(self.logprob) else 0.0
+
+    @property
+    def self_certainty(self) -> float:
+        """Mean KL(U || p) over the sample's tokens (Kang et al. 2025)."""
+        return float(np.mean(self.kl_uniform, dtype=np.float64)) if len(self.kl_uniform) else 0.0
+
+
+@dataclass
+class Generation:
+    """The result of one `Engine.sample` call."""
+
+    samples: list[Sample]
+    prompt_tokens: int
+    queue_s: float
+    generate_s: float
+
+
+ProgressCallback = Callable[[int, int], None]
+"""Called from the engine as `(finished_samples, total_samples)`; must be thread-safe."""
+
+
+@dataclass
+class StreamDelta:
+    """A piece of text of a streamed single sample; the last event carries the `Sample`."""
+
+    text: str
+    sample: Sample | None = None
+    prompt_tokens: int = 0
+
+
+class Engine(Protocol):
+    """What every engine offers. All methods that generate are async and never block the loop."""
+
+    model_name: str
+    exact_stats: bool
+    n_vocab: int
+
+    def render_chat(self, messages: list[dict[str, str]]) -> list[int]:
+        """Token ids of the chat prompt, rendered by the model's own chat template."""
+
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids of a raw completion prompt."""
+
+    async def start(self) -> None:
+        """Load the model and generate one token; afterwards `ready` is true."""
+
+    @property
+    def ready(self) -> bool: ...
+
+    def check_fits(self, prompt_tokens: int, max_tokens: int, n: int) -> None:
+        """Raise `RequestTooLarge` when n samples of max_tokens after the prompt do not fit."""
+
+    def default_max_tokens(self, prompt_tokens: int, n: int) -> int:
+        """The per-sample budget used when a request does not set one."""
+
+    async def sample(
+        self,
+        prompt_ids: list[int],
+        params: SamplingParams,
+        n: int,
+        on_progress: ProgressCallback | None = None,
+    ) -> Generation:
+        """N samples of the prompt, in one batch; sample i is seeded with seed + i."""
+
+    def stream(self, prompt_ids: list[int], params: SamplingParams) -> AsyncIterator[StreamDelta]:
+        """One sample, yielded as text deltas as it is produced; the last delta has the sample."""
+
+    async def close(self) -> None:
+        """Free native resources."""

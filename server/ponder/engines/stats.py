@@ -1,0 +1,114 @@
+"""Per-token statistics and sampling over raw logits rows, in numpy (strategies.md table).
+
+Pure functions: a logits matrix (one row per live sequence) in, scalars per row out. The
+llama.cpp engine calls them on every decode step; the vLLM logits processor mirrors the math.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from .base import SamplingParams
+
+_NUCLEUS_START = 64
+
+
+@dataclass
+class RowStats:
+    """Statistics of the distribution rows that produced one token per sequence."""
+
+    token: npt.NDArray[np.int64]
+    lse: npt.NDArray[np.float32]
+    logprob: npt.NDArray[np.float32]
+    kl_uniform: npt.NDArray[np.float32]
+    logprob_processed: npt.NDArray[np.float32]
+    entropy_processed: npt.NDArray[np.float32]
+
+
+def raw_stats(logits: npt.NDArray[np.float32]) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: logsumexp(z) and KL(U || softmax z) = logsumexp(z) - mean(z) - log V (float32)."""
+    z = np.asarray(logits, dtype=np.float32)
+    zmax = z.max(axis=1, keepdims=True)
+    lse = (zmax[:, 0] + np.log(np.exp(z - zmax).sum(axis=1, dtype=np.float32))).astype(np.float32)
+    kl = lse - z.mean(axis=1, dtype=np.float32) - np.float32(np.log(z.shape[1]))
+    return lse, kl.astype(np.float32)
+
+
+def _nucleus(p: np.ndarray, top_p: float) -> np.ndarray:
+    """Indices of the smallest set of most probable tokens whose mass reaches top_p."""
+    k = min(_NUCLEUS_START, p.size)
+    while True:
+        idx = np.argpartition(-p, k - 1)[:k] if k < p.size else np.arange(p.size)
+        idx = idx[np.argsort(-p[idx], kind="stable")]
+        csum = np.cumsum(p[idx])
+        if csum[-1] >= top_p or k >= p.size:
+            cut = int(np.searchsorted(csum, top_p)) + 1
+            return idx[: min(cut, idx.size)]
+        k = min(k * 4, p.size)
+
+
+def processed_distribution(
+    row: npt.NDArray[np.float32], params: SamplingParams
+) -> tuple[np.ndarray, np.ndarray]:
+    """The distribution actually sampled from: temperature, then top-k, top-p, min-p.
+
+    Returns (candidate token ids, their probabilities summing to 1). Greedy is the one-hot
+    distribution on the arg-max.
+    """
+    if params.temperature <= 0:
+        return np.array([int(np.argmax(row))]), np.ones(1, dtype=np.float64)
+    z = row.astype(np.float64) / params.temperature
+    ids: np.ndarray | None = None
+    if 0 < params.top_k < z.size:
+        ids = np.argpartition(-z, params.top_k - 1)[: params.top_k]
+        z = z[ids]
+    p = np.exp(z - z.max())
+    p /= p.sum()
+    if params.top_p < 1.0:
+        keep = _nucleus(p, params.top_p)
+        ids = keep if ids is None else ids[keep]
+        p = p[keep]
+    if params.min_p > 0.0:
+        keep = np.nonzero(p >= params.min_p * p.max())[0]
+        ids = keep if ids is None else ids[keep]
+        p = p[keep]
+    if ids is None:
+        ids = np.arange(p.size)
+    return ids, p / p.sum()
+
+
+def sample_rows(
+    logits: npt.NDArray[np.float32],
+    params: SamplingParams,
+    rngs: list[np.random.Generator],
+) -> RowStats:
+    """Sample one token per row and record the four per-token stats of strategies.md."""
+    lse, kl = raw_stats(logits)
+    m = logits.shape[0]
+    tokens = np.empty(m, dtype=np.int64)
+    lp_proc = np.empty(m, dtype=np.float32)
+    ent = np.empty(m, dtype=np.float32)
+    for r in range(m):
+        ids, q = processed_distribution(logits[r], params)
+        if ids.size == 1:
+            j = 0
+        else:
+            j = int(np.searchsorted(np.cumsum(q), rngs[r].random() * q.sum(), side="right"))
+            j = min(j, ids.size - 1)
+        tokens[r] = ids[j]
+        lp_proc[r] = np.log(q[j])
+        nz = q[q > 0]
+        ent[r] = max(0.0, float(-(nz * np.log(nz)).sum()))
+    logprob = (logits[np.arange(m), tokens] - lse).astype(np.float32)
+    return RowStats(tokens, lse, np.minimum(logprob, 0.0), kl, lp_proc, ent)
+
+
+def top_logprobs(row: npt.NDArray[np.float32], lse: float, k: int) -> list[tuple[int, float]]:
+    """The k most probable tokens of a raw row with their raw logprobs, best first."""
+    k = min(k, row.size)
+    idx = np.argpartition(-row, k - 1)[:k]
+    idx = idx[np.argsort(-row[idx], kind="stable")]
+    return [(int(i), float(row[i] - lse)) for i in idx]

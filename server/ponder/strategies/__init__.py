@@ -1,0 +1,28 @@
+"""Selection strategies: each a pure function `select(samples, options) -> Decision`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from ..engines.base import Sample
+from . import majority_vote
+from .base import Decision, Group, SelectOptions, TallyEntry, group_answers
+
+Selector = Callable[[Sequence[Sample], SelectOptions], Decision]
+
+SELECTORS: dict[str, Selector] = {majority_vote.NAME: majority_vote.select}
+"""Best-of-N selection strategies available on this server."""
+
+STRATEGIES: tuple[str, ...] = ("none", *SELECTORS)
+"""Every strategy a request may name (`none` = plain generation)."""
+
+__all__ = [
+    "SELECTORS",
+    "STRATEGIES",
+    "Decision",
+    "Group",
+    "SelectOptions",
+    "Selector",
+    "TallyEntry",
+    "group_answers",
+]

@@ -1,0 +1,77 @@
+"""Plain data shared by the selection strategies: groups, tally entries, the Decision."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from ..answers import Answer, AnswerSpec, equivalent, extract
+from ..engines.base import Sample
+
+Equal = Callable[[Answer, Answer], bool]
+
+
+@dataclass(frozen=True)
+class SelectOptions:
+    """Options every selection strategy understands."""
+
+    answer: AnswerSpec = field(default_factory=AnswerSpec)
+
+
+@dataclass
+class Group:
+    """Samples whose answers are equivalent; `answer` is the first member's (representative)."""
+
+    answer: Answer
+    members: list[int]
+
+
+@dataclass(frozen=True)
+class TallyEntry:
+    answer: str
+    votes: int
+    score: float
+    share: float
+
+
+@dataclass
+class Decision:
+    """What a selection strategy decided. `ranking[k]` is the sample shown for tally[k]."""
+
+    strategy: str
+    chosen: int
+    answer: str | None
+    confidence: float
+    tally: list[TallyEntry]
+    ranking: list[int]
+    answers: list[Answer | None]
+    unanswered: int
+    exact: bool = True
+    scores: dict[str, list[float]] = field(default_factory=dict)
+    pruned: list[bool] = field(default_factory=list)
+    notes: dict[str, object] = field(default_factory=dict)
+
+
+def extract_all(samples: Sequence[Sample], spec: AnswerSpec) -> list[Answer | None]:
+    return [extract(s.text, spec) for s in samples]
+
+
+def group_answers(answers: Sequence[Answer | None], equal: Equal = equivalent) -> list[Group]:
+    """Greedy grouping in sampling order: join the first earlier group whose representative is
+    equivalent, else start a new group. Samples without an answer join no group."""
+    groups: list[Group] = []
+    for i, ans in enumerate(answers):
+        if ans is None:
+            continue
+        for g in groups:
+            if equal(g.answer, ans):
+                g.members.append(i)
+                break
+        else:
+            groups.append(Group(ans, [i]))
+    return groups
+
+
+def best_member(members: Sequence[int], key: Sequence[float]) -> int:
+    """The member with the highest key; ties go to the earliest sample."""
+    return max(members, key=lambda i: (key[i], -i))

@@ -1,0 +1,150 @@
+"""The llama.cpp engine on the real SmolLM2: batching, seeds, greedy, and exact stats."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+from scipy.special import logsumexp, softmax
+
+from ponder.engines.base import RequestTooLarge, SamplingParams
+from ponder.engines.llamacpp import LlamaCppEngine, embedded_model_path
+
+MESSAGES = [{"role": "user", "content": "Write one sentence about the sea."}]
+
+
+def run(engine: LlamaCppEngine, params: SamplingParams, n: int, messages=MESSAGES):
+    return asyncio.run(engine.sample(engine.render_chat(messages), params, n))
+
+
+def test_chat_template_comes_from_the_model(engine: LlamaCppEngine) -> None:
+    ids = engine.render_chat(MESSAGES)
+    text = engine._llama.detokenize(ids, special=True).decode()
+    assert "<|im_start|>user" in text and text.rstrip().endswith("<|im_start|>assistant")
+
+
+def test_n_samples_in_one_call_are_distinct(engine: LlamaCppEngine) -> None:
+    gen = run(engine, SamplingParams(max_tokens=24, temperature=1.0, seed=11), 6)
+    texts = [s.text for s in gen.samples]
+    assert len(gen.samples) == 6 and [s.index for s in gen.samples] == list(range(6))
+    assert len(set(texts)) >= 5
+    assert gen.prompt_tokens == len(engine.render_chat(MESSAGES))
+    for s in gen.samples:
+        assert 1 <= s.n_tokens <= 24
+        assert s.finish_reason in ("stop", "length")
+        assert s.finish_reason == "stop" or s.n_tokens == 24
+
+
+def test_same_seed_same_samples(engine: LlamaCppEngine) -> None:
+    params = SamplingParams(max_tokens=20, temperature=0.9, seed=1234)
+    a, b = run(engine, params, 4), run(engine, params, 4)
+    assert [s.token_ids for s in a.samples] == [s.token_ids for s in b.samples]
+    c = run(engine, SamplingParams(max_tokens=20, temperature=0.9, seed=99), 4)
+    assert [s.token_ids for s in c.samples] != [s.token_ids for s in a.samples]
+
+
+def test_no_seed_gives_fresh_randomness(engine: LlamaCppEngine) -> None:
+    params = SamplingParams(max_tokens=20, temperature=1.0)
+    a, b = run(engine, params, 2), run(engine, params, 2)
+    assert [s.token_ids for s in a.samples] != [s.token_ids for s in b.samples]
+
+
+def test_greedy_is_deterministic(engine: LlamaCppEngine) -> None:
+    params = SamplingParams(max_tokens=16, temperature=0.0)
+    a, b = run(engine, params, 3), run(engine, params, 1)
+    assert a.samples[0].token_ids == a.samples[1].token_ids == a.samples[2].token_ids
+    assert a.samples[0].token_ids == b.samples[0].token_ids
+    assert (a.samples[0].entropy_processed == 0).all()
+
+
+def test_stats_are_sane(engine: LlamaCppEngine) -> None:
+    gen = run(engine, SamplingParams(max_tokens=24, temperature=0.8, top_p=0.95, seed=5), 4)
+    for s in gen.samples:
+        assert len(s.logprob) == len(s.kl_uniform) == len(s.entropy_processed) == s.n_tokens
+        assert (s.logprob <= 0).all()
+        assert (s.kl_uniform >= 0).all()
+        assert (s.entropy_processed >= 0).all()
+        assert (s.logprob_processed <= 1e-6).all()
+        assert s.self_certainty > 0
+
+
+def test_stats_agree_with_an_independent_recomputation(engine: LlamaCppEngine) -> None:
+    """Re-score prompt + sample with the high-level Llama (logits_all, one prefill batch) and
+    recompute the stats from its logits rows with scipy. The Q4_1 matmuls round differently for
+    different batch shapes (a 1-token vs 512-token batch of the same Llama differ by up to ~0.2
+    nats), so single tokens get that tolerance; the alignment check below is much tighter."""
+    from llama_cpp import Llama
+
+    params = SamplingParams(max_tokens=16, temperature=0.7, seed=3)
+    prompt = engine.render_chat(MESSAGES)
+    sample = asyncio.run(engine.sample(prompt, params, 1)).samples[0]
+    llm = Llama(model_path=str(embedded_model_path()), n_ctx=512, logits_all=True, verbose=False)
+    llm.eval(prompt + sample.token_ids)
+    rows = np.asarray(llm.scores[: len(prompt) + sample.n_tokens], dtype=np.float64)
+    llm.close()
+    n = sample.n_tokens
+    z = rows[len(prompt) - 1 : len(prompt) - 1 + n]
+    lse = logsumexp(z, axis=1)
+    lp = z[np.arange(n), sample.token_ids] - lse
+    kl = lse - z.mean(axis=1) - np.log(z.shape[1])
+    q = softmax(z / 0.7, axis=1)
+    ent = -(q * np.log(np.clip(q, 1e-300, None))).sum(axis=1)
+    lpp = np.log(q[np.arange(n), sample.token_ids])
+    np.testing.assert_allclose(sample.logprob, lp, atol=0.3)
+    np.testing.assert_allclose(sample.kl_uniform, kl, rtol=0.05)
+    np.testing.assert_allclose(sample.entropy_processed, ent, atol=0.3)
+    np.testing.assert_allclose(sample.logprob_processed, lpp, atol=0.3)
+    assert np.abs(sample.logprob - lp).mean() < 0.1
+    # Off by one position (the classic bug) is far outside that noise.
+    shifted = rows[len(prompt) : len(prompt) + n - 1]
+    lp_shift = shifted[np.arange(n - 1), sample.token_ids[: n - 1]] - logsumexp(shifted, axis=1)
+    assert np.abs(sample.logprob[: n - 1] - lp_shift).mean() > 1.0
+
+
+def test_stop_strings_and_max_tokens(engine: LlamaCppEngine) -> None:
+    base = run(engine, SamplingParams(max_tokens=30, temperature=0.0), 1).samples[0]
+    assert len(base.text) > 10
+    stop = base.text[5:8]
+    cut = run(engine, SamplingParams(max_tokens=30, temperature=0.0, stop=(stop,)), 1).samples[0]
+    assert cut.finish_reason == "stop"
+    assert cut.text == base.text[: base.text.index(stop)]
+    short = run(engine, SamplingParams(max_tokens=3, temperature=0.0), 1).samples[0]
+    assert short.n_tokens == 3 and short.finish_reason == "length"
+
+
+def test_streaming_yields_the_same_text(engine: LlamaCppEngine) -> None:
+    params = SamplingParams(max_tokens=24, temperature=0.8, seed=21)
+    prompt = engine.render_chat(MESSAGES)
+
+    async def collect():
+        return [d async for d in engine.stream(prompt, params)]
+
+    deltas = asyncio.run(collect())
+    whole = asyncio.run(engine.sample(prompt, params, 1)).samples[0]
+    assert len([d for d in deltas if d.text]) > 3
+    assert "".join(d.text for d in deltas) == whole.text
+    assert deltas[-1].sample is not None and deltas[-1].sample.token_ids == whole.token_ids
+
+
+def test_requests_that_do_not_fit_are_refused(engine: LlamaCppEngine) -> None:
+    with pytest.raises(RequestTooLarge) as err:
+        engine.check_fits(100, 1000, 16)
+    assert err.value.param == "max_tokens"
+    with pytest.raises(RequestTooLarge) as err:
+        engine.check_fits(10, 10, 17)
+    assert err.value.param == "samples"
+
+
+def test_concurrent_requests_are_queued_not_interleaved(engine: LlamaCppEngine) -> None:
+    params = SamplingParams(max_tokens=16, temperature=0.0)
+    prompt = engine.render_chat(MESSAGES)
+
+    async def both():
+        return await asyncio.gather(
+            engine.sample(prompt, params, 2), engine.sample(prompt, params, 2)
+        )
+
+    a, b = asyncio.run(both())
+    assert a.samples[0].token_ids == b.samples[0].token_ids
+    assert max(a.queue_s, b.queue_s) > 0.5 * min(a.generate_s, b.generate_s)
