@@ -106,14 +106,13 @@ def _prompt_ids(req: ChatCompletionRequest | CompletionRequest, engine: Engine) 
                 code="invalid_value",
             )
         return ids
-    if isinstance(prompt, list):
-        if len(prompt) != 1:
-            raise ApiError(
-                400,
-                "exactly one prompt per request is supported",
-                param="prompt",
-                code="invalid_value",
-            )
+    if isinstance(prompt, list) and len(prompt) != 1:
+        raise ApiError(
+            400,
+            "exactly one prompt per request is supported",
+            param="prompt",
+            code="invalid_value",
+        )
     text = prompt[0] if isinstance(prompt, list) else prompt
     if not isinstance(text, str) or not text:
         raise ApiError(
