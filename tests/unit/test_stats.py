@@ -87,3 +87,14 @@ def test_top_logprobs_sorted() -> None:
     top = top_logprobs(z, lse, 5)
     assert [t for t, _ in top] == np.argsort(-z)[:5].tolist()
     assert all(a[1] >= b[1] for a, b in itertools.pairwise(top))
+
+
+def test_block_sampling_across_blocks_follows_the_distribution() -> None:
+    z = np.full((1, 1000), -40.0, dtype=np.float32)
+    z[0, [10, 300, 999]] = np.log([0.5, 0.3, 0.2])
+    rng = np.random.default_rng(3)
+    got = [
+        int(sample_rows(z, SamplingParams(temperature=1.0), [rng]).token[0]) for _ in range(3000)
+    ]
+    freq = [got.count(i) / 3000 for i in (10, 300, 999)]
+    np.testing.assert_allclose(freq, [0.5, 0.3, 0.2], atol=0.03)

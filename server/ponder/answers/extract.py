@@ -198,6 +198,8 @@ def extract_auto(text: str) -> Answer | None:
     phrase = _after_answer_is(text)
     if phrase is not None:
         stripped = phrase.strip("$ ")
+        if _PLAIN_NUMBER.fullmatch(stripped):
+            return _number_answer(float(stripped.replace(",", "").replace(" ", "")))
         if looks_like_math(stripped):
             return _math_answer(stripped)
         if nums := _numbers(phrase):

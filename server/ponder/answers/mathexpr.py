@@ -27,6 +27,12 @@ _STRIP = [
     r"\\text\{[^{}]*\}",
     r"\\mbox\{[^{}]*\}",
 ]
+_STRIP_RE = re.compile("|".join(_STRIP))
+_FRAC_ALIAS = re.compile(r"\\[dt]frac")
+_TIMES = re.compile(r"\\(?:cdot|times)")
+_MATHRM = re.compile(r"\\mathrm\{([^{}]*)\}")
+_DIGIT_COMMA = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
+_LHS = re.compile(r"\s*[A-Za-z]\s*=\s*(.+)")
 _TOKEN = re.compile(r"\s*(\d+(?:\.\d+)?|\.\d+|\\[A-Za-z]+|[A-Za-z]|[-+*/^(){}\[\],=])")
 _GREEK = {
     "alpha",
@@ -48,15 +54,13 @@ class MathParseError(ValueError):
 
 def normalize_latex(text: str) -> str:
     """Drop presentation-only LaTeX and a leading `x =`; map operator macros to ASCII."""
-    s = text.strip()
-    for pat in _STRIP:
-        s = re.sub(pat, "", s)
-    s = re.sub(r"\\[dt]frac", r"\\frac", s)
-    s = re.sub(r"\\(?:cdot|times)", "*", s)
+    s = _STRIP_RE.sub("", text.strip())
+    s = _FRAC_ALIAS.sub(r"\\frac", s)
+    s = _TIMES.sub("*", s)
     s = s.replace("\\div", "/")
-    s = re.sub(r"\\mathrm\{([^{}]*)\}", r"\1", s)
-    s = re.sub(r"(?<=\d),(?=\d{3}(?!\d))", "", s)
-    m = re.fullmatch(r"\s*[A-Za-z]\s*=\s*(.+)", s)
+    s = _MATHRM.sub(r"\1", s)
+    s = _DIGIT_COMMA.sub("", s)
+    m = _LHS.fullmatch(s)
     if m:
         s = m.group(1)
     return s.strip().rstrip(".").strip()

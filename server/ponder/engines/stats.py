@@ -80,29 +80,74 @@ def processed_distribution(
     return ids, p / p.sum()
 
 
+_BLOCK = 256
+
+
+def _draw(weights: np.ndarray, u: float) -> int:
+    """Inverse-CDF draw from unnormalized weights with u in [0, 1), in two levels (block sums,
+    then one block) so a full-vocabulary float64 cumsum is not needed per token."""
+    nb = weights.size // _BLOCK
+    head = weights[: nb * _BLOCK].reshape(nb, _BLOCK).sum(axis=1, dtype=np.float64)
+    sums = np.append(head, weights[nb * _BLOCK :].sum(dtype=np.float64))
+    csum = np.cumsum(sums)
+    target = u * csum[-1]
+    b = min(int(np.searchsorted(csum, target, side="right")), sums.size - 1)
+    while sums[b] <= 0 and b > 0:  # float rounding can land on an empty block
+        b -= 1
+    block = weights[b * _BLOCK : (b + 1) * _BLOCK].astype(np.float64)
+    inner = np.cumsum(block)
+    rest = target - (csum[b - 1] if b > 0 else 0.0)
+    j = min(int(np.searchsorted(inner, rest, side="right")), block.size - 1)
+    while block[j] <= 0 and j > 0:
+        j -= 1
+    return b * _BLOCK + j
+
+
+def _is_plain(params: SamplingParams) -> bool:
+    """Temperature only: no top-k / top-p / min-p truncation."""
+    return params.top_k <= 0 and params.top_p >= 1.0 and params.min_p <= 0.0
+
+
 def sample_rows(
     logits: npt.NDArray[np.float32],
     params: SamplingParams,
     rngs: list[np.random.Generator],
 ) -> RowStats:
-    """Sample one token per row and record the four per-token stats of strategies.md."""
+    """Sample one token per row and record the four per-token stats of strategies.md.
+
+    Greedy and plain-temperature sampling (the common case) are vectorized over all rows;
+    truncated sampling (top-k/top-p/min-p) builds each row's candidate set.
+    """
     lse, kl = raw_stats(logits)
     m = logits.shape[0]
-    tokens = np.empty(m, dtype=np.int64)
-    lp_proc = np.empty(m, dtype=np.float32)
-    ent = np.empty(m, dtype=np.float32)
-    for r in range(m):
-        ids, q = processed_distribution(logits[r], params)
-        if ids.size == 1:
+    rows = np.arange(m)
+    if params.temperature <= 0:
+        tokens = logits.argmax(axis=1).astype(np.int64)
+        lp_proc = np.zeros(m, dtype=np.float32)
+        ent = np.zeros(m, dtype=np.float32)
+    elif _is_plain(params):
+        zt = (logits - logits.max(axis=1, keepdims=True)) * np.float32(1.0 / params.temperature)
+        et = np.exp(zt)
+        total = et.sum(axis=1)
+        # -sum q log q, with q = et / total and log q = zt - log(total)
+        ent = np.maximum(np.log(total) - (et * zt).sum(axis=1) / total, 0.0).astype(np.float32)
+        tokens = np.array([_draw(et[r], rngs[r].random()) for r in rows], dtype=np.int64)
+        lp_proc = (zt[rows, tokens] - np.log(total)).astype(np.float32)
+    else:
+        tokens = np.empty(m, dtype=np.int64)
+        lp_proc = np.empty(m, dtype=np.float32)
+        ent = np.empty(m, dtype=np.float32)
+        for r in range(m):
+            ids, pq = processed_distribution(logits[r], params)
             j = 0
-        else:
-            j = int(np.searchsorted(np.cumsum(q), rngs[r].random() * q.sum(), side="right"))
-            j = min(j, ids.size - 1)
-        tokens[r] = ids[j]
-        lp_proc[r] = np.log(q[j])
-        nz = q[q > 0]
-        ent[r] = max(0.0, float(-(nz * np.log(nz)).sum()))
-    logprob = (logits[np.arange(m), tokens] - lse).astype(np.float32)
+            if ids.size > 1:
+                j = int(np.searchsorted(np.cumsum(pq), rngs[r].random() * pq.sum(), side="right"))
+                j = min(j, ids.size - 1)
+            tokens[r] = ids[j]
+            lp_proc[r] = np.log(pq[j])
+            nz = pq[pq > 0]
+            ent[r] = max(0.0, float(-(nz * np.log(nz)).sum()))
+    logprob = (logits[rows, tokens] - lse).astype(np.float32)
     return RowStats(tokens, lse, np.minimum(logprob, 0.0), kl, lp_proc, ent)
 
 
