@@ -55,7 +55,9 @@ def bench_engine(max_tokens: int, repeats: int) -> None:
 def _synthetic(n: int, rng: np.random.Generator) -> list[Sample]:
     out = []
     for i in range(n):
-        lp = rng.normal(-0.5, 0.2, size=200).astype(np.float32).clip(max=0)
+        # Per-sample mean logprobs spread as real samples' do (about -1.2 .. -0.1 on SmolLM2).
+        mean = rng.uniform(-1.2, -0.1)
+        lp = (mean + rng.normal(0, 0.3, size=200)).astype(np.float32).clip(max=0)
         answer = int(rng.choice([42, 41, 40, 7]))
         out.append(
             Sample(

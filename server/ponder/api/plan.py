@@ -8,7 +8,13 @@ from typing import Literal
 from ..answers import AnswerSpec, compile_pattern
 from ..config import Settings
 from ..engines.base import Engine, SamplingParams
-from ..strategies import SELECTORS, STRATEGIES, SelectOptions
+from ..strategies import (
+    SELECTORS,
+    STRATEGIES,
+    RpcOptions,
+    SelectOptions,
+    SelfCertaintyOptions,
+)
 from .errors import ApiError
 from .schemas import ChatCompletionRequest, ChatMessage, CompletionRequest
 
@@ -161,9 +167,16 @@ def build_plan(
             param="ponder.samples",
             code="invalid_value",
         )
-    answer = AnswerSpec()
+    options = SelectOptions()
     if ponder is not None:
         answer = AnswerSpec(ponder.answer.format, ponder.answer.pattern)
+        options = SelectOptions(
+            answer=answer,
+            self_certainty=SelfCertaintyOptions(
+                vote=ponder.self_certainty.vote, borda_p=ponder.self_certainty.borda_p
+            ),
+            rpc=RpcOptions(prune=ponder.rpc.prune),
+        )
         if answer.format == "regex":
             if not answer.pattern:
                 raise ApiError(
@@ -205,7 +218,7 @@ def build_plan(
         samples=samples,
         n=req.n,
         params=params,
-        options=SelectOptions(answer=answer),
+        options=options,
         include_candidates=bool(ponder and ponder.include_candidates),
         stream=req.stream,
         include_usage=bool(req.stream_options and req.stream_options.include_usage),

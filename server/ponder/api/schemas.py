@@ -19,6 +19,15 @@ class AnswerOptions(_Strict):
     pattern: str | None = Field(None, max_length=1000)
 
 
+class SelfCertaintyRequest(_Strict):
+    vote: bool = True
+    borda_p: float = Field(0.5, ge=0.0, le=16.0)
+
+
+class RpcRequest(_Strict):
+    prune: bool = True
+
+
 class PonderOptions(_Strict):
     """The request's `ponder` object."""
 
@@ -26,9 +35,9 @@ class PonderOptions(_Strict):
     samples: int | None = Field(None, ge=1)
     answer: AnswerOptions = Field(default_factory=AnswerOptions)
     include_candidates: bool = False
-    # Options of strategies added later (self_certainty, rpc, cntp) are accepted as objects.
-    self_certainty: dict[str, Any] | None = None
-    rpc: dict[str, Any] | None = None
+    self_certainty: SelfCertaintyRequest = Field(default_factory=SelfCertaintyRequest)
+    rpc: RpcRequest = Field(default_factory=RpcRequest)
+    # CNTP's options (strategy `cntp`, not on this server yet) are accepted as an object.
     cntp: dict[str, Any] | None = None
 
 

@@ -5,12 +5,24 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from ..engines.base import Sample
-from . import majority_vote
-from .base import Decision, Group, SelectOptions, TallyEntry, group_answers
+from . import majority_vote, rpc, self_certainty
+from .base import (
+    Decision,
+    Group,
+    RpcOptions,
+    SelectOptions,
+    SelfCertaintyOptions,
+    TallyEntry,
+    group_answers,
+)
 
 Selector = Callable[[Sequence[Sample], SelectOptions], Decision]
 
-SELECTORS: dict[str, Selector] = {majority_vote.NAME: majority_vote.select}
+SELECTORS: dict[str, Selector] = {
+    majority_vote.NAME: majority_vote.select,
+    self_certainty.NAME: self_certainty.select,
+    rpc.NAME: rpc.select,
+}
 """Best-of-N selection strategies available on this server."""
 
 STRATEGIES: tuple[str, ...] = ("none", *SELECTORS)
@@ -21,8 +33,10 @@ __all__ = [
     "STRATEGIES",
     "Decision",
     "Group",
+    "RpcOptions",
     "SelectOptions",
     "Selector",
+    "SelfCertaintyOptions",
     "TallyEntry",
     "group_answers",
 ]

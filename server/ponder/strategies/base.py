@@ -12,10 +12,27 @@ Equal = Callable[[Answer, Answer], bool]
 
 
 @dataclass(frozen=True)
+class SelfCertaintyOptions:
+    """`vote`: Borda voting (default) or plain best-of-N; `borda_p`: rank exponent p."""
+
+    vote: bool = True
+    borda_p: float = 0.5
+
+
+@dataclass(frozen=True)
+class RpcOptions:
+    """`prune`: Reasoning Pruning with the Weibull mixture; false = plain Perplexity Consistency."""
+
+    prune: bool = True
+
+
+@dataclass(frozen=True)
 class SelectOptions:
-    """Options every selection strategy understands."""
+    """Options of the selection strategies (each reads its own part)."""
 
     answer: AnswerSpec = field(default_factory=AnswerSpec)
+    self_certainty: SelfCertaintyOptions = field(default_factory=SelfCertaintyOptions)
+    rpc: RpcOptions = field(default_factory=RpcOptions)
 
 
 @dataclass
@@ -70,6 +87,16 @@ def group_answers(answers: Sequence[Answer | None], equal: Equal = equivalent) -
         else:
             groups.append(Group(ans, [i]))
     return groups
+
+
+def first_best(scores: Sequence[float]) -> int:
+    """Index of the largest score; ties go to the lowest index."""
+    return max(range(len(scores)), key=lambda i: (scores[i], -i))
+
+
+def rank_groups(groups: Sequence[Group], score: Sequence[float]) -> list[int]:
+    """Group indices by descending score; ties keep first-member (sampling) order."""
+    return sorted(range(len(groups)), key=lambda g: -score[g])
 
 
 def best_member(members: Sequence[int], key: Sequence[float]) -> int:

@@ -1,0 +1,121 @@
+"""RPC: Perplexity Consistency + Reasoning Pruning (Zhou et al. 2025), strategies.md section 4."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..answers import equivalent
+from ..engines.base import Sample
+from . import weibull
+from .base import (
+    Decision,
+    Equal,
+    Group,
+    SelectOptions,
+    TallyEntry,
+    best_member,
+    extract_all,
+    first_best,
+    group_answers,
+    rank_groups,
+)
+
+NAME = "rpc"
+MIN_SAMPLES_TO_PRUNE = 4
+
+
+def path_probability(sample: Sample) -> float:
+    """exp(mean raw token logprob): the inverse perplexity of the sample."""
+    return math.exp(sample.mean_logprob)
+
+
+def prune(p: Sequence[float]) -> tuple[list[bool], dict[str, object]]:
+    """Reasoning Pruning: prune i iff posterior(high component) < 0.5 and p_i < mean(p); the
+    max-p sample is never pruned. Skipped (nothing pruned) for N < 4 or a failed fit."""
+    n = len(p)
+    if n < MIN_SAMPLES_TO_PRUNE:
+        return [False] * n, {"pruning": f"skipped: N < {MIN_SAMPLES_TO_PRUNE}"}
+    fitted = weibull.fit(p)
+    if fitted is None:
+        return [False] * n, {"pruning": "skipped: the Weibull mixture fit failed"}
+    post = fitted.posterior_high(p)
+    mean = float(np.mean(p))
+    top = first_best(p)
+    flags = [bool(post[i] < 0.5 and p[i] < mean and i != top) for i in range(n)]
+    return flags, {
+        "pruning": "applied",
+        "pruned": sum(flags),
+        "weibull": {
+            "w": fitted.w,
+            "k1": fitted.k1,
+            "lambda1": fitted.lam1,
+            "k2": fitted.k2,
+            "lambda2": fitted.lam2,
+            "loglik": fitted.loglik,
+        },
+    }
+
+
+def pc_score(
+    group: Group, samples: Sequence[Sample], p: Sequence[float], pruned: Sequence[bool]
+) -> float:
+    """Sum of p_i over the DISTINCT completion texts of the group's unpruned members."""
+    seen: set[str] = set()
+    score = 0.0
+    for i in group.members:
+        if pruned[i] or samples[i].text in seen:
+            continue
+        seen.add(samples[i].text)
+        score += p[i]
+    return score
+
+
+def select(
+    samples: Sequence[Sample], options: SelectOptions, equal: Equal = equivalent
+) -> Decision:
+    """Winner = the answer group with the largest PC score (ties: earliest group); the text shown
+    is its member with the largest p_i; confidence = winner's score / sum of group scores."""
+    if not samples:
+        raise ValueError("RPC needs at least one sample")
+    answers = extract_all(samples, options.answer)
+    p = [path_probability(s) for s in samples]
+    if options.rpc.prune:
+        pruned, notes = prune(p)
+    else:
+        pruned, notes = [False] * len(samples), {"pruning": "off"}
+    groups = group_answers(answers, equal)
+    scores = [pc_score(g, samples, p, pruned) for g in groups]
+    total = sum(scores)
+    order = rank_groups(groups, scores)
+    tally = [
+        TallyEntry(
+            groups[g].answer.text,
+            len(groups[g].members),
+            scores[g],
+            scores[g] / total if total > 0 else 0.0,
+        )
+        for g in order
+    ]
+    ranking = [best_member(groups[g].members, p) for g in order]
+    if groups:
+        chosen, answer = ranking[0], groups[order[0]].answer.text
+        confidence = scores[order[0]] / total if total > 0 else 0.0
+    else:
+        chosen, answer, confidence = first_best(p), None, 0.0
+        ranking = [chosen]
+    return Decision(
+        strategy=NAME,
+        chosen=chosen,
+        answer=answer,
+        confidence=confidence,
+        tally=tally,
+        ranking=ranking,
+        answers=answers,
+        unanswered=sum(a is None for a in answers),
+        scores={"path_probability": p},
+        pruned=pruned,
+        notes=notes,
+    )

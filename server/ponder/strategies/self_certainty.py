@@ -1,0 +1,96 @@
+"""Self-certainty best-of-N with Borda voting (Kang, Zhao, Song 2025), strategies.md section 3.
+
+Per sample SC = mean over its tokens of KL(U || softmax z), on raw logits over the full
+vocabulary (the engine's `kl_uniform`). This project averages the distributions that generated
+t_1..t_n (the paper's formula); the authors' code re-scores and averages the positions after
+each response token instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ..answers import equivalent
+from ..engines.base import Sample
+from .base import (
+    Decision,
+    Equal,
+    SelectOptions,
+    TallyEntry,
+    best_member,
+    extract_all,
+    first_best,
+    group_answers,
+    rank_groups,
+)
+
+NAME = "self_certainty"
+
+
+def borda_points(sc: Sequence[float], answered: Sequence[bool], p: float) -> list[float]:
+    """Rank samples by SC descending (stable: ties by index); rank r of N gets (N - r + 1)^p
+    points; unparsable samples take their rank but get no points."""
+    n = len(sc)
+    order = sorted(range(n), key=lambda i: -sc[i])
+    points = [0.0] * n
+    for r, i in enumerate(order, start=1):
+        if answered[i]:
+            points[i] = float((n - r + 1) ** p)
+    return points
+
+
+def select(
+    samples: Sequence[Sample], options: SelectOptions, equal: Equal = equivalent
+) -> Decision:
+    """Borda mode (default): the answer with the most points wins (ties: earliest group) and its
+    highest-SC member is shown; confidence = winner's points / all points cast. Best-of-N mode
+    (`vote: false`): the highest-SC sample with an answer (else the highest overall); its
+    confidence is still its answer's Borda share, so both modes report comparable numbers."""
+    if not samples:
+        raise ValueError("self-certainty needs at least one sample")
+    opts = options.self_certainty
+    answers = extract_all(samples, options.answer)
+    answered = [a is not None for a in answers]
+    sc = [s.self_certainty for s in samples]
+    points = borda_points(sc, answered, opts.borda_p)
+    groups = group_answers(answers, equal)
+    group_points = [sum(points[i] for i in g.members) for g in groups]
+    total = sum(group_points)
+    order = rank_groups(groups, group_points)
+    tally = [
+        TallyEntry(
+            groups[g].answer.text,
+            len(groups[g].members),
+            group_points[g],
+            group_points[g] / total if total > 0 else 0.0,
+        )
+        for g in order
+    ]
+    ranking = [best_member(groups[g].members, sc) for g in order]
+    share = {g: (group_points[g] / total if total > 0 else 0.0) for g in range(len(groups))}
+    if opts.vote:
+        if groups:
+            chosen, win = ranking[0], order[0]
+        else:
+            chosen, win = first_best(sc), None
+    else:
+        pool = [i for i in range(len(samples)) if answered[i]] or list(range(len(samples)))
+        chosen = max(pool, key=lambda i: (sc[i], -i))
+        win = next((g for g in range(len(groups)) if chosen in groups[g].members), None)
+        if win is not None:  # the chosen sample's answer leads the ranking
+            ranking = [chosen] + [r for k, r in enumerate(ranking) if order[k] != win]
+            tally = [tally[order.index(win)]] + [t for k, t in enumerate(tally) if order[k] != win]
+    if not groups:
+        ranking = [chosen]
+    return Decision(
+        strategy=NAME,
+        chosen=chosen,
+        answer=groups[win].answer.text if win is not None else None,
+        confidence=share[win] if win is not None else 0.0,
+        tally=tally,
+        ranking=ranking,
+        answers=answers,
+        unanswered=sum(not a for a in answered),
+        scores={"borda_points": points},
+        notes={"mode": "borda" if opts.vote else "best_of_n", "borda_p": opts.borda_p},
+    )
