@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -35,3 +35,12 @@ class Settings(BaseSettings):
         0.7, ge=0.0, le=2.0, description="Temperature of selection strategies when unset."
     )
     symbolic_timeout_s: float = Field(2.0, gt=0.0)
+
+    @field_validator("default_strategy")
+    @classmethod
+    def _known_strategy(cls, value: str) -> str:
+        from .strategies import STRATEGIES
+
+        if value not in STRATEGIES:
+            raise ValueError(f"unknown strategy {value!r}; available: {', '.join(STRATEGIES)}")
+        return value

@@ -9,8 +9,10 @@ from ..answers import AnswerSpec, compile_pattern
 from ..config import Settings
 from ..engines.base import Engine, SamplingParams
 from ..strategies import (
+    DECODERS,
     SELECTORS,
     STRATEGIES,
+    CntpOptions,
     RpcOptions,
     SelectOptions,
     SelfCertaintyOptions,
@@ -140,7 +142,7 @@ def build_plan(
             param="ponder.strategy",
             code="strategy_not_found",
         )
-    selecting = strategy in SELECTORS
+    selecting = strategy in SELECTORS or strategy in DECODERS
     asked = ponder.samples if ponder and ponder.samples is not None else None
     if not selecting:
         if asked is not None and asked != req.n:
@@ -152,7 +154,8 @@ def build_plan(
             )
         samples = req.n
     else:
-        samples = asked or alias_samples or settings.default_samples
+        default = 1 if strategy in DECODERS else settings.default_samples
+        samples = asked or alias_samples or default
         if req.n > samples:
             raise ApiError(
                 400,
@@ -176,6 +179,11 @@ def build_plan(
                 vote=ponder.self_certainty.vote, borda_p=ponder.self_certainty.borda_p
             ),
             rpc=RpcOptions(prune=ponder.rpc.prune),
+            cntp=CntpOptions(
+                max_trials=ponder.cntp.max_trials,
+                entropy_low=ponder.cntp.entropy_low,
+                entropy_high=ponder.cntp.entropy_high,
+            ),
         )
         if answer.format == "regex":
             if not answer.pattern:

@@ -30,8 +30,9 @@ def new_id(plan: Plan) -> str:
 
 
 def usage(generation: Generation) -> dict[str, int]:
-    """Completion tokens of every sample; the prompt once (it is prefilled once per request)."""
-    completion = sum(s.n_tokens for s in generation.samples)
+    """Every generated token (of every sample and CNTP trial); the prompt once (it is
+    prefilled once per request and shared)."""
+    completion = sum(s.n_tokens for s in generation.samples) + generation.unused_tokens
     return {
         "prompt_tokens": generation.prompt_tokens,
         "completion_tokens": completion,

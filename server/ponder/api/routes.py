@@ -9,12 +9,12 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from ..config import Settings
 from ..engines.base import Engine
-from ..strategies import STRATEGIES
+from ..strategies import DECODERS, STRATEGIES
 from .errors import ApiError
 from .plan import Plan, build_plan
 from .render import response_body
 from .schemas import ChatCompletionRequest, CompletionRequest
-from .service import execute, stream_buffered, stream_tokens
+from .service import execute, stream_buffered, stream_segments, stream_tokens
 
 router = APIRouter()
 
@@ -48,8 +48,12 @@ _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 async def _respond(plan: Plan, engine: Engine) -> Any:
     if plan.stream:
-        single = plan.strategy == "none" and plan.samples == 1
-        events = stream_tokens(plan, engine) if single else stream_buffered(plan, engine)
+        if plan.samples == 1 and plan.strategy == "none":
+            events = stream_tokens(plan, engine)
+        elif plan.samples == 1 and plan.strategy in DECODERS:
+            events = stream_segments(plan, engine)
+        else:
+            events = stream_buffered(plan, engine)
         return StreamingResponse(events, media_type="text/event-stream", headers=_SSE_HEADERS)
     return JSONResponse(response_body(await execute(plan, engine)))
 

@@ -3,9 +3,9 @@ other tools are accepted and ignored; the `ponder` object itself is strict."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 AnswerFormat = Literal["auto", "boxed", "math", "number", "choice", "yesno", "text", "regex"]
 
@@ -28,6 +28,18 @@ class RpcRequest(_Strict):
     prune: bool = True
 
 
+class CntpRequest(_Strict):
+    max_trials: int = Field(10, ge=1, le=64)
+    entropy_low: float = Field(0.01, ge=-1e6, le=1e6)
+    entropy_high: float = Field(1.5, ge=-1e6, le=1e6)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> CntpRequest:
+        if self.entropy_high <= self.entropy_low:
+            raise ValueError("entropy_high must be greater than entropy_low")
+        return self
+
+
 class PonderOptions(_Strict):
     """The request's `ponder` object."""
 
@@ -37,8 +49,7 @@ class PonderOptions(_Strict):
     include_candidates: bool = False
     self_certainty: SelfCertaintyRequest = Field(default_factory=SelfCertaintyRequest)
     rpc: RpcRequest = Field(default_factory=RpcRequest)
-    # CNTP's options (strategy `cntp`, not on this server yet) are accepted as an object.
-    cntp: dict[str, Any] | None = None
+    cntp: CntpRequest = Field(default_factory=CntpRequest)
 
 
 class StreamOptions(BaseModel):

@@ -3,23 +3,35 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
 
-from ..engines.base import Engine
-from ..strategies import SELECTORS
+from ..decoding import cntp_run
+from ..engines.base import Engine, Generation
+from ..strategies import DECODERS, SELECTORS, majority_vote
+from ..strategies.cntp import single_decision
 from .errors import error_body, to_api_error
 from .plan import Plan
 from .render import ChunkWriter, Outcome, ponder_object, usage
+
+T = TypeVar("T")
 
 KEEPALIVE_S = 5.0
 TEXT_CHUNK = 64
 
 
-async def execute(plan: Plan, engine: Engine, on_progress: Any = None) -> Outcome:
+async def execute(
+    plan: Plan,
+    engine: Engine,
+    on_progress: Callable[[int, int], None] | None = None,
+    on_text: Callable[[str], None] | None = None,
+) -> Outcome:
     """Generate the plan's samples in one engine call, then select (off the event loop)."""
+    if plan.strategy in DECODERS:
+        return await _execute_cntp(plan, engine, on_progress, on_text)
     gen = await engine.sample(plan.prompt_ids, plan.params, plan.samples, on_progress)
     if plan.strategy not in SELECTORS:
         return Outcome(plan, gen, None, list(range(len(gen.samples))), 0.0, engine.exact_stats)
@@ -34,6 +46,72 @@ async def execute(plan: Plan, engine: Engine, on_progress: Any = None) -> Outcom
         select_s,
         engine.exact_stats and decision.exact,
     )
+
+
+async def _execute_cntp(
+    plan: Plan,
+    engine: Engine,
+    on_progress: Callable[[int, int], None] | None,
+    on_text: Callable[[str], None] | None,
+) -> Outcome:
+    """N CNTP decodes; one is reported as is, several are majority-voted (CNTP + SC)."""
+    opts = plan.options
+    results = await cntp_run(
+        engine, plan.prompt_ids, plan.params, opts.cntp, plan.samples, on_progress, on_text
+    )
+    samples = [r.sample for r in results]
+    gen = Generation(
+        samples=samples,
+        prompt_tokens=results[0].prompt_tokens,
+        queue_s=sum(r.queue_s for r in results),
+        generate_s=sum(r.generate_s for r in results),
+        unused_tokens=sum(r.unused_tokens for r in results),
+    )
+    t0 = time.perf_counter()
+    if len(samples) == 1:
+        decision = single_decision(samples[0], opts.answer)
+        notes = results[0].stats(with_steps=plan.include_candidates)
+    else:
+        decision = await asyncio.to_thread(majority_vote.select, samples, opts)
+        counts = [r.counts() for r in results]
+        notes = {k: sum(c[k] for c in counts) for k in counts[0]}
+        for key in notes:
+            decision.scores[key] = [float(c[key]) for c in counts]
+    decision = dataclasses.replace(decision, strategy="cntp", notes={**decision.notes, **notes})
+    select_s = time.perf_counter() - t0
+    return Outcome(plan, gen, decision, decision.ranking[: plan.n], select_s, engine.exact_stats)
+
+
+async def _until_done(
+    queue: asyncio.Queue[T], task: asyncio.Future[Any], tick: float | None = None
+) -> AsyncIterator[T | None]:
+    """Items put on `queue` while `task` runs (then the rest); None every `tick` seconds idle."""
+    while True:
+        getter = asyncio.ensure_future(queue.get())
+        done, _ = await asyncio.wait(
+            {getter, task}, timeout=tick, return_when=asyncio.FIRST_COMPLETED
+        )
+        if getter in done:
+            yield getter.result()
+            continue
+        getter.cancel()
+        if task.done():
+            while not queue.empty():
+                yield queue.get_nowait()
+            return
+        yield None
+
+
+def _final_chunk(w: ChunkWriter, out: Outcome) -> dict[str, Any]:
+    """Last chunk of a buffered or segment stream: finish reasons, `ponder`, usage if asked."""
+    samples = out.generation.samples
+    finals = [w.delta(k, finish_reason=samples[i].finish_reason) for k, i in enumerate(out.choices)]
+    extra: dict[str, Any] = {}
+    if (meta := ponder_object(out)) is not None:
+        extra["ponder"] = meta
+    if out.plan.include_usage:
+        extra["usage"] = usage(out.generation)
+    return w.chunk(finals, **extra)
 
 
 def sse(obj: dict[str, Any]) -> str:
@@ -78,8 +156,9 @@ async def stream_tokens(plan: Plan, engine: Engine) -> AsyncIterator[str]:
 
 
 async def stream_buffered(plan: Plan, engine: Engine) -> AsyncIterator[str]:
-    """Selection strategies (and `none` with n > 1): progress comments while samples are
-    generated, then the chosen texts as content chunks, `ponder` and usage in the last chunk."""
+    """Selection strategies (and `none` with n > 1, CNTP with samples > 1): progress comments
+    while samples are generated, then the chosen texts as content chunks, `ponder` and usage
+    in the last chunk."""
     w = ChunkWriter(plan)
     loop = asyncio.get_running_loop()
     progress: asyncio.Queue[tuple[int, int]] = asyncio.Queue()
@@ -90,18 +169,8 @@ async def stream_buffered(plan: Plan, engine: Engine) -> AsyncIterator[str]:
     task = asyncio.ensure_future(execute(plan, engine, on_progress))
     try:
         yield f": progress 0/{plan.samples}\n\n"
-        while not task.done():
-            getter = asyncio.ensure_future(progress.get())
-            done, _ = await asyncio.wait(
-                {getter, task}, timeout=KEEPALIVE_S, return_when=asyncio.FIRST_COMPLETED
-            )
-            if getter in done:
-                k, total = getter.result()
-                yield f": progress {k}/{total}\n\n"
-            else:
-                getter.cancel()
-                if not done:
-                    yield ": keep-alive\n\n"
+        async for item in _until_done(progress, task, KEEPALIVE_S):
+            yield ": keep-alive\n\n" if item is None else f": progress {item[0]}/{item[1]}\n\n"
         out = task.result()
         samples = out.generation.samples
         for k, i in enumerate(out.choices):
@@ -109,15 +178,25 @@ async def stream_buffered(plan: Plan, engine: Engine) -> AsyncIterator[str]:
             yield sse(w.chunk([w.delta(k, role=True, text="")]))
             for start in range(0, len(text), TEXT_CHUNK):
                 yield sse(w.chunk([w.delta(k, text=text[start : start + TEXT_CHUNK])]))
-        finals = [
-            w.delta(k, finish_reason=samples[i].finish_reason) for k, i in enumerate(out.choices)
-        ]
-        extra: dict[str, Any] = {}
-        if (meta := ponder_object(out)) is not None:
-            extra["ponder"] = meta
-        if plan.include_usage:
-            extra["usage"] = usage(out.generation)
-        yield sse(w.chunk(finals, **extra))
+        yield sse(_final_chunk(w, out))
+    except Exception as exc:
+        yield _error_event(exc)
+    finally:
+        if not task.done():
+            task.cancel()
+    yield DONE
+
+
+async def stream_segments(plan: Plan, engine: Engine) -> AsyncIterator[str]:
+    """CNTP with one sample: each appended segment is sent as soon as it is chosen."""
+    w = ChunkWriter(plan)
+    texts: asyncio.Queue[str] = asyncio.Queue()
+    task = asyncio.ensure_future(execute(plan, engine, on_text=texts.put_nowait))
+    try:
+        yield sse(w.chunk([w.delta(0, role=True, text="")]))
+        async for piece in _until_done(texts, task, KEEPALIVE_S):
+            yield ": keep-alive\n\n" if piece is None else sse(w.chunk([w.delta(0, text=piece)]))
+        yield sse(_final_chunk(w, task.result()))
     except Exception as exc:
         yield _error_event(exc)
     finally:

@@ -6,6 +6,7 @@ Strategies and the HTTP layer depend on this module only, never on a concrete en
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -43,6 +44,16 @@ class SamplingParams:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     top_logprobs: int = 0
+    stop_entropy: float | None = None
+    """Finish a sample, without sampling, at the first position whose processed entropy is at
+    least this (finish_reason "entropy"; the entropy is in `Sample.next_entropy`)."""
+    punct_stop: bool = False
+    """Finish right after the first token whose text contains a PUNCTUATION character
+    (finish_reason "punct")."""
+
+
+PUNCTUATION = ".,\n?!:;)]}"
+"""CNTP's trial boundaries (strategies.md section 5)."""
 
 
 @dataclass
@@ -63,6 +74,7 @@ class Sample:
     entropy_processed: FloatArray
     top_logprobs: list[list[tuple[str, float]]] | None = None
     tokens_text: list[str] = field(default_factory=list)
+    next_entropy: float | None = None
 
     @property
     def n_tokens(self) -> int:
@@ -87,6 +99,8 @@ class Generation:
     prompt_tokens: int
     queue_s: float
     generate_s: float
+    unused_tokens: int = 0
+    """Tokens generated but in no returned sample (CNTP's losing trials); they count in usage."""
 
 
 ProgressCallback = Callable[[int, int], None]
@@ -100,6 +114,12 @@ class StreamDelta:
     text: str
     sample: Sample | None = None
     prompt_tokens: int = 0
+
+
+class Sampler(Protocol):
+    """Something that draws samples: an engine, or a session on one."""
+
+    async def sample(self, prompt_ids: list[int], params: SamplingParams, n: int) -> Generation: ...
 
 
 class Engine(Protocol):
@@ -138,6 +158,13 @@ class Engine(Protocol):
 
     def stream(self, prompt_ids: list[int], params: SamplingParams) -> AsyncIterator[StreamDelta]:
         """One sample, yielded as text deltas as it is produced; the last delta has the sample."""
+
+    def session(self) -> AbstractAsyncContextManager[Sampler]:
+        """Exclusive use of the engine for a series of calls that extend one another's prefixes
+        (CNTP); the engine may reuse its cache between them."""
+
+    def detokenize(self, token_ids: list[int]) -> str:
+        """Text of generated token ids (special tokens rendered as nothing)."""
 
     async def close(self) -> None:
         """Free native resources."""

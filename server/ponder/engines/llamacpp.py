@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import contextlib
 import ctypes
 import importlib.util
 import logging
@@ -25,17 +26,20 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from ..stops import holdback, stop_index
 from .base import (
+    PUNCTUATION,
     EngineError,
     EngineNotReady,
     Generation,
     ProgressCallback,
     RequestTooLarge,
     Sample,
+    Sampler,
     SamplingParams,
     StreamDelta,
 )
-from .stats import sample_rows, top_logprobs
+from .stats import RowStats, sample_rows, top_logprobs
 
 log = logging.getLogger("ponder.engine")
 
@@ -61,25 +65,17 @@ def embedded_model_path() -> Path:
     return found[0]
 
 
-def _stop_at(text: str, stops: tuple[str, ...], start: int) -> int:
-    """Index of the earliest stop string that begins at or after `start`'s window, or -1."""
-    best = -1
-    for s in stops:
-        i = text.find(s, start)
-        if i != -1 and (best == -1 or i < best):
-            best = i
-    return best
+def _seed(seed: int | None, i: int) -> int | None:
+    """Sample i's seed (seed + i), folded into numpy's non-negative range."""
+    return None if seed is None else (seed + i) % 2**64
 
 
-def _holdback(text: str, stops: tuple[str, ...]) -> int:
-    """How many trailing characters could be the start of a stop string (not safe to emit)."""
-    keep = 0
-    for s in stops:
-        for k in range(min(len(s) - 1, len(text)), 0, -1):
-            if text.endswith(s[:k]):
-                keep = max(keep, k)
-                break
-    return keep
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
 
 
 class _Seq:
@@ -93,8 +89,10 @@ class _Seq:
         "kl",
         "lp",
         "lpp",
+        "next_entropy",
         "pieces",
         "rng",
+        "row",
         "text",
         "tokens",
         "top",
@@ -113,6 +111,27 @@ class _Seq:
         self.text = ""
         self.emitted = 0
         self.finish: str | None = None
+        self.row: np.ndarray | None = None
+        self.next_entropy: float | None = None
+
+    def decoded(self) -> list[int]:
+        """Generated tokens whose KV is in the cache (a final sampled token never is)."""
+        return self.tokens if self.finish in ("entropy", None) else self.tokens[:-1]
+
+    def to_sample(self, index: int, with_top: bool) -> Sample:
+        return Sample(
+            index=index,
+            text=self.text,
+            token_ids=self.tokens,
+            finish_reason=self.finish or "cancelled",
+            logprob=np.asarray(self.lp, dtype=np.float32),
+            kl_uniform=np.asarray(self.kl, dtype=np.float32),
+            logprob_processed=np.asarray(self.lpp, dtype=np.float32),
+            entropy_processed=np.asarray(self.ent, dtype=np.float32),
+            top_logprobs=self.top if with_top else None,
+            tokens_text=self.pieces,
+            next_entropy=self.next_entropy,
+        )
 
 
 class LlamaCppEngine:
@@ -144,6 +163,9 @@ class LlamaCppEngine:
         self._lib: Any = None
         self._pieces: dict[int, bytes] = {}
         self._chat: Any = None
+        self._kv: dict[int, tuple[list[int], np.ndarray | None]] = {}
+        self._lock_obj: asyncio.Lock | None = None
+        self._lock_loop: asyncio.AbstractEventLoop | None = None
         self.n_vocab = 0
         self.n_ctx_train = 0
 
@@ -246,6 +268,9 @@ class LlamaCppEngine:
             self._pieces[token] = piece
         return piece
 
+    def detokenize(self, token_ids: list[int]) -> str:
+        return b"".join(self._piece(t) for t in token_ids).decode("utf-8", errors="replace")
+
     def _text(self, token: int) -> str:
         return self._piece(token).decode("utf-8", errors="replace")
 
@@ -277,17 +302,28 @@ class LlamaCppEngine:
 
     # ---------------------------------------------------------------- generation
 
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+    def _lock(self) -> asyncio.Lock:
+        """The lock that orders requests and sessions (one per event loop)."""
+        loop = asyncio.get_running_loop()
+        if self._lock_obj is None or self._lock_loop is not loop:
+            self._lock_obj, self._lock_loop = asyncio.Lock(), loop
+        return self._lock_obj
+
+    async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run `fn(*args, cancel=event)` on the engine thread; cancelling the caller stops it."""
         cancel = threading.Event()
         loop = asyncio.get_running_loop()
-        fut = loop.run_in_executor(self._executor, partial(fn, *args, cancel=cancel))
+        fut = loop.run_in_executor(self._executor, partial(fn, *args, cancel=cancel, **kwargs))
         try:
             return await asyncio.shield(fut)
         except asyncio.CancelledError:
             cancel.set()
             fut.add_done_callback(lambda f: f.cancelled() or f.exception())
             raise
+
+    def _require_ready(self) -> None:
+        if self._ctx is None:
+            raise EngineNotReady("the model is still loading")
 
     async def sample(
         self,
@@ -296,41 +332,57 @@ class LlamaCppEngine:
         n: int,
         on_progress: ProgressCallback | None = None,
     ) -> Generation:
-        if self._ctx is None:
-            raise EngineNotReady("the model is still loading")
+        self._require_ready()
         submitted = time.perf_counter()
-        return await self._run(self._generate, prompt_ids, params, n, on_progress, None, submitted)
+        async with self._lock():
+            return await self._run(
+                self._generate, prompt_ids, params, n, on_progress, None, submitted
+            )
+
+    @contextlib.asynccontextmanager
+    async def session(self) -> AsyncIterator[Sampler]:
+        """Exclusive use of the engine for a series of calls (CNTP's drafts and trials): inside
+        it, each call reuses the KV cache of the previous call's longest matching sequence, so
+        a growing prefix is never prefilled twice. The first call starts from a clean cache, so
+        a session is as reproducible as a single call."""
+        self._require_ready()
+        async with self._lock():
+            yield _Session(self)
 
     async def stream(
         self, prompt_ids: list[int], params: SamplingParams
     ) -> AsyncIterator[StreamDelta]:
-        if self._ctx is None:
-            raise EngineNotReady("the model is still loading")
+        self._require_ready()
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[str] = asyncio.Queue()
 
         def on_delta(text: str) -> None:
             loop.call_soon_threadsafe(queue.put_nowait, text)
 
-        task = asyncio.ensure_future(
-            self._run(self._generate, prompt_ids, params, 1, None, on_delta, time.perf_counter())
-        )
-        try:
-            while True:
-                getter = asyncio.ensure_future(queue.get())
-                await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
-                if getter.done():
-                    yield StreamDelta(getter.result())
-                    continue
-                getter.cancel()
-                while not queue.empty():
-                    yield StreamDelta(queue.get_nowait())
-                gen = task.result()
-                yield StreamDelta("", sample=gen.samples[0], prompt_tokens=gen.prompt_tokens)
-                return
-        finally:
-            if not task.done():
-                task.cancel()
+        async with self._lock():
+            task = asyncio.ensure_future(
+                self._run(
+                    self._generate, prompt_ids, params, 1, None, on_delta, time.perf_counter()
+                )
+            )
+            try:
+                while True:
+                    getter = asyncio.ensure_future(queue.get())
+                    await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
+                    if getter.done():
+                        yield StreamDelta(getter.result())
+                        continue
+                    getter.cancel()
+                    while not queue.empty():
+                        yield StreamDelta(queue.get_nowait())
+                    gen = task.result()
+                    yield StreamDelta("", sample=gen.samples[0], prompt_tokens=gen.prompt_tokens)
+                    return
+            finally:
+                if not task.done():
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
 
     def _decode(self, rows: list[tuple[int, int, int]]) -> np.ndarray:
         """Decode one batch of (token, position, sequence) rows; return their logits rows."""
@@ -346,22 +398,49 @@ class LlamaCppEngine:
         ptr = self._lib.llama_get_logits(self._ctx.ctx)
         return np.ctypeslib.as_array(ptr, shape=(len(rows), self.n_vocab)).copy()
 
-    def _prefill(self, prompt_ids: list[int]) -> np.ndarray:
-        """Decode the prompt on sequence 0 in chunks; return the last position's logits row."""
+    def _prefill(self, tokens: list[int], start: int) -> np.ndarray:
+        """Decode `tokens` at positions start.. on sequence 0 in chunks; return the logits row
+        of the last one."""
         b = self._batch.batch
-        n = len(prompt_ids)
-        for start in range(0, n, self.n_batch):
-            chunk = prompt_ids[start : start + self.n_batch]
+        n = len(tokens)
+        for off in range(0, n, self.n_batch):
+            chunk = tokens[off : off + self.n_batch]
             b.n_tokens = len(chunk)
             for r, tok in enumerate(chunk):
                 b.token[r] = tok
-                b.pos[r] = start + r
+                b.pos[r] = start + off + r
                 b.n_seq_id[r] = 1
                 b.seq_id[r][0] = 0
-                b.logits[r] = start + r == n - 1
+                b.logits[r] = off + r == n - 1
             self._check(self._lib.llama_decode(self._ctx.ctx, b))
         ptr = self._lib.llama_get_logits_ith(self._ctx.ctx, -1)
         return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).copy()
+
+    def _prepare(self, prompt_ids: list[int], reuse: bool) -> np.ndarray:
+        """Put the prompt's KV on sequence 0 and return the next-token logits row.
+
+        Without `reuse` the cache is cleared and the prompt prefilled whole. With it, the
+        sequence of the previous call that shares the longest prefix becomes sequence 0 and
+        only the rest is decoded (nothing at all when its state is exactly the prompt)."""
+        kv = self._kv if reuse else {}
+        self._kv = {}
+        if not kv:
+            self._ctx.kv_cache_clear()
+            return self._prefill(prompt_ids, 0)
+        common = {s: _common_prefix(toks, prompt_ids) for s, (toks, _) in kv.items()}
+        src = max(common, key=lambda s: (common[s], -s))
+        toks, row = kv[src]
+        if src != 0:
+            self._ctx.kv_cache_seq_rm(0, -1, -1)
+            self._ctx.kv_cache_seq_cp(src, 0, -1, -1)
+        for s in kv:
+            if s != 0:
+                self._ctx.kv_cache_seq_rm(s, -1, -1)
+        if common[src] == len(prompt_ids) == len(toks) and row is not None:
+            return row
+        keep = min(common[src], len(prompt_ids) - 1)
+        self._ctx.kv_cache_seq_rm(0, keep, -1)
+        return self._prefill(prompt_ids[keep:], keep)
 
     @staticmethod
     def _check(code: int) -> None:
@@ -379,22 +458,19 @@ class LlamaCppEngine:
         on_delta: DeltaCallback | None,
         submitted: float,
         cancel: threading.Event,
+        reuse: bool = False,
     ) -> Generation:
         started = time.perf_counter()
         if not prompt_ids:
             raise EngineError("empty prompt")
         self.check_fits(len(prompt_ids), params.max_tokens, n)
-        seqs = [
-            _Seq(np.random.default_rng(None if params.seed is None else params.seed + i))
-            for i in range(n)
-        ]
-        self._ctx.kv_cache_clear()
-        first = self._prefill(prompt_ids)
+        seqs = [_Seq(np.random.default_rng(_seed(params.seed, i))) for i in range(n)]
+        first = self._prepare(prompt_ids, reuse)
         for i in range(1, n):
             self._ctx.kv_cache_seq_cp(0, i, -1, -1)
         is_eog = self._lib.llama_vocab_is_eog
         vocab = self._llama._model.vocab
-        max_stop = max((len(s) for s in params.stop), default=0)
+        max_stop = max((len(x) for x in params.stop), default=0)
         live = list(range(n))
         logits = np.repeat(first[None, :], n, axis=0)
         finished = 0
@@ -403,39 +479,19 @@ class LlamaCppEngine:
             nxt: list[tuple[int, int, int]] = []
             for r, i in enumerate(live):
                 s = seqs[i]
-                tok = int(st.token[r])
-                s.tokens.append(tok)
-                s.lp.append(float(st.logprob[r]))
-                s.kl.append(float(st.kl_uniform[r]))
-                s.lpp.append(float(st.logprob_processed[r]))
-                s.ent.append(float(st.entropy_processed[r]))
-                if params.top_logprobs > 0:
-                    top = top_logprobs(logits[r], float(st.lse[r]), params.top_logprobs)
-                    s.top.append([(self._text(t), lp) for t, lp in top])
-                if is_eog(vocab, tok):
-                    s.pieces.append("")
-                    s.text += s.decoder.decode(b"", final=True)
-                    s.finish = "stop"
+                s.row = logits[r]
+                ent = float(st.entropy_processed[r])
+                if params.stop_entropy is not None and ent >= params.stop_entropy:
+                    s.finish, s.next_entropy = "entropy", ent  # stop before this token
                 else:
-                    piece = self._piece(tok)
-                    s.pieces.append(self._text(tok))
-                    before = len(s.text)
-                    s.text += s.decoder.decode(piece)
-                    if params.stop:
-                        cut = _stop_at(s.text, params.stop, max(0, before - max_stop + 1))
-                        if cut != -1:
-                            s.text = s.text[:cut]
-                            s.finish = "stop"
-                    if s.finish is None and len(s.tokens) >= params.max_tokens:
-                        s.text += s.decoder.decode(b"", final=True)
-                        s.finish = "length"
+                    self._accept(s, st, r, params, max_stop, is_eog(vocab, int(st.token[r])))
                 if on_delta is not None:
-                    safe = len(s.text) if s.finish else len(s.text) - _holdback(s.text, params.stop)
+                    safe = len(s.text) if s.finish else len(s.text) - holdback(s.text, params.stop)
                     if safe > s.emitted:
                         on_delta(s.text[s.emitted : safe])
                         s.emitted = safe
                 if s.finish is None:
-                    nxt.append((tok, len(prompt_ids) + len(s.tokens) - 1, i))
+                    nxt.append((s.tokens[-1], len(prompt_ids) + len(s.tokens) - 1, i))
                 else:
                     finished += 1
                     if on_progress is not None:
@@ -443,24 +499,63 @@ class LlamaCppEngine:
             live = [row[2] for row in nxt]
             if live and not cancel.is_set():
                 logits = self._decode(nxt)
-        samples = [
-            Sample(
-                index=i,
-                text=s.text,
-                token_ids=s.tokens,
-                finish_reason=s.finish or "cancelled",
-                logprob=np.asarray(s.lp, dtype=np.float32),
-                kl_uniform=np.asarray(s.kl, dtype=np.float32),
-                logprob_processed=np.asarray(s.lpp, dtype=np.float32),
-                entropy_processed=np.asarray(s.ent, dtype=np.float32),
-                top_logprobs=s.top if params.top_logprobs > 0 else None,
-                tokens_text=s.pieces,
-            )
-            for i, s in enumerate(seqs)
-        ]
+        if not cancel.is_set():
+            self._kv = {i: (prompt_ids + s.decoded(), s.row) for i, s in enumerate(seqs)}
         return Generation(
-            samples=samples,
+            samples=[s.to_sample(i, params.top_logprobs > 0) for i, s in enumerate(seqs)],
             prompt_tokens=len(prompt_ids),
             queue_s=started - submitted,
             generate_s=time.perf_counter() - started,
+        )
+
+    def _accept(
+        self, s: _Seq, st: RowStats, r: int, params: SamplingParams, max_stop: int, eog: bool
+    ) -> None:
+        """Append row r's sampled token to sequence s and decide whether s is finished."""
+        tok = int(st.token[r])
+        s.tokens.append(tok)
+        s.lp.append(float(st.logprob[r]))
+        s.kl.append(float(st.kl_uniform[r]))
+        s.lpp.append(float(st.logprob_processed[r]))
+        s.ent.append(float(st.entropy_processed[r]))
+        if params.top_logprobs > 0:
+            assert s.row is not None
+            top = top_logprobs(s.row, float(st.lse[r]), params.top_logprobs)
+            s.top.append([(self._text(t), lp) for t, lp in top])
+        if eog:
+            s.pieces.append("")
+            s.text += s.decoder.decode(b"", final=True)
+            s.finish = "stop"
+            return
+        piece = self._text(tok)
+        s.pieces.append(piece)
+        before = len(s.text)
+        s.text += s.decoder.decode(self._piece(tok))
+        if params.stop:
+            cut = stop_index(s.text, params.stop, max(0, before - max_stop + 1))
+            if cut != -1:
+                s.text = s.text[:cut]
+                s.finish = "stop"
+                return
+        if params.punct_stop and any(c in piece for c in PUNCTUATION):
+            s.text += s.decoder.decode(b"", final=True)
+            s.finish = "punct"
+        elif len(s.tokens) >= params.max_tokens:
+            s.text += s.decoder.decode(b"", final=True)
+            s.finish = "length"
+
+
+class _Session:
+    """Calls inside `LlamaCppEngine.session()`; the first one starts from a clean cache."""
+
+    def __init__(self, engine: LlamaCppEngine) -> None:
+        self._engine = engine
+        self._calls = 0
+
+    async def sample(self, prompt_ids: list[int], params: SamplingParams, n: int) -> Generation:
+        reuse = self._calls > 0
+        self._calls += 1
+        eng = self._engine
+        return await eng._run(
+            eng._generate, prompt_ids, params, n, None, None, time.perf_counter(), reuse=reuse
         )

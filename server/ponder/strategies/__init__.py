@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from ..engines.base import Sample
 from . import majority_vote, rpc, self_certainty
 from .base import (
+    CntpOptions,
     Decision,
     Group,
     RpcOptions,
@@ -25,12 +26,17 @@ SELECTORS: dict[str, Selector] = {
 }
 """Best-of-N selection strategies available on this server."""
 
-STRATEGIES: tuple[str, ...] = ("none", *SELECTORS)
+DECODERS: tuple[str, ...] = ("cntp",)
+"""Decoding strategies: they drive the engine step by step (ponder.decoding)."""
+
+STRATEGIES: tuple[str, ...] = ("none", *SELECTORS, *DECODERS)
 """Every strategy a request may name (`none` = plain generation)."""
 
 __all__ = [
+    "DECODERS",
     "SELECTORS",
     "STRATEGIES",
+    "CntpOptions",
     "Decision",
     "Group",
     "RpcOptions",

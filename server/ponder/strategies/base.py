@@ -27,12 +27,22 @@ class RpcOptions:
 
 
 @dataclass(frozen=True)
+class CntpOptions:
+    """CNTP: M = max_trials, H_low = entropy_low, H_high = entropy_high (authors' defaults)."""
+
+    max_trials: int = 10
+    entropy_low: float = 0.01
+    entropy_high: float = 1.5
+
+
+@dataclass(frozen=True)
 class SelectOptions:
-    """Options of the selection strategies (each reads its own part)."""
+    """Options of the strategies (each reads its own part)."""
 
     answer: AnswerSpec = field(default_factory=AnswerSpec)
     self_certainty: SelfCertaintyOptions = field(default_factory=SelfCertaintyOptions)
     rpc: RpcOptions = field(default_factory=RpcOptions)
+    cntp: CntpOptions = field(default_factory=CntpOptions)
 
 
 @dataclass
