@@ -17,15 +17,26 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
-    engine: Literal["llamacpp"] = "llamacpp"
+    engine: Literal["llamacpp", "vllm"] = "llamacpp"
     model: str | None = Field(
-        None, description="Path of a GGUF model; default: the embedded SmolLM2-135M-Instruct."
+        None,
+        description="llamacpp: path of a GGUF model (default: the embedded SmolLM2-135M-Instruct);"
+        " vllm: a Hugging Face model id or local path (required).",
     )
     model_name: str = Field("smollm2", description="Name the model is served under.")
     context_tokens: int = Field(
         32768, ge=256, description="KV cache cells shared by all samples of one request."
     )
     threads: int | None = Field(None, ge=1, description="CPU threads; default: all cores.")
+
+    vllm_tensor_parallel_size: int = Field(1, ge=1)
+    vllm_gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0)
+    vllm_max_model_len: int | None = Field(None, ge=16)
+    vllm_dtype: str = "auto"
+    vllm_max_num_seqs: int = Field(256, ge=1, description="vLLM batch slots; >= max_samples.")
+    vllm_exact_stats: bool = Field(
+        True, description="Exact kl_uniform/entropy through Ponder's vLLM logits processor."
+    )
 
     default_strategy: str = "none"
     default_samples: int = Field(8, ge=1)

@@ -46,6 +46,7 @@ class CntpResult:
     prompt_tokens: int = 0
     queue_s: float = 0.0
     generate_s: float = 0.0
+    exact: bool = True
 
     def counts(self) -> dict[str, int]:
         """Steps that branched, trials drawn, tokens those trials generated."""
@@ -117,6 +118,8 @@ async def cntp_decode(
         gen = await sampler.sample(prompt_ids + out.tokens, draft_params, 1)
         result.prompt_tokens = result.prompt_tokens or gen.prompt_tokens
         result.queue_s += gen.queue_s
+        result.unused_tokens += gen.unused_tokens
+        result.exact &= gen.exact
         draft = gen.samples[0]
         out.append(draft)
         if draft.finish_reason != "entropy":
@@ -132,7 +135,9 @@ async def cntp_decode(
                 punct_stop=k > 1,
             )
             call += 1
-            trials = (await sampler.sample(prompt_ids + out.tokens, trial_params, k)).samples
+            tgen = await sampler.sample(prompt_ids + out.tokens, trial_params, k)
+            result.exact &= tgen.exact
+            trials = tgen.samples
             ppl = [perplexity(t.logprob_processed) for t in trials]
             best = pick_trial(ppl)
             spent = sum(t.n_tokens for t in trials)

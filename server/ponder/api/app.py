@@ -9,8 +9,9 @@ import time
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .. import __version__
+from .. import __version__, metrics
 from ..answers import default_worker
 from ..config import Settings
 from ..engines import Engine, create_engine
@@ -27,6 +28,33 @@ async def _start_engine(app: FastAPI, engine: Engine) -> None:
     except Exception as exc:
         app.state.engine_error = str(exc) or type(exc).__name__
         log.exception("engine failed to start")
+
+
+class _RequestMetrics:
+    """ASGI middleware: count /v1 requests by strategy and final status, time them to the last
+    byte (streams included). Routes put the strategy in `request.state.strategy`."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            strategy = str(scope.get("state", {}).get("strategy", "unplanned"))
+            metrics.observe_request(strategy, status, time.perf_counter() - started)
 
 
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
@@ -62,4 +90,6 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.started = int(time.time())
     install_error_handlers(app)
     app.include_router(router)
+    app.add_middleware(_RequestMetrics)
+    metrics.watch_engine(lambda: engine.in_flight, lambda: engine.queue_depth)
     return app

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from .. import metrics
 from ..config import Settings
 from ..engines.base import Engine
 from ..strategies import DECODERS, STRATEGIES
@@ -58,18 +59,24 @@ async def _respond(plan: Plan, engine: Engine) -> Any:
     return JSONResponse(response_body(await execute(plan, engine)))
 
 
+def _plan(request: Request, body: Any, settings: Settings, engine: Engine) -> Plan:
+    plan = build_plan(body, settings, engine)
+    request.state.strategy = plan.strategy  # for the request metrics
+    return plan
+
+
 @router.post("/v1/chat/completions")
 async def chat_completions(
-    body: ChatCompletionRequest, settings: SettingsDep, engine: ReadyEngineDep
+    body: ChatCompletionRequest, request: Request, settings: SettingsDep, engine: ReadyEngineDep
 ) -> Any:
-    return await _respond(build_plan(body, settings, engine), engine)
+    return await _respond(_plan(request, body, settings, engine), engine)
 
 
 @router.post("/v1/completions")
 async def completions(
-    body: CompletionRequest, settings: SettingsDep, engine: ReadyEngineDep
+    body: CompletionRequest, request: Request, settings: SettingsDep, engine: ReadyEngineDep
 ) -> Any:
-    return await _respond(build_plan(body, settings, engine), engine)
+    return await _respond(_plan(request, body, settings, engine), engine)
 
 
 @router.get("/v1/models")
@@ -84,6 +91,11 @@ async def models(engine: EngineDep, request: Request) -> dict[str, Any]:
             for i in ids
         ],
     }
+
+
+@router.get("/metrics", include_in_schema=False)
+async def prometheus_metrics() -> Response:
+    return Response(metrics.render(), media_type=metrics.CONTENT_TYPE_LATEST)
 
 
 @router.get("/health")

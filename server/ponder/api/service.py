@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
+from .. import metrics
 from ..decoding import cntp_run
 from ..engines.base import Engine, Generation
 from ..strategies import DECODERS, SELECTORS, majority_vote
@@ -29,22 +30,42 @@ async def execute(
     on_progress: Callable[[int, int], None] | None = None,
     on_text: Callable[[str], None] | None = None,
 ) -> Outcome:
-    """Generate the plan's samples in one engine call, then select (off the event loop)."""
+    """Generate the plan's samples (one engine call, or CNTP's session), then select off the
+    event loop; record the request's metrics."""
     if plan.strategy in DECODERS:
-        return await _execute_cntp(plan, engine, on_progress, on_text)
+        out = await _execute_cntp(plan, engine, on_progress, on_text)
+    else:
+        out = await _execute_selection(plan, engine, on_progress)
+    _observe(out)
+    return out
+
+
+async def _execute_selection(
+    plan: Plan, engine: Engine, on_progress: Callable[[int, int], None] | None
+) -> Outcome:
     gen = await engine.sample(plan.prompt_ids, plan.params, plan.samples, on_progress)
     if plan.strategy not in SELECTORS:
-        return Outcome(plan, gen, None, list(range(len(gen.samples))), 0.0, engine.exact_stats)
+        return Outcome(plan, gen, None, list(range(len(gen.samples))), 0.0, gen.exact)
     t0 = time.perf_counter()
     decision = await asyncio.to_thread(SELECTORS[plan.strategy], gen.samples, plan.options)
     select_s = time.perf_counter() - t0
-    return Outcome(
-        plan,
-        gen,
-        decision,
-        decision.ranking[: plan.n],
-        select_s,
-        engine.exact_stats and decision.exact,
+    exact = gen.exact and decision.exact
+    return Outcome(plan, gen, decision, decision.ranking[: plan.n], select_s, exact)
+
+
+def _observe(out: Outcome) -> None:
+    gen, d = out.generation, out.decision
+    use = usage(gen)
+    metrics.observe_outcome(
+        out.plan.strategy,
+        queue_s=gen.queue_s,
+        generate_s=gen.generate_s,
+        select_s=out.select_s,
+        samples=len(gen.samples),
+        prompt_tokens=use["prompt_tokens"],
+        completion_tokens=use["completion_tokens"],
+        confidence=d.confidence if d else None,
+        winner_votes=(d.tally[0].votes if d.tally else 0) if d else None,
     )
 
 
@@ -66,6 +87,7 @@ async def _execute_cntp(
         queue_s=sum(r.queue_s for r in results),
         generate_s=sum(r.generate_s for r in results),
         unused_tokens=sum(r.unused_tokens for r in results),
+        exact=all(r.exact for r in results),
     )
     t0 = time.perf_counter()
     if len(samples) == 1:
@@ -79,7 +101,7 @@ async def _execute_cntp(
             decision.scores[key] = [float(c[key]) for c in counts]
     decision = dataclasses.replace(decision, strategy="cntp", notes={**decision.notes, **notes})
     select_s = time.perf_counter() - t0
-    return Outcome(plan, gen, decision, decision.ranking[: plan.n], select_s, engine.exact_stats)
+    return Outcome(plan, gen, decision, decision.ranking[: plan.n], select_s, gen.exact)
 
 
 async def _until_done(
@@ -131,25 +153,19 @@ async def stream_tokens(plan: Plan, engine: Engine) -> AsyncIterator[str]:
     w = ChunkWriter(plan)
     try:
         yield sse(w.chunk([w.delta(0, role=True, text="")]))
+        started = time.perf_counter()
         async for piece in engine.stream(plan.prompt_ids, plan.params):
             if piece.sample is None:
                 if piece.text:
                     yield sse(w.chunk([w.delta(0, text=piece.text)]))
                 continue
-            s = piece.sample
-            yield sse(w.chunk([w.delta(0, finish_reason=s.finish_reason)]))
+            gen = Generation(
+                [piece.sample], piece.prompt_tokens, 0.0, time.perf_counter() - started
+            )
+            _observe(Outcome(plan, gen, None, [0], 0.0, gen.exact))
+            yield sse(w.chunk([w.delta(0, finish_reason=piece.sample.finish_reason)]))
             if plan.include_usage:
-                completion = s.n_tokens
-                yield sse(
-                    w.chunk(
-                        [],
-                        usage={
-                            "prompt_tokens": piece.prompt_tokens,
-                            "completion_tokens": completion,
-                            "total_tokens": piece.prompt_tokens + completion,
-                        },
-                    )
-                )
+                yield sse(w.chunk([], usage=usage(gen)))
     except Exception as exc:  # after the first byte an error is one event, then [DONE]
         yield _error_event(exc)
     yield DONE

@@ -27,6 +27,23 @@ def create_engine(settings: Settings) -> Engine:
             max_samples=settings.max_samples,
             n_threads=settings.threads,
         )
+    if settings.engine == "vllm":
+        from .vllm import VllmEngine, VllmOptions
+
+        if not settings.model:
+            raise EngineError("PONDER_ENGINE=vllm needs PONDER_MODEL (a Hugging Face id or path)")
+        return VllmEngine(
+            VllmOptions(
+                model=settings.model,
+                served_name=settings.model_name,
+                tensor_parallel_size=settings.vllm_tensor_parallel_size,
+                gpu_memory_utilization=settings.vllm_gpu_memory_utilization,
+                max_model_len=settings.vllm_max_model_len,
+                dtype=settings.vllm_dtype,
+                max_num_seqs=max(settings.vllm_max_num_seqs, settings.max_samples),
+                exact_stats=settings.vllm_exact_stats,
+            )
+        )
     raise EngineError(f"unknown engine {settings.engine!r}")
 
 

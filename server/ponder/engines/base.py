@@ -101,6 +101,8 @@ class Generation:
     generate_s: float
     unused_tokens: int = 0
     """Tokens generated but in no returned sample (CNTP's losing trials); they count in usage."""
+    exact: bool = True
+    """False when a per-token stat had to be approximated (e.g. from top-k logprobs)."""
 
 
 ProgressCallback = Callable[[int, int], None]
@@ -140,6 +142,14 @@ class Engine(Protocol):
 
     @property
     def ready(self) -> bool: ...
+
+    @property
+    def in_flight(self) -> int:
+        """Requests inside the engine, running or waiting."""
+
+    @property
+    def queue_depth(self) -> int:
+        """Requests waiting for the engine."""
 
     def check_fits(self, prompt_tokens: int, max_tokens: int, n: int) -> None:
         """Raise `RequestTooLarge` when n samples of max_tokens after the prompt do not fit."""

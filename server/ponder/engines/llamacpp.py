@@ -166,6 +166,8 @@ class LlamaCppEngine:
         self._kv: dict[int, tuple[list[int], np.ndarray | None]] = {}
         self._lock_obj: asyncio.Lock | None = None
         self._lock_loop: asyncio.AbstractEventLoop | None = None
+        self._waiting = 0
+        self._running = 0
         self.n_vocab = 0
         self.n_ctx_train = 0
 
@@ -321,6 +323,30 @@ class LlamaCppEngine:
             fut.add_done_callback(lambda f: f.cancelled() or f.exception())
             raise
 
+    @property
+    def in_flight(self) -> int:
+        """Requests inside the engine, running or waiting for it."""
+        return self._waiting + self._running
+
+    @property
+    def queue_depth(self) -> int:
+        return self._waiting
+
+    @contextlib.asynccontextmanager
+    async def _admitted(self) -> AsyncIterator[None]:
+        """Wait for exclusive use of the engine (arrival order), counting the wait."""
+        self._waiting += 1
+        try:
+            await self._lock().acquire()
+        finally:
+            self._waiting -= 1
+        self._running += 1
+        try:
+            yield
+        finally:
+            self._running -= 1
+            self._lock().release()
+
     def _require_ready(self) -> None:
         if self._ctx is None:
             raise EngineNotReady("the model is still loading")
@@ -334,7 +360,7 @@ class LlamaCppEngine:
     ) -> Generation:
         self._require_ready()
         submitted = time.perf_counter()
-        async with self._lock():
+        async with self._admitted():
             return await self._run(
                 self._generate, prompt_ids, params, n, on_progress, None, submitted
             )
@@ -346,7 +372,7 @@ class LlamaCppEngine:
         a growing prefix is never prefilled twice. The first call starts from a clean cache, so
         a session is as reproducible as a single call."""
         self._require_ready()
-        async with self._lock():
+        async with self._admitted():
             yield _Session(self)
 
     async def stream(
@@ -359,7 +385,7 @@ class LlamaCppEngine:
         def on_delta(text: str) -> None:
             loop.call_soon_threadsafe(queue.put_nowait, text)
 
-        async with self._lock():
+        async with self._admitted():
             task = asyncio.ensure_future(
                 self._run(
                     self._generate, prompt_ids, params, 1, None, on_delta, time.perf_counter()

@@ -1,0 +1,487 @@
+"""The GPU engine: vLLM's `AsyncLLM` in process (`PONDER_ENGINE=vllm`, extra `ponder[vllm]`).
+
+N samples are N requests with n=1 and seeds seed+i (vLLM splits n>1 the same way), so any of
+them can be aborted; prefix caching computes the shared prompt once. Raw sampled-token
+logprobs come from vLLM (`logprobs=0`, `logprobs_mode="raw_logprobs"`). kl_uniform and
+entropy_processed are exact when the stats processor is on (`PONDER_VLLM_EXACT_STATS`, default
+true: `vllm_processor.PonderStatsProcessor` + `vllm_stats.StatsWorkerExtension`); otherwise they
+are approximated from the top-20 logprobs and responses say `exact: false`.
+
+What needs vLLM itself is imported lazily, so this module imports (and its pure helpers are
+tested) without vLLM installed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import numpy as np
+
+from ..stops import holdback, stop_index
+from .base import (
+    PUNCTUATION,
+    EngineError,
+    EngineNotReady,
+    Generation,
+    ProgressCallback,
+    RequestTooLarge,
+    Sample,
+    Sampler,
+    SamplingParams,
+    StreamDelta,
+)
+from .vllm_stats import STATS_KEY, approximate, combine
+
+log = logging.getLogger("ponder.engine")
+
+TOP_LOGPROBS_APPROX = 20
+DRAFT_CHUNK = 16
+"""vLLM cannot stop *before* a high-entropy token, so an entropy-stopped draft is generated in
+chunks of this many tokens and cut after the fact (the cut-off tokens count as unused)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class VllmOptions:
+    """Engine options (Settings: PONDER_VLLM_*)."""
+
+    model: str
+    served_name: str
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float = 0.9
+    max_model_len: int | None = None
+    dtype: str = "auto"
+    max_num_seqs: int = 256
+    exact_stats: bool = True
+
+
+def engine_args_kwargs(opts: VllmOptions) -> dict[str, Any]:
+    """Keyword arguments of `vllm.AsyncEngineArgs` for these options."""
+    kwargs: dict[str, Any] = {
+        "model": opts.model,
+        "served_model_name": [opts.served_name],
+        "tensor_parallel_size": opts.tensor_parallel_size,
+        "gpu_memory_utilization": opts.gpu_memory_utilization,
+        "dtype": opts.dtype,
+        "enable_prefix_caching": True,
+        "max_num_seqs": opts.max_num_seqs,
+        "logprobs_mode": "raw_logprobs",
+        "max_logprobs": TOP_LOGPROBS_APPROX,
+    }
+    if opts.max_model_len:
+        kwargs["max_model_len"] = opts.max_model_len
+    if opts.exact_stats:
+        kwargs["logits_processors"] = ["ponder.engines.vllm_processor:PonderStatsProcessor"]
+        kwargs["worker_extension_cls"] = "ponder.engines.vllm_stats.StatsWorkerExtension"
+    return kwargs
+
+
+def sampling_kwargs(
+    params: SamplingParams, seed: int | None, *, stats_key: str | None, stream: bool = False
+) -> dict[str, Any]:
+    """Keyword arguments of `vllm.SamplingParams` for one sample (n=1)."""
+    from_stop = list(params.stop)
+    if params.punct_stop:
+        from_stop += [c for c in PUNCTUATION if c not in from_stop]
+    kwargs: dict[str, Any] = {
+        "n": 1,
+        "temperature": params.temperature,
+        "top_p": params.top_p,
+        "top_k": params.top_k if params.top_k > 0 else 0,
+        "min_p": params.min_p,
+        "seed": None if seed is None else seed % 2**63,
+        "max_tokens": params.max_tokens,
+        "stop": from_stop or None,
+        "include_stop_str_in_output": params.punct_stop,
+        # The sampled token's raw logprob always; top-20 when stats must be approximated.
+        "logprobs": max(params.top_logprobs, 0 if stats_key else TOP_LOGPROBS_APPROX),
+        "skip_special_tokens": True,
+        "output_kind": "DELTA" if stream else "FINAL_ONLY",
+    }
+    if stats_key:
+        kwargs["extra_args"] = {STATS_KEY: stats_key}
+    return kwargs
+
+
+def _position_logprobs(position: Any) -> dict[int, float]:
+    return {int(t): float(lp.logprob) for t, lp in position.items()}
+
+
+def to_sample(
+    output: Any,
+    index: int,
+    params: SamplingParams,
+    vocab: int,
+    stats: dict[str, list[float]] | None,
+    piece: Callable[[int], str],
+) -> tuple[Sample, bool]:
+    """A Ponder Sample from a vLLM `CompletionOutput`; the flag says whether its stats are
+    exact (the processor's) or approximated from the top-k logprobs."""
+    token_ids = [int(t) for t in output.token_ids]
+    positions = [_position_logprobs(p) for p in (output.logprobs or [])]
+    if len(positions) != len(token_ids):
+        raise EngineError("vLLM returned logprobs for a different number of tokens")
+    raw = np.asarray([positions[i][t] for i, t in enumerate(token_ids)], dtype=np.float32)
+    per = combine(raw, stats, params.temperature) if stats is not None else None
+    exact = per is not None
+    if per is None:
+        per = approximate(positions, token_ids, vocab, params.temperature)
+    finish = output.finish_reason or "stop"
+    if finish == "abort":
+        finish = "cancelled"
+    stop_reason = getattr(output, "stop_reason", None)
+    if params.punct_stop and isinstance(stop_reason, str) and stop_reason in PUNCTUATION:
+        finish = "punct"
+    elif finish == "stop" and params.stop and isinstance(stop_reason, str):
+        finish = "stop"
+    top = None
+    if params.top_logprobs > 0:
+        top = [
+            sorted(((piece(t), lp) for t, lp in p.items()), key=lambda x: -x[1])[
+                : params.top_logprobs
+            ]
+            for p in positions
+        ]
+    text = output.text
+    if params.stop and (cut := stop_index(text, params.stop)) != -1:
+        text = text[:cut]
+    sample = Sample(
+        index=index,
+        text=text,
+        token_ids=token_ids,
+        finish_reason=finish,
+        logprob=np.minimum(raw, 0.0),
+        kl_uniform=per["kl_uniform"],
+        logprob_processed=per["logprob_processed"],
+        entropy_processed=per["entropy_processed"],
+        top_logprobs=top,
+        tokens_text=[piece(t) for t in token_ids],
+    )
+    return sample, exact
+
+
+def cut_at_entropy(sample: Sample, threshold: float) -> tuple[Sample, int]:
+    """Apply `stop_entropy` after the fact: keep the tokens before the first one whose
+    processed entropy reaches the threshold. Returns the sample and the tokens cut off."""
+    hits = np.nonzero(sample.entropy_processed >= threshold)[0]
+    if hits.size == 0:
+        return sample, 0
+    j = int(hits[0])
+    cut = Sample(
+        index=sample.index,
+        text="",  # the caller re-renders text from token ids
+        token_ids=sample.token_ids[:j],
+        finish_reason="entropy",
+        logprob=sample.logprob[:j],
+        kl_uniform=sample.kl_uniform[:j],
+        logprob_processed=sample.logprob_processed[:j],
+        entropy_processed=sample.entropy_processed[:j],
+        tokens_text=sample.tokens_text[:j],
+        next_entropy=float(sample.entropy_processed[j]),
+    )
+    return cut, sample.n_tokens - j
+
+
+class VllmEngine:
+    """The Engine protocol over `vllm.v1.engine.async_llm.AsyncLLM`."""
+
+    def __init__(self, opts: VllmOptions) -> None:
+        self.opts = opts
+        self.model_name = opts.served_name
+        self.exact_stats = opts.exact_stats
+        self.n_vocab = 0
+        self.max_model_len = 0
+        self._engine: Any = None
+        self._tokenizer: Any = None
+        self._eos: frozenset[int] = frozenset()
+        self._ready = False
+        self._running = 0
+
+    # ------------------------------------------------------------ lifecycle
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    @property
+    def in_flight(self) -> int:
+        return self._running
+
+    @property
+    def queue_depth(self) -> int:
+        """vLLM schedules internally; its waiting queue is `vllm:num_requests_waiting`."""
+        return 0
+
+    async def start(self) -> None:
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        args = AsyncEngineArgs(**engine_args_kwargs(self.opts))
+        self._engine = AsyncLLM.from_engine_args(args)
+        self._tokenizer = self._engine.get_tokenizer()
+        self.n_vocab = int(self._engine.model_config.get_vocab_size())
+        self.max_model_len = int(self._engine.model_config.max_model_len)
+        eos = getattr(self._tokenizer, "eos_token_id", None)
+        self._eos = frozenset([eos] if isinstance(eos, int) else [])
+        gen = await self.sample(self.tokenize("Hello"), SamplingParams(max_tokens=1), 1)
+        if self.exact_stats and not gen.samples[0].n_tokens:
+            raise EngineError("vLLM produced no token at start-up")
+        self._ready = True
+        log.info("vLLM engine ready: %s (exact stats: %s)", self.opts.model, self.exact_stats)
+
+    async def close(self) -> None:
+        self._ready = False
+        if self._engine is not None:
+            await asyncio.to_thread(self._engine.shutdown)
+            self._engine = None
+
+    # ------------------------------------------------------------ tokens
+
+    def render_chat(self, messages: list[dict[str, str]]) -> list[int]:
+        if self._tokenizer is None:
+            raise EngineNotReady("the model is still loading")
+        text = self._tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=False
+        )
+        return list(self._tokenizer.encode(text, add_special_tokens=False))
+
+    def tokenize(self, text: str) -> list[int]:
+        if self._tokenizer is None:
+            raise EngineNotReady("the model is still loading")
+        return list(self._tokenizer.encode(text, add_special_tokens=True))
+
+    def detokenize(self, token_ids: list[int]) -> str:
+        return str(self._tokenizer.decode(token_ids, skip_special_tokens=True))
+
+    def _piece(self, token: int) -> str:
+        """Text of one token; "" for end-of-sequence tokens."""
+        return "" if token in self._eos else self.detokenize([token])
+
+    def check_fits(self, prompt_tokens: int, max_tokens: int, n: int) -> None:
+        if prompt_tokens + max_tokens > self.max_model_len:
+            raise RequestTooLarge(
+                f"prompt ({prompt_tokens} tokens) + max_tokens ({max_tokens}) exceeds the "
+                f"model's context length of {self.max_model_len} tokens",
+                "max_tokens",
+            )
+        if n > self.opts.max_num_seqs:
+            raise RequestTooLarge(
+                f"at most {self.opts.max_num_seqs} samples per request (max_num_seqs)", "samples"
+            )
+
+    def default_max_tokens(self, prompt_tokens: int, n: int) -> int:
+        return max(1, self.max_model_len - prompt_tokens)
+
+    # ------------------------------------------------------------ generation
+
+    @contextlib.asynccontextmanager
+    async def session(self) -> AsyncIterator[Sampler]:
+        """vLLM's prefix cache already reuses a growing prefix: a session is the engine."""
+        yield self
+
+    @staticmethod
+    def _params(kwargs: dict[str, Any]) -> Any:
+        """vllm.SamplingParams from `sampling_kwargs` (output_kind given by name)."""
+        from vllm import SamplingParams as VSamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        kw = dict(kwargs)
+        kw["output_kind"] = RequestOutputKind[kw["output_kind"]]
+        return VSamplingParams(**kw)
+
+    @staticmethod
+    def _prompt(prompt_ids: list[int]) -> Any:
+        from vllm.inputs import tokens_input
+
+        return tokens_input(prompt_ids)
+
+    async def _one(self, prompt_ids: list[int], sp: Any, request_id: str) -> Any:
+        final = None
+        gen = self._engine.generate(self._prompt(prompt_ids), sp, request_id)
+        async with contextlib.aclosing(gen) as stream:
+            async for out in stream:
+                final = out
+        if final is None or not final.outputs:
+            raise EngineError(f"vLLM returned no output for {request_id}")
+        return final.outputs[0]
+
+    async def _fetch_stats(self, keys: list[str]) -> dict[str, dict[str, list[float]]]:
+        results = await self._engine.collective_rpc("ponder_pop_stats", args=(keys,))
+        merged: dict[str, dict[str, list[float]]] = {}
+        for per_worker in results or []:
+            for key, stats in (per_worker or {}).items():
+                if stats.get("position") and key not in merged:
+                    merged[key] = stats
+        return merged
+
+    async def sample(
+        self,
+        prompt_ids: list[int],
+        params: SamplingParams,
+        n: int,
+        on_progress: ProgressCallback | None = None,
+    ) -> Generation:
+        if self._engine is None:
+            raise EngineNotReady("the model is still loading")
+        if params.stop_entropy is not None:
+            return await self._draft(prompt_ids, params, n)
+        return await self._sample(prompt_ids, params, n, on_progress)
+
+    async def _sample(
+        self,
+        prompt_ids: list[int],
+        params: SamplingParams,
+        n: int,
+        on_progress: ProgressCallback | None = None,
+    ) -> Generation:
+        started = time.perf_counter()
+        base = uuid.uuid4().hex
+        ids = [f"ponder-{base}-{i}" for i in range(n)]
+        seeds = [None if params.seed is None else params.seed + i for i in range(n)]
+        sps = [
+            self._params(sampling_kwargs(params, s, stats_key=rid if self.exact_stats else None))
+            for rid, s in zip(ids, seeds, strict=True)
+        ]
+        finished = 0
+
+        async def run(i: int) -> Any:
+            nonlocal finished
+            out = await self._one(prompt_ids, sps[i], ids[i])
+            finished += 1
+            if on_progress is not None:
+                on_progress(finished, n)
+            return out
+
+        self._running += 1
+        tasks = [asyncio.ensure_future(run(i)) for i in range(n)]
+        try:
+            outputs = await asyncio.gather(*tasks)
+        except BaseException as exc:
+            for t in tasks:
+                t.cancel()
+            with contextlib.suppress(Exception):
+                await self._engine.abort(ids)
+            if isinstance(exc, asyncio.CancelledError | EngineError):
+                raise
+            raise EngineError(f"vLLM failed: {type(exc).__name__}: {exc}") from exc
+        finally:
+            self._running -= 1
+        stats = await self._fetch_stats(ids) if self.exact_stats else {}
+        samples, all_exact = [], True
+        for i, out in enumerate(outputs):
+            s, exact = to_sample(out, i, params, self.n_vocab, stats.get(ids[i]), self._piece)
+            samples.append(s)
+            all_exact &= exact
+        elapsed = time.perf_counter() - started
+        return Generation(samples, len(prompt_ids), 0.0, elapsed, exact=all_exact)
+
+    async def _draft(self, prompt_ids: list[int], params: SamplingParams, n: int) -> Generation:
+        """`stop_entropy` on vLLM: generate in chunks, cut at the first high-entropy token."""
+        threshold = float(params.stop_entropy or 0.0)
+        started = time.perf_counter()
+        parts: list[list[Sample]] = [[] for _ in range(n)]
+        done = [False] * n
+        unused = 0
+        step = 0
+        while not all(done):
+            for i in range(n):
+                if done[i]:
+                    continue
+                got = sum(p.n_tokens for p in parts[i])
+                chunk = dataclasses.replace(
+                    params,
+                    stop_entropy=None,
+                    max_tokens=min(DRAFT_CHUNK, params.max_tokens - got),
+                    seed=None if params.seed is None else params.seed + i + step * 1024,
+                )
+                prefix = prompt_ids + [t for p in parts[i] for t in p.token_ids]
+                s = (await self._sample(prefix, chunk, 1)).samples[0]
+                s, cut = cut_at_entropy(s, threshold)
+                unused += cut
+                parts[i].append(s)
+                total = got + s.n_tokens
+                if s.finish_reason != "length" or total >= params.max_tokens:
+                    done[i] = True
+            step += 1
+        samples = [self._join(i, p, params) for i, p in enumerate(parts)]
+        elapsed = time.perf_counter() - started
+        return Generation(samples, len(prompt_ids), 0.0, elapsed, unused, exact=self.exact_stats)
+
+    def _join(self, index: int, parts: list[Sample], params: SamplingParams) -> Sample:
+        tokens = [t for p in parts for t in p.token_ids]
+        last = parts[-1]
+        finish = last.finish_reason
+        if finish == "length" and len(tokens) < params.max_tokens:
+            finish = "entropy"
+
+        def cat(name: str) -> np.ndarray:
+            return np.concatenate([getattr(p, name) for p in parts]).astype(np.float32)
+
+        return Sample(
+            index=index,
+            text=self.detokenize(tokens),
+            token_ids=tokens,
+            finish_reason=finish,
+            logprob=cat("logprob"),
+            kl_uniform=cat("kl_uniform"),
+            logprob_processed=cat("logprob_processed"),
+            entropy_processed=cat("entropy_processed"),
+            tokens_text=[t for p in parts for t in p.tokens_text],
+            next_entropy=last.next_entropy,
+        )
+
+    async def stream(
+        self, prompt_ids: list[int], params: SamplingParams
+    ) -> AsyncIterator[StreamDelta]:
+        if self._engine is None:
+            raise EngineNotReady("the model is still loading")
+        rid = f"ponder-{uuid.uuid4().hex}-0"
+        key = rid if self.exact_stats else None
+        sp = self._params(sampling_kwargs(params, params.seed, stats_key=key, stream=True))
+        text, emitted = "", 0
+        token_ids: list[int] = []
+        logprobs: list[Any] = []
+        finish, stop_reason = None, None
+        self._running += 1
+        try:
+            gen = self._engine.generate(self._prompt(prompt_ids), sp, rid)
+            async with contextlib.aclosing(gen) as outputs:
+                async for out in outputs:
+                    o = out.outputs[0]
+                    text += o.text
+                    token_ids += list(o.token_ids)
+                    logprobs += list(o.logprobs or [])
+                    finish, stop_reason = o.finish_reason, o.stop_reason
+                    safe = len(text) - holdback(text, params.stop)
+                    if safe > emitted:
+                        yield StreamDelta(text[emitted:safe])
+                        emitted = safe
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await self._engine.abort(rid)
+            raise
+        finally:
+            self._running -= 1
+        stats = await self._fetch_stats([rid]) if self.exact_stats else {}
+        whole = _Whole(text, token_ids, logprobs, finish, stop_reason)
+        sample, _ = to_sample(whole, 0, params, self.n_vocab, stats.get(rid), self._piece)
+        if len(sample.text) > emitted:
+            yield StreamDelta(sample.text[emitted:])
+        yield StreamDelta("", sample=sample, prompt_tokens=len(prompt_ids))
+
+
+@dataclasses.dataclass
+class _Whole:
+    """A streamed output put back together, shaped like vLLM's CompletionOutput."""
+
+    text: str
+    token_ids: list[int]
+    logprobs: list[Any]
+    finish_reason: str | None
+    stop_reason: Any

@@ -1,0 +1,346 @@
+"""The vLLM engine's CPU-side parts: parameter mapping, output conversion, stats bookkeeping,
+the processor math against the llama.cpp engine's numpy reduction, abort and error paths.
+
+Tests that need vLLM's own types or torch skip, by name, where those are not installed; the
+rest run everywhere (vLLM's types are stood in for by plain objects with the same fields)."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pytest
+from scipy.special import logsumexp
+
+from ponder.engines.base import EngineError, SamplingParams
+from ponder.engines.stats import processed_distribution, raw_stats
+from ponder.engines.vllm import (
+    VllmEngine,
+    VllmOptions,
+    cut_at_entropy,
+    engine_args_kwargs,
+    sampling_kwargs,
+    to_sample,
+)
+from ponder.engines.vllm_stats import StatsStore, approximate, combine
+
+HAS_VLLM = importlib.util.find_spec("vllm") is not None
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+needs_vllm = pytest.mark.skipif(
+    not HAS_VLLM, reason="needs the vllm package (pip install 'ponder[vllm]')"
+)
+needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="needs torch (installed with vllm)")
+
+
+@dataclass
+class Lp:  # vllm.logprobs.Logprob's fields
+    logprob: float
+    rank: int | None = None
+    decoded_token: str | None = None
+
+
+@dataclass
+class Out:  # vllm.outputs.CompletionOutput's fields used here
+    index: int
+    text: str
+    token_ids: list[int]
+    cumulative_logprob: float | None
+    logprobs: list[dict[int, Lp]] | None
+    finish_reason: str | None = "stop"
+    stop_reason: Any = None
+
+
+def piece(t: int) -> str:
+    return f"<{t}>"
+
+
+def test_engine_args() -> None:
+    kw = engine_args_kwargs(
+        VllmOptions(
+            model="Qwen/Qwen2.5-0.5B-Instruct", served_name="q", max_num_seqs=64, max_model_len=4096
+        )
+    )
+    assert kw["enable_prefix_caching"] is True and kw["max_num_seqs"] == 64
+    assert kw["logprobs_mode"] == "raw_logprobs" and kw["max_model_len"] == 4096
+    assert kw["logits_processors"] == ["ponder.engines.vllm_processor:PonderStatsProcessor"]
+    assert kw["worker_extension_cls"] == "ponder.engines.vllm_stats.StatsWorkerExtension"
+    off = engine_args_kwargs(VllmOptions(model="m", served_name="m", exact_stats=False))
+    assert "logits_processors" not in off and "worker_extension_cls" not in off
+
+
+def test_sampling_kwargs() -> None:
+    p = SamplingParams(max_tokens=7, temperature=0.6, top_p=0.9, top_k=-1, seed=5, stop=("##",))
+    kw = sampling_kwargs(p, 12, stats_key="req-1")
+    assert kw["n"] == 1 and kw["seed"] == 12 and kw["max_tokens"] == 7
+    assert kw["top_k"] == 0 and kw["stop"] == ["##"] and kw["logprobs"] == 0
+    assert kw["extra_args"] == {"ponder_stats": "req-1"} and kw["output_kind"] == "FINAL_ONLY"
+    approx = sampling_kwargs(p, None, stats_key=None, stream=True)
+    assert approx["logprobs"] == 20 and "extra_args" not in approx and approx["seed"] is None
+    assert approx["output_kind"] == "DELTA"
+    trials = sampling_kwargs(SamplingParams(punct_stop=True), 1, stats_key=None)
+    assert set(trials["stop"]) == set(".,\n?!:;)]}") and trials["include_stop_str_in_output"]
+    assert sampling_kwargs(SamplingParams(seed=-1), -1, stats_key=None)["seed"] >= 0
+
+
+@needs_vllm
+def test_sampling_kwargs_build_real_vllm_sampling_params() -> None:
+    from vllm.sampling_params import RequestOutputKind
+
+    sp = VllmEngine._params(
+        sampling_kwargs(SamplingParams(max_tokens=9, seed=3, punct_stop=True), 3, stats_key="k")
+    )
+    assert sp.max_tokens == 9 and sp.seed == 3 and sp.n == 1 and sp.logprobs == 0
+    assert sp.output_kind == RequestOutputKind.FINAL_ONLY and sp.extra_args == {"ponder_stats": "k"}
+
+
+def _logits(rows: int = 3, v: int = 300, seed: int = 0) -> np.ndarray:
+    return (np.random.default_rng(seed).normal(size=(rows, v)) * 2.5).astype(np.float32)
+
+
+def _processor_stats_numpy(z: np.ndarray, params: SamplingParams) -> tuple[np.ndarray, ...]:
+    """What PonderStatsProcessor records, computed with the llama.cpp engine's numpy code."""
+    lse, kl = raw_stats(z)
+    ent, log_z = [], []
+    for r in range(z.shape[0]):
+        ids, q = processed_distribution(z[r], params)
+        ent.append(float(-(q * np.log(q)).sum()))
+        zt = z[r].astype(np.float64) / params.temperature
+        log_z.append(float(logsumexp(zt[ids])))
+    return kl, np.array(ent), lse, np.array(log_z)
+
+
+def test_combine_gives_processed_logprobs_from_raw_ones() -> None:
+    z = _logits()
+    params = SamplingParams(temperature=0.7, top_p=0.9)
+    kl, ent, lse, log_z = _processor_stats_numpy(z, params)
+    tokens = [int(np.argmax(z[r])) for r in range(3)]
+    raw = np.array([z[r, t] - lse[r] for r, t in enumerate(tokens)], dtype=np.float32)
+    stats = {
+        "position": [0.0, 1.0, 2.0],
+        "kl_uniform": list(kl),
+        "entropy_processed": list(ent),
+        "lse": list(lse),
+        "log_z_processed": list(log_z),
+    }
+    per = combine(raw, stats, 0.7)
+    assert per is not None
+    for r, t in enumerate(tokens):
+        ids, q = processed_distribution(z[r], params)
+        expected = math.log(q[int(np.nonzero(ids == t)[0][0])])
+        assert per["logprob_processed"][r] == pytest.approx(expected, abs=1e-4)
+    np.testing.assert_allclose(per["kl_uniform"], kl, rtol=1e-6)
+    stats["position"] = [0.0, 2.0, 3.0]  # a missing position -> fall back to approximation
+    assert combine(raw, stats, 0.7) is None
+
+
+@needs_torch
+@pytest.mark.parametrize(
+    "params",
+    [
+        SamplingParams(temperature=1.0),
+        SamplingParams(temperature=0.7, top_p=0.9),
+        SamplingParams(temperature=0.8, top_k=20),
+        SamplingParams(temperature=0.9, min_p=0.05),
+    ],
+)
+def test_processor_math_matches_the_numpy_reduction(params: SamplingParams) -> None:
+    import torch
+
+    from ponder.engines.vllm_stats import row_stats
+
+    z = _logits(rows=4, v=500, seed=2)
+    got = row_stats(
+        torch.from_numpy(z),
+        torch.full((4,), params.temperature),
+        torch.full((4,), params.top_k, dtype=torch.long),
+        torch.full((4,), params.top_p),
+        torch.full((4,), params.min_p),
+    ).numpy()
+    kl, ent, lse, log_z = _processor_stats_numpy(z, params)
+    np.testing.assert_allclose(got[:, 0], kl, rtol=1e-4)
+    np.testing.assert_allclose(got[:, 2], lse, rtol=1e-5)
+    if params.min_p == 0:  # vLLM applies min-p before top-k/top-p; numpy after: same here
+        np.testing.assert_allclose(got[:, 1], ent, atol=1e-3)
+        np.testing.assert_allclose(got[:, 3], log_z, atol=1e-4)
+
+
+def test_stats_store_bookkeeping() -> None:
+    store = StatsStore()
+    store.record(["a", "b"], [0, 0], np.array([[1, 2, 3, 4], [5, 6, 7, 8]], dtype=np.float32))
+    store.record(["a"], [1], np.array([[9, 10, 11, 12]], dtype=np.float32))
+    store.record(["a"], [1], np.array([[13, 14, 15, 16]], dtype=np.float32))  # recompute wins
+    got = store.pop(["a", "missing"])
+    assert got["a"]["position"] == [0.0, 1.0]
+    assert got["a"]["kl_uniform"] == [1.0, 13.0] and got["a"]["log_z_processed"] == [4.0, 16.0]
+    assert got["missing"]["position"] == []
+    assert len(store) == 1 and store.pop(["b"])["b"]["lse"] == [7.0] and len(store) == 0
+
+
+def test_approximation_is_exact_with_the_whole_vocabulary_and_close_with_top_20() -> None:
+    z = _logits(rows=2, v=200, seed=4)
+    lse, kl = raw_stats(z)
+    lp = z - lse[:, None]
+    whole = [{t: float(lp[r, t]) for t in range(200)} for r in range(2)]
+    tokens = [3, 7]
+    per = approximate(whole, tokens, 200, 1.0)
+    np.testing.assert_allclose(per["kl_uniform"], kl, rtol=1e-4)
+    for r, t in enumerate(tokens):
+        assert per["logprob_processed"][r] == pytest.approx(lp[r, t], abs=1e-5)
+        p = np.exp(lp[r])
+        assert per["entropy_processed"][r] == pytest.approx(-(p * lp[r]).sum(), abs=1e-4)
+    peaked = (z * 4).astype(np.float32)
+    lse_p, _ = raw_stats(peaked)
+    lpp = peaked - lse_p[:, None]
+    top = [
+        dict(sorted(((t, float(lpp[r, t])) for t in range(200)), key=lambda x: -x[1])[:20])
+        for r in range(2)
+    ]
+    approx = approximate(top, [int(np.argmax(peaked[r])) for r in range(2)], 200, 1.0)
+    exact_ent = np.array([float(-(np.exp(lpp[r]) * lpp[r]).sum()) for r in range(2)])
+    # Spreading the unseen tail evenly maximizes its entropy: an upper bound, here within 0.2.
+    assert (approx["entropy_processed"] >= exact_ent - 1e-4).all()
+    assert (approx["entropy_processed"] <= exact_ent + 0.2).all()
+
+
+def _out(tokens: list[int], lps: list[float], **kw: Any) -> Out:
+    return Out(
+        0,
+        kw.pop("text", "hello."),
+        tokens,
+        sum(lps),
+        [{t: Lp(lp), 99: Lp(-9.0)} for t, lp in zip(tokens, lps, strict=True)],
+        **kw,
+    )
+
+
+def test_to_sample_exact_and_approximate() -> None:
+    params = SamplingParams(temperature=1.0)
+    stats = {
+        "position": [0.0, 1.0],
+        "kl_uniform": [2.0, 3.0],
+        "entropy_processed": [0.5, 0.1],
+        "lse": [1.0, 1.0],
+        "log_z_processed": [1.0, 1.0],
+    }
+    s, exact = to_sample(_out([5, 6], [-0.2, -0.1]), 0, params, 1000, stats, piece)
+    assert exact and s.kl_uniform.tolist() == [2.0, 3.0]
+    assert s.logprob_processed == pytest.approx([-0.2, -0.1], abs=1e-6)  # T=1: same as raw
+    assert s.tokens_text == ["<5>", "<6>"] and s.mean_logprob == pytest.approx(-0.15)
+    s2, exact2 = to_sample(_out([5, 6], [-0.2, -0.1]), 1, params, 1000, None, piece)
+    assert not exact2 and s2.index == 1 and (s2.kl_uniform > 0).all()
+    trial = SamplingParams(punct_stop=True)
+    s3, _ = to_sample(_out([5], [-0.3], stop_reason="."), 0, trial, 1000, None, piece)
+    assert s3.finish_reason == "punct"
+    with pytest.raises(EngineError):
+        bad = _out([5, 6], [-0.2, -0.1])
+        bad.logprobs = bad.logprobs[:1]
+        to_sample(bad, 0, params, 1000, None, piece)
+
+
+@needs_vllm
+def test_to_sample_reads_real_vllm_outputs() -> None:
+    from vllm.logprobs import Logprob
+    from vllm.outputs import CompletionOutput
+
+    out = CompletionOutput(
+        index=0,
+        text="Hi.",
+        token_ids=[5, 6],
+        cumulative_logprob=-0.3,
+        logprobs=[{5: Logprob(-0.2)}, {6: Logprob(-0.1)}],
+        finish_reason="stop",
+    )
+    s, exact = to_sample(out, 0, SamplingParams(), 1000, None, piece)
+    assert s.token_ids == [5, 6] and not exact and s.logprob.tolist() == pytest.approx([-0.2, -0.1])
+
+
+def test_cut_at_entropy() -> None:
+    s, _ = to_sample(
+        _out([1, 2, 3], [-0.1, -0.2, -0.3]),
+        0,
+        SamplingParams(),
+        100,
+        {
+            "position": [0.0, 1.0, 2.0],
+            "kl_uniform": [1.0] * 3,
+            "entropy_processed": [0.1, 0.9, 0.2],
+            "lse": [0.0] * 3,
+            "log_z_processed": [0.0] * 3,
+        },
+        piece,
+    )
+    cut, dropped = cut_at_entropy(s, 0.5)
+    assert cut.token_ids == [1] and dropped == 2 and cut.finish_reason == "entropy"
+    assert cut.next_entropy == pytest.approx(0.9)
+    same, none = cut_at_entropy(s, 5.0)
+    assert same is s and none == 0
+
+
+@dataclass
+class FakeAsyncLLM:
+    """Stands in for vllm AsyncLLM in pure unit tests of the engine's control flow."""
+
+    hang: bool = False
+    fail: bool = False
+    aborted: list[str] = field(default_factory=list)
+
+    async def generate(self, prompt: Any, sp: Any, request_id: str):
+        if self.fail:
+            raise RuntimeError("engine core died")
+        if self.hang:
+            await asyncio.sleep(3600)
+        i = int(request_id.rsplit("-", 1)[1])
+        yield type("RO", (), {"outputs": [_out([10 + i], [-0.5])], "finished": True})()
+
+    async def abort(self, ids: Any) -> None:
+        self.aborted += list(ids)
+
+    async def collective_rpc(
+        self, method: str, timeout: Any = None, args: tuple = (), kwargs: Any = None
+    ) -> list[dict]:
+        assert method == "ponder_pop_stats"
+        return [{}]
+
+
+def _engine(fake: FakeAsyncLLM) -> VllmEngine:
+    eng = VllmEngine(VllmOptions(model="m", served_name="m"))
+    eng._engine = fake
+    eng.n_vocab = 1000
+    eng._params = lambda kw: kw  # type: ignore[method-assign]
+    eng._prompt = lambda ids: ids  # type: ignore[method-assign]
+    eng._piece = piece  # type: ignore[method-assign]
+    return eng
+
+
+def test_sample_runs_n_requests_with_consecutive_seeds() -> None:
+    eng = _engine(FakeAsyncLLM())
+    gen = asyncio.run(eng.sample([1, 2], SamplingParams(seed=7), 3))
+    assert [s.token_ids for s in gen.samples] == [[10], [11], [12]]
+    assert gen.exact is False  # the fake returns no processor stats: approximated, and said so
+
+
+def test_cancelled_request_aborts_every_sample() -> None:
+    fake = FakeAsyncLLM(hang=True)
+    eng = _engine(fake)
+
+    async def go() -> None:
+        task = asyncio.ensure_future(eng.sample([1], SamplingParams(), 4))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(go())
+    assert len(fake.aborted) == 4 and all(a.startswith("ponder-") for a in fake.aborted)
+    assert eng.in_flight == 0
+
+
+def test_engine_failure_becomes_engine_error() -> None:
+    fake = FakeAsyncLLM(fail=True)
+    with pytest.raises(EngineError, match="engine core died"):
+        asyncio.run(_engine(fake).sample([1], SamplingParams(), 2))
+    assert len(fake.aborted) == 2
