@@ -1,10 +1,13 @@
-"""`ponder serve`: the command-line entry point."""
+"""`ponder serve | ask`: the command-line entry point."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import logging
 import sys
+from typing import Any
 
 from .config import Settings
 
@@ -35,6 +38,79 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ask_in_process(args: argparse.Namespace, body: dict[str, Any]) -> dict[str, Any]:
+    """Run one request on the embedded engine without HTTP: plan, execute, render."""
+    from .api.plan import build_plan
+    from .api.render import response_body
+    from .api.schemas import ChatCompletionRequest
+    from .api.service import execute
+    from .engines import create_engine
+
+    settings = Settings(**({"model": args.model} if args.model else {}))
+    engine = create_engine(settings)
+
+    async def run() -> dict[str, Any]:
+        await engine.start()
+        try:
+            body["model"] = engine.model_name
+            plan = build_plan(ChatCompletionRequest.model_validate(body), settings, engine)
+            return response_body(await execute(plan, engine))
+        finally:
+            await engine.close()
+
+    return asyncio.run(run())
+
+
+def _ask(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from ponder_client import Ponder, PonderError, Result, ponder_options
+
+    options = ponder_options(strategy=args.strategy, samples=args.samples, answer=args.answer)
+    params = {"max_tokens": args.max_tokens, "temperature": args.temperature, "seed": args.seed}
+    params = {k: v for k, v in params.items() if v is not None}
+    console = Console()
+    try:
+        if args.url:
+            with Ponder(args.url, timeout=args.timeout) as client:
+                result = client.chat(
+                    args.question,
+                    model=args.model_name or None,
+                    extra_body={"ponder": options},
+                    **params,
+                )
+        else:
+            body = {
+                "messages": [{"role": "user", "content": args.question}],
+                "ponder": options,
+                **params,
+            }
+            with console.status("generating on the embedded engine..."):
+                result = Result.from_response(_ask_in_process(args, body))
+    except PonderError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        return 1
+    if args.json:
+        print(json.dumps(result.raw, indent=2))
+        return 0
+    console.print(result.text.strip(), highlight=False)
+    console.print()
+    conf = "-" if result.confidence is None else f"{result.confidence:.3f}"
+    console.print(
+        f"[bold]answer:[/bold] {result.answer}   [bold]confidence:[/bold] {conf}   "
+        f"[bold]strategy:[/bold] {result.strategy}"
+    )
+    if result.tally:
+        table = Table("answer", "votes", "score", "share")
+        for t in result.tally:
+            table.add_row(t.answer, str(t.votes), f"{t.score:.3f}", f"{t.share:.3f}")
+        console.print(table)
+    u = result.usage
+    console.print(f"tokens: prompt {u.prompt_tokens}, completion {u.completion_tokens}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ponder", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -50,6 +126,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     serve.set_defaults(func=_serve)
+    ask = sub.add_parser("ask", help="ask one question; print the answer, confidence and tally")
+    ask.add_argument("question")
+    ask.add_argument("--strategy", default="majority_vote", help="default majority_vote")
+    ask.add_argument("--samples", type=int, default=8, help="default 8")
+    ask.add_argument("--answer", default="auto", help="answer format (auto, number, ...)")
+    ask.add_argument("--url", help="a running server (else: in process, embedded engine)")
+    ask.add_argument("--model", help="in process: GGUF model path (default: embedded SmolLM2)")
+    ask.add_argument("--model-name", help="with --url: model to ask (default: the first one)")
+    ask.add_argument("--max-tokens", type=int, default=256)
+    ask.add_argument("--temperature", type=float)
+    ask.add_argument("--seed", type=int)
+    ask.add_argument("--timeout", type=float, default=600.0)
+    ask.add_argument("--json", action="store_true", help="print the raw response JSON")
+    ask.set_defaults(func=_ask)
     args = parser.parse_args(argv)
     result: int = args.func(args)
     return result
