@@ -1,4 +1,4 @@
-"""`ponder serve | ask`: the command-line entry point."""
+"""`ponder serve | ask | eval`: the command-line entry point."""
 
 from __future__ import annotations
 
@@ -111,6 +111,12 @@ def _ask(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval(args: argparse.Namespace) -> int:
+    from .eval import run_eval
+
+    return run_eval(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ponder", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -140,6 +146,11 @@ def main(argv: list[str] | None = None) -> int:
     ask.add_argument("--timeout", type=float, default=600.0)
     ask.add_argument("--json", action="store_true", help="print the raw response JSON")
     ask.set_defaults(func=_ask)
+    evaluate = sub.add_parser("eval", help="accuracy, cost and calibration of the strategies")
+    from .eval.cli import add_arguments
+
+    add_arguments(evaluate)
+    evaluate.set_defaults(func=_eval)
     args = parser.parse_args(argv)
     result: int = args.func(args)
     return result

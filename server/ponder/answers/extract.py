@@ -211,6 +211,23 @@ def extract_auto(text: str) -> Answer | None:
     return extract_text(text)
 
 
+def as_answer(gold: str, fmt: str) -> Answer | None:
+    """A reference answer (already just the answer, e.g. a data set's gold) as an Answer of the
+    format, for comparing with extracted ones."""
+    text = str(gold).strip()
+    if fmt in ("number",):
+        nums = _numbers(text.replace("$", ""))
+        return _number_answer(nums[0][0]) if nums else None
+    if fmt in ("boxed", "math", "auto"):
+        inner = last_boxed(text)
+        return _math_answer(inner if inner is not None else text)
+    if fmt == "choice":
+        return extract_choice(f"({text.strip('()').upper()})")
+    if fmt == "yesno":
+        return extract_yesno(text)
+    return extract_text(text)
+
+
 def extract(text: str, spec: AnswerSpec) -> Answer | None:
     """The answer of one completion under `spec`, or None when it has none (casts no vote)."""
     fmt = spec.format

@@ -24,13 +24,22 @@ _STRIP = [
     r"\\%",
     r"%",
     r"\^\s*\{?\\circ\}?",
-    r"\\text\{[^{}]*\}",
-    r"\\mbox\{[^{}]*\}",
 ]
 _STRIP_RE = re.compile("|".join(_STRIP))
 _FRAC_ALIAS = re.compile(r"\\[dt]frac")
 _TIMES = re.compile(r"\\(?:cdot|times)")
-_MATHRM = re.compile(r"\\mathrm\{([^{}]*)\}")
+_TEXT = re.compile(r"\\(?:text|mbox|textbf|mathrm)\{([^{}]*)\}")
+
+
+def _text_macro(m: re.Match[str]) -> str:
+    """`\\text{Evelyn}` is the answer itself; `5\\text{ cm}` after a number is a unit."""
+    content = m.group(1)
+    before = m.string[: m.start()].rstrip()
+    if before and (before[-1].isdigit() or before[-1] == "}") and content[:1].isspace():
+        return ""
+    return content
+
+
 _DIGIT_COMMA = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 _LHS = re.compile(r"\s*[A-Za-z]\s*=\s*(.+)")
 _TOKEN = re.compile(r"\s*(\d+(?:\.\d+)?|\.\d+|\\[A-Za-z]+|[A-Za-z]|[-+*/^(){}\[\],=])")
@@ -58,7 +67,7 @@ def normalize_latex(text: str) -> str:
     s = _FRAC_ALIAS.sub(r"\\frac", s)
     s = _TIMES.sub("*", s)
     s = s.replace("\\div", "/")
-    s = _MATHRM.sub(r"\1", s)
+    s = _TEXT.sub(_text_macro, s)
     s = _DIGIT_COMMA.sub("", s)
     m = _LHS.fullmatch(s)
     if m:

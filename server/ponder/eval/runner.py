@@ -1,0 +1,398 @@
+"""`ponder eval`: sample once per problem, evaluate every strategy and budget on subsets.
+
+Per problem one request draws the largest N samples (with their texts, token counts, mean raw
+logprob and self-certainty); each strategy at each budget n is then evaluated with the
+project's own selection functions on `subsets` random size-n subsets of those samples (all of
+them when n = N), as the papers do. CNTP needs its own decoding: its N decodes are drawn
+separately and CNTP@n is CNTP + majority vote over subsets of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..answers import Answer, AnswerSpec, as_answer, equivalent
+from ..engines.base import Sample
+from ..strategies import SELECTORS, SelectOptions, majority_vote
+from ..strategies.cntp import single_decision
+from .datasets import Problem, ReplayProblem
+from .metrics import bootstrap_ci, brier, ece, reliability
+
+
+@dataclass
+class Candidate:
+    """One stored sample: what selection needs, and what it cost."""
+
+    text: str
+    tokens: float
+    mean_logprob: float | None = None
+    self_certainty: float | None = None
+
+
+@dataclass
+class ProblemRecord:
+    id: str
+    gold: str
+    format: str
+    candidates: dict[str, list[Candidate]] = field(default_factory=dict)  # "sampling" / "cntp"
+    results: dict[str, dict[int, dict[str, float]]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Trial:
+    correct: bool
+    confidence: float
+    tokens: float
+
+
+def to_samples(cands: Sequence[Candidate]) -> list[Sample]:
+    """Samples that carry exactly what the selection functions read (text, mean logprob, mean
+    self-certainty) as one-element stat arrays."""
+    out = []
+    for i, c in enumerate(cands):
+        lp = np.array([c.mean_logprob if c.mean_logprob is not None else 0.0], np.float32)
+        sc = np.array([c.self_certainty if c.self_certainty is not None else 0.0], np.float32)
+        out.append(Sample(i, c.text, [], "stop", lp, sc, lp.copy(), np.zeros(1, np.float32)))
+    return out
+
+
+def judge(
+    strategy: str, cands: Sequence[Candidate], options: SelectOptions, gold: Answer | None
+) -> Trial:
+    """Run one strategy on one set of candidates and grade its answer against the gold."""
+    samples = to_samples(cands)
+    if strategy == "cntp":
+        d = (
+            single_decision(samples[0], options.answer)
+            if len(samples) == 1
+            else majority_vote.select(samples, options)
+        )
+    else:
+        d = SELECTORS[strategy](samples, options)
+    got = d.answers[d.chosen] if d.answer is not None else None
+    ok = bool(got is not None and gold is not None and equivalent(got, gold))
+    return Trial(ok, float(d.confidence), float(sum(c.tokens for c in cands)))
+
+
+def subsets(n_total: int, n: int, count: int, rng: np.random.Generator) -> list[list[int]]:
+    """`count` random size-n subsets (sorted indices); the whole set once when n >= n_total."""
+    if n >= n_total:
+        return [list(range(n_total))]
+    return [sorted(rng.choice(n_total, size=n, replace=False).tolist()) for _ in range(count)]
+
+
+def evaluate(
+    record: ProblemRecord, strategies: Sequence[str], budgets: Sequence[int], count: int, seed: int
+) -> dict[str, dict[int, list[Trial]]]:
+    """Every strategy at every budget on this problem's stored candidates."""
+    options = SelectOptions(answer=AnswerSpec(record.format))  # type: ignore[arg-type]
+    gold = as_answer(record.gold, record.format)
+    out: dict[str, dict[int, list[Trial]]] = {}
+    for strategy in strategies:
+        pool = record.candidates.get("cntp" if strategy == "cntp" else "sampling", [])
+        if not pool:
+            continue
+        rng = np.random.default_rng([seed, len(record.id), hash_id(record.id)])
+        per: dict[int, list[Trial]] = {}
+        for n in budgets:
+            if n > len(pool):
+                continue
+            per[n] = [
+                judge(strategy, [pool[i] for i in idx], options, gold)
+                for idx in subsets(len(pool), n, count, rng)
+            ]
+        out[strategy] = per
+    record.results = {
+        s: {
+            n: {
+                "accuracy": float(np.mean([t.correct for t in ts])),
+                "confidence": float(np.mean([t.confidence for t in ts])),
+                "tokens": float(np.mean([t.tokens for t in ts])),
+            }
+            for n, ts in per.items()
+        }
+        for s, per in out.items()
+    }
+    return out
+
+
+def hash_id(text: str) -> int:
+    """A stable (not salted) hash for seeding per-problem subset draws."""
+    h = 1469598103934665603
+    for ch in text.encode():
+        h = ((h ^ ch) * 1099511628211) % 2**63
+    return h
+
+
+@dataclass
+class SummaryRow:
+    strategy: str
+    n: int
+    subsets: int
+    problems: int
+    accuracy: float
+    ci_low: float
+    ci_high: float
+    mean_tokens: float
+    ece: float
+    brier: float
+
+
+def summarize(
+    trials: dict[str, dict[str, dict[int, list[Trial]]]], seed: int, count: int
+) -> list[SummaryRow]:
+    """Rows per strategy and budget: accuracy (+ bootstrap 95% interval over problems), mean
+    generated tokens per problem, ECE (10 bins) and Brier over all subset decisions."""
+    by: dict[tuple[str, int], list[list[Trial]]] = defaultdict(list)
+    for per_problem in trials.values():
+        for strategy, per in per_problem.items():
+            for n, ts in per.items():
+                by[(strategy, n)].append(ts)
+    rows = []
+    for (strategy, n), problems in sorted(by.items()):
+        acc = [float(np.mean([t.correct for t in ts])) for ts in problems]
+        mean, lo, hi = bootstrap_ci(acc, seed=seed)
+        flat = [t for ts in problems for t in ts]
+        conf = [t.confidence for t in flat]
+        corr = [float(t.correct) for t in flat]
+        rows.append(
+            SummaryRow(
+                strategy,
+                n,
+                max(len(ts) for ts in problems),
+                len(problems),
+                mean,
+                lo,
+                hi,
+                float(np.mean([t.tokens for t in flat])),
+                ece(conf, corr),
+                brier(conf, corr),
+            )
+        )
+    return rows
+
+
+def write_outputs(
+    out: Path,
+    records: Sequence[ProblemRecord],
+    rows: Sequence[SummaryRow],
+    trials: dict[str, dict[str, dict[int, list[Trial]]]],
+) -> list[Path]:
+    """problems.jsonl, summary.csv and the three PNG plots; returns the files written."""
+    out.mkdir(parents=True, exist_ok=True)
+    files = [out / "problems.jsonl", out / "summary.csv"]
+    with files[0].open("w") as fh:
+        for r in records:
+            fh.write(
+                json.dumps(
+                    {
+                        "id": r.id,
+                        "gold": r.gold,
+                        "format": r.format,
+                        "candidates": {k: [asdict(c) for c in v] for k, v in r.candidates.items()},
+                        "results": r.results,
+                    }
+                )
+                + "\n"
+            )
+    with files[1].open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(list(SummaryRow.__dataclass_fields__))
+        for row in rows:
+            w.writerow([f"{v:.4f}" if isinstance(v, float) else v for v in asdict(row).values()])
+    files += _plots(out, rows, trials)
+    return files
+
+
+def _plots(
+    out: Path, rows: Sequence[SummaryRow], trials: dict[str, dict[str, dict[int, list[Trial]]]]
+) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    strategies = sorted({r.strategy for r in rows})
+    paths = []
+    for name, xkey, xlabel in (
+        ("accuracy_vs_n.png", "n", "samples N"),
+        ("accuracy_vs_tokens.png", "mean_tokens", "generated tokens per problem"),
+    ):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for s in strategies:
+            rs = sorted((r for r in rows if r.strategy == s), key=lambda r: r.n)
+            xs = [getattr(r, xkey) for r in rs]
+            ax.plot(xs, [r.accuracy for r in rs], marker="o", label=s)
+            ax.fill_between(xs, [r.ci_low for r in rs], [r.ci_high for r in rs], alpha=0.15)
+        if xkey == "n":
+            ax.set_xscale("log", base=2)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("accuracy")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=120)
+        plt.close(fig)
+        paths.append(out / name)
+    fig, axes = plt.subplots(
+        1, max(len(strategies), 1), figsize=(3.2 * max(len(strategies), 1), 3.4), squeeze=False
+    )
+    for ax, s in zip(axes[0], strategies, strict=False):
+        top = max(r.n for r in rows if r.strategy == s)
+        flat = [t for per in trials.values() for t in per.get(s, {}).get(top, [])]
+        bins = reliability([t.confidence for t in flat], [float(t.correct) for t in flat])
+        ax.plot([0, 1], [0, 1], "k--", lw=0.8)
+        ax.bar([b[0] for b in bins], [b[1] for b in bins], width=0.08, alpha=0.7)
+        ax.set_title(f"{s} @{top}", fontsize=9)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("confidence")
+    axes[0][0].set_ylabel("accuracy")
+    fig.tight_layout()
+    fig.savefig(out / "reliability.png", dpi=120)
+    plt.close(fig)
+    paths.append(out / "reliability.png")
+    return paths
+
+
+def replay_records(problems: Sequence[ReplayProblem]) -> list[ProblemRecord]:
+    return [
+        ProblemRecord(
+            p.id,
+            p.gold,
+            p.format,
+            {
+                "sampling": [
+                    Candidate(
+                        t,
+                        float(p.tokens[i]) if i < len(p.tokens) else math.nan,
+                        p.mean_logprob[i] if p.mean_logprob else None,
+                        p.self_certainty[i] if p.self_certainty else None,
+                    )
+                    for i, t in enumerate(p.texts)
+                ]
+            },
+        )
+        for p in problems
+    ]
+
+
+class Sampler:
+    """Draws the candidates of a problem: in process on an engine, or from a running server."""
+
+    def __init__(self, url: str | None, temperature: float, seed: int, model: str | None) -> None:
+        self.url = url
+        self.temperature = temperature
+        self.seed = seed
+        self.model = model
+        self._engine: Any = None
+        self._client: Any = None
+
+    async def start(self) -> None:
+        if self.url:
+            from ponder_client import AsyncPonder
+
+            self._client = AsyncPonder(self.url, timeout=3600, model=self.model)
+        else:
+            from ..config import Settings
+            from ..engines import create_engine
+
+            settings = Settings(**({"model": self.model} if self.model else {}))
+            self._engine = create_engine(settings)
+            await self._engine.start()
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+        if self._engine is not None:
+            await self._engine.close()
+
+    async def draw(self, p: Problem, k: int, n: int, cntp: bool) -> list[Candidate]:
+        seed = self.seed + 100_003 * k
+        if self._client is not None:
+            return await self._draw_http(p, n, cntp, seed)
+        from ..decoding import cntp_run
+        from ..engines.base import SamplingParams
+        from ..strategies import CntpOptions
+
+        eng = self._engine
+        ids = (
+            eng.render_chat([{"role": "user", "content": p.prompt}])
+            if p.kind == "chat"
+            else eng.tokenize(p.prompt)
+        )
+        params = SamplingParams(
+            max_tokens=p.max_tokens, temperature=self.temperature, seed=seed, stop=p.stop
+        )
+        if cntp:
+            res = await cntp_run(eng, ids, params, CntpOptions(), n)
+            return [
+                Candidate(
+                    r.sample.text,
+                    r.sample.n_tokens + r.unused_tokens,
+                    r.sample.mean_logprob,
+                    r.sample.self_certainty,
+                )
+                for r in res
+            ]
+        gen = await eng.sample(ids, params, n)
+        return [
+            Candidate(s.text, s.n_tokens, s.mean_logprob, s.self_certainty) for s in gen.samples
+        ]
+
+    async def _draw_http(self, p: Problem, n: int, cntp: bool, seed: int) -> list[Candidate]:
+        call = self._client.chat if p.kind == "chat" else self._client.complete
+        r = await call(
+            p.prompt,
+            strategy="cntp" if cntp else "majority_vote",
+            samples=n,
+            include_candidates=True,
+            max_tokens=p.max_tokens,
+            seed=seed,
+            temperature=self.temperature,
+            stop=list(p.stop) or None,
+            answer={"format": p.format},
+        )
+        cands = r.candidates or []
+        per_token_extra = (r.usage.completion_tokens - sum(c.tokens for c in cands)) / max(
+            len(cands), 1
+        )
+        return [
+            Candidate(c.text, c.tokens + per_token_extra, c.mean_logprob, c.self_certainty)
+            for c in cands
+        ]
+
+
+async def sample_all(
+    problems: Sequence[Problem],
+    sampler: Sampler,
+    n: int,
+    with_cntp: bool,
+    with_sampling: bool,
+    progress: Any = None,
+) -> list[ProblemRecord]:
+    """Draw every problem's candidates; Ctrl-C stops and keeps the problems finished so far."""
+    records: list[ProblemRecord] = []
+    try:
+        for k, p in enumerate(problems):
+            rec = ProblemRecord(p.id, p.gold, p.format)
+            if with_sampling:
+                rec.candidates["sampling"] = await sampler.draw(p, k, n, cntp=False)
+            if with_cntp:
+                rec.candidates["cntp"] = await sampler.draw(p, k, n, cntp=True)
+            records.append(rec)
+            if progress is not None:
+                progress()
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        pass
+    return records

@@ -1,0 +1,166 @@
+"""`ponder eval`: readers on the shared data, metrics by hand, subset evaluation, end to end."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ponder.answers import AnswerSpec, as_answer
+from ponder.engines.base import Sample
+from ponder.eval.datasets import detect, load, read_replay
+from ponder.eval.metrics import bootstrap_ci, brier, ece, reliability
+from ponder.eval.runner import Candidate, ProblemRecord, evaluate, judge, subsets, to_samples
+from ponder.strategies import SELECTORS, SelectOptions
+
+from ..conftest import ROOT, SHARED_DATA
+
+DATA = {
+    "gsm8k/test_first1000.jsonl": ("gsm8k", 1000, "number"),
+    "svamp/SVAMP.json": ("svamp", 1000, "number"),
+    "aqua/test.json": ("aqua", 254, "choice"),
+    "strategyqa/dev.json": ("strategyqa", 229, "yesno"),
+    "math500/test_first400.jsonl": ("math500", 400, "boxed"),
+    "arith/arith_fewshot.jsonl": ("arith", 200, "number"),
+}
+
+
+@pytest.mark.parametrize("rel", sorted(DATA))
+def test_readers_on_the_shared_data(rel: str) -> None:
+    path = SHARED_DATA / rel
+    if not path.exists():
+        pytest.skip(f"{path} is absent (the shared workspace data is not beside this clone)")
+    reader, count, fmt = DATA[rel]
+    assert detect(path) == reader
+    problems = load(path)
+    assert len(problems) == count and all(p.format == fmt for p in problems)
+    assert len({p.id for p in problems}) == count
+    parsed = [as_answer(p.gold, fmt) for p in problems]
+    assert sum(a is not None for a in parsed) >= 0.99 * count
+    if reader == "gsm8k":
+        assert problems[0].gold == "18"
+    if reader == "aqua":
+        assert "Options:" in problems[0].prompt and problems[0].gold in "ABCDE"
+
+
+def test_replay_reader_on_the_shared_samples() -> None:
+    path = SHARED_DATA / "sampled/qwen25math_math_cot_100/math_cot_100_minus_heldout.jsonl"
+    if not path.exists():
+        pytest.skip(f"{path} is absent (the shared workspace data is not beside this clone)")
+    problems = read_replay(path)
+    assert len(problems) == 99 and all(len(p.texts) == 8 for p in problems)
+    assert problems[0].gold == "420" and problems[0].format == "boxed"
+
+
+def test_ece_brier_bootstrap_by_hand() -> None:
+    conf, correct = [0.9, 0.9, 0.1, 0.1], [1, 0, 0, 0]
+    # bin 9: accuracy 0.5 vs confidence 0.9 (weight 1/2); bin 1: 0 vs 0.1 (weight 1/2)
+    assert ece(conf, correct) == pytest.approx(0.5 * 0.4 + 0.5 * 0.1)
+    assert brier(conf, correct) == pytest.approx((0.01 + 0.81 + 0.01 + 0.01) / 4)
+    assert ece([1.0, 1.0], [1, 1]) == 0.0  # confidence 1.0 lands in the last bin
+    assert reliability(conf, correct) == [(0.1, 0.0, 2), (0.9, 0.5, 2)]
+    mean, lo, hi = bootstrap_ci([1.0, 1.0, 1.0])
+    assert (mean, lo, hi) == (1.0, 1.0, 1.0)
+    mean, lo, hi = bootstrap_ci([0.0, 1.0] * 50, seed=3)
+    assert mean == 0.5 and lo < 0.5 < hi and hi - lo < 0.3
+    assert bootstrap_ci([0.0, 1.0] * 50, seed=3) == (mean, lo, hi)
+
+
+def _samples(texts: list[str], rng: np.random.Generator) -> list[Sample]:
+    out = []
+    for i, t in enumerate(texts):
+        n = int(rng.integers(3, 9))
+        lp = rng.normal(-0.8, 0.5, n).astype(np.float32).clip(max=0)
+        kl = rng.normal(6.0, 2.0, n).astype(np.float32).clip(min=0)
+        out.append(Sample(i, t, list(range(n)), "stop", lp, kl, lp, np.zeros(n, np.float32)))
+    return out
+
+
+@pytest.mark.parametrize("strategy", ["majority_vote", "self_certainty", "rpc"])
+def test_subset_evaluation_equals_calling_the_strategy(strategy: str) -> None:
+    rng = np.random.default_rng(1)
+    texts = [f"so the answer is {rng.choice([3, 4, 5])}" for _ in range(12)]
+    full = _samples(texts, rng)
+    cands = [Candidate(s.text, s.n_tokens, s.mean_logprob, s.self_certainty) for s in full]
+    opts = SelectOptions(answer=AnswerSpec("number"))
+    direct = SELECTORS[strategy](full, opts)
+    via = SELECTORS[strategy](to_samples(cands), opts)
+    assert (via.answer, via.chosen) == (direct.answer, direct.chosen)
+    assert via.confidence == pytest.approx(direct.confidence, rel=1e-5)
+    gold = as_answer("4", "number")
+    trial = judge(strategy, cands, opts, gold)
+    assert trial.correct == (direct.answer == "4")
+    assert trial.tokens == sum(s.n_tokens for s in full)
+    record = ProblemRecord("p", "4", "number", {"sampling": cands})
+    per = evaluate(record, [strategy], [1, 4, 12], count=5, seed=0)[strategy]
+    assert [len(per[n]) for n in (1, 4, 12)] == [5, 5, 1]
+    assert per[12][0] == trial
+    assert record.results[strategy][12]["accuracy"] == float(trial.correct)
+
+
+def test_subsets_are_distinct_sorted_and_seeded() -> None:
+    a = subsets(8, 3, 5, np.random.default_rng(0))
+    b = subsets(8, 3, 5, np.random.default_rng(0))
+    assert a == b and all(len(set(s)) == 3 and s == sorted(s) for s in a)
+    assert subsets(8, 8, 5, np.random.default_rng(0)) == [list(range(8))]
+
+
+def test_tiny_end_to_end_eval_on_the_real_model(tmp_path: Path) -> None:
+    data = tmp_path / "arith.jsonl"
+    rows = [
+        ("a1", "2 + 3 = 5\n4 + 1 = 5\n6 + 2 =", "8"),
+        ("a2", "3 * 4 = 12\n2 * 5 =", "10"),
+        ("a3", "12 + 5 = 17\n31 + 4 =", "35"),
+    ]
+    data.write_text(
+        "".join(json.dumps({"id": i, "prompt": p, "answer": a}) + "\n" for i, p, a in rows)
+    )
+    out = tmp_path / "out"
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ponder.cli",
+            "eval",
+            "--data",
+            str(data),
+            "--samples",
+            "1,2,4",
+            "--strategies",
+            "majority_vote,self_certainty,rpc,cntp",
+            "--subsets",
+            "3",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    for name in (
+        "problems.jsonl",
+        "summary.csv",
+        "accuracy_vs_n.png",
+        "accuracy_vs_tokens.png",
+        "reliability.png",
+    ):
+        assert (out / name).stat().st_size > 0, name
+    records = [json.loads(x) for x in (out / "problems.jsonl").read_text().splitlines()]
+    assert len(records) == 3 and len(records[0]["candidates"]["sampling"]) == 4
+    assert len(records[0]["candidates"]["cntp"]) == 4
+    summary = list(csv.DictReader((out / "summary.csv").open()))
+    got = {(r["strategy"], int(r["n"])) for r in summary}
+    assert got == {
+        (s, n) for s in ("majority_vote", "self_certainty", "rpc", "cntp") for n in (1, 2, 4)
+    }
+    for r in summary:
+        assert 0.0 <= float(r["accuracy"]) <= 1.0 and float(r["mean_tokens"]) > 0
+        assert float(r["ci_low"]) <= float(r["accuracy"]) <= float(r["ci_high"])
+        assert int(r["problems"]) == 3
