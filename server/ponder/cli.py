@@ -34,7 +34,22 @@ def _serve(args: argparse.Namespace) -> int:
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     app = create_app(settings)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level)
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            # SIGTERM/SIGINT: stop admitting (/ready -> 503), let in-flight requests finish
+            # within the grace period, then exit 0.
+            app.state.gate.draining = True
+            super().handle_exit(sig, frame)
+
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=int(settings.shutdown_grace_s) or None,
+    )
+    Server(config).run()
     return 0
 
 
@@ -46,7 +61,7 @@ def _ask_in_process(args: argparse.Namespace, body: dict[str, Any]) -> dict[str,
     from .api.service import execute
     from .engines import create_engine
 
-    settings = Settings(**({"model": args.model} if args.model else {}))
+    settings = Settings(model=args.model) if args.model else Settings()
     engine = create_engine(settings)
 
     async def run() -> dict[str, Any]:

@@ -47,6 +47,35 @@ class Settings(BaseSettings):
     )
     symbolic_timeout_s: float = Field(2.0, gt=0.0)
 
+    # Security and limits (README "Security and limits")
+    api_keys: str | None = Field(
+        None,
+        description="Comma-separated API keys, or @/path/to/file with one key per line; when "
+        "set, every /v1 route needs `Authorization: Bearer <key>`.",
+    )
+    metrics_require_key: bool = False
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    max_tokens_limit: int = Field(4096, ge=1, description="Upper bound on max_tokens.")
+    max_request_tokens: int = Field(
+        65536, ge=1, description="Upper bound on samples x max_tokens of one request."
+    )
+    max_prompt_tokens: int = Field(8192, ge=1)
+    rate_limit_per_minute: int = Field(0, ge=0, description="Per key (or client); 0 = off.")
+    concurrency_limit: int = Field(0, ge=0, description="Per key (or client); 0 = off.")
+    max_queue: int = Field(64, ge=1, description="Requests admitted to the engine at once.")
+    request_timeout_s: float = Field(600.0, ge=0.0, description="Per-request deadline; 0 = off.")
+    shutdown_grace_s: float = Field(30.0, ge=0.0)
+
+    def key_set(self) -> frozenset[str]:
+        """The configured API keys (empty: auth off)."""
+        raw = (self.api_keys or "").strip()
+        if raw.startswith("@"):
+            with open(raw[1:], encoding="utf-8") as fh:
+                items = fh.read().splitlines()
+        else:
+            items = raw.split(",")
+        return frozenset(k.strip() for k in items if k.strip() and not k.startswith("#"))
+
     @field_validator("default_strategy")
     @classmethod
     def _known_strategy(cls, value: str) -> str:

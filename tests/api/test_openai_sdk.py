@@ -196,6 +196,11 @@ def test_errors_are_openai_envelopes(server: Server, client: openai.OpenAI) -> N
     assert br.value.body["param"] == "temperature"
     with pytest.raises(openai.BadRequestError) as br:
         client.chat.completions.create(model="smollm2", messages=Q, max_tokens=100000)
+    assert br.value.body["param"] == "max_tokens"  # over the server's max_tokens limit
+    with pytest.raises(openai.BadRequestError) as br:
+        client.chat.completions.create(
+            model="smollm2+majority_vote@8", messages=Q, max_tokens=4000
+        )  # fits the limits, not the 8192-token KV cache of the test server
     assert br.value.body["code"] == "context_length_exceeded"
     with pytest.raises(openai.BadRequestError) as br:
         client.chat.completions.create(

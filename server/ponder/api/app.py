@@ -15,8 +15,9 @@ from .. import __version__, metrics
 from ..answers import default_worker
 from ..config import Settings
 from ..engines import Engine, create_engine
-from .errors import install_error_handlers
+from .errors import ApiError, error_response, install_error_handlers
 from .routes import router
+from .security import Gate
 
 log = logging.getLogger("ponder")
 
@@ -57,6 +58,54 @@ class _RequestMetrics:
             metrics.observe_request(strategy, status, time.perf_counter() - started)
 
 
+class _BodyLimit:
+    """ASGI middleware: refuse request bodies over `limit` bytes with a 413 envelope, from the
+    Content-Length header or while reading a chunked body (buffered, so at most `limit`)."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await self._too_large(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            more = message.get("more_body", False)
+            if size > self.limit:
+                await self._too_large(scope, receive, send)
+                return
+        body = b"".join(chunks)
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = error_response(
+            ApiError(413, f"request body over {self.limit} bytes", code="body_too_large")
+        )
+        await response(scope, receive, send)
+
+
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
     """The ASGI app. The engine loads in the background: /health answers at once, /ready
     and the /v1 routes answer 503 until the model has produced its first token."""
@@ -87,9 +136,11 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.settings = settings
     app.state.engine = engine
     app.state.engine_error = None
+    app.state.gate = Gate(settings)
     app.state.started = int(time.time())
     install_error_handlers(app)
     app.include_router(router)
+    app.add_middleware(_BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(_RequestMetrics)
     metrics.watch_engine(lambda: engine.in_flight, lambda: engine.queue_depth)
     return app

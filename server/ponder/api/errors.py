@@ -58,6 +58,8 @@ def to_api_error(exc: BaseException) -> ApiError:
     """Map any exception to the ApiError the client sees; unknown ones become a bare 500."""
     if isinstance(exc, ApiError):
         return exc
+    if type(exc).__name__ == "ClientGone":
+        return ApiError(499, "client closed the request", code="client_closed")
     if isinstance(exc, AnswerPatternError):
         return ApiError(400, str(exc), param="ponder.answer.pattern", code="invalid_pattern")
     if isinstance(exc, RequestTooLarge):

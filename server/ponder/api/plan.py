@@ -203,9 +203,33 @@ def build_plan(
         max_tokens = req.max_tokens
         logprobs = req.logprobs
     prompt_ids = _prompt_ids(req, engine)
+    if len(prompt_ids) > settings.max_prompt_tokens:
+        raise ApiError(
+            400,
+            f"the prompt has {len(prompt_ids)} tokens; this server accepts at "
+            f"most {settings.max_prompt_tokens}",
+            param="messages" if kind == "chat" else "prompt",
+            code="prompt_too_long",
+        )
+    if max_tokens is not None and max_tokens > settings.max_tokens_limit:
+        raise ApiError(
+            400,
+            f"max_tokens ({max_tokens}) exceeds this server's limit of {settings.max_tokens_limit}",
+            param="max_tokens",
+            code="invalid_value",
+        )
     if max_tokens is None:
         max_tokens = min(
             settings.default_max_tokens, engine.default_max_tokens(len(prompt_ids), samples)
+        )
+    if samples * max_tokens > settings.max_request_tokens:
+        raise ApiError(
+            400,
+            f"samples x max_tokens = {samples * max_tokens} exceeds this "
+            f"server's limit of {settings.max_request_tokens} generated tokens per "
+            "request",
+            param="max_tokens",
+            code="request_too_large",
         )
     engine.check_fits(len(prompt_ids), max_tokens, samples)
     default_t = settings.selection_temperature if selecting else 1.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -15,7 +16,15 @@ from .errors import ApiError
 from .plan import Plan, build_plan
 from .render import response_body
 from .schemas import ChatCompletionRequest, CompletionRequest
-from .service import execute, stream_buffered, stream_segments, stream_tokens
+from .security import Gate
+from .service import (
+    execute,
+    stream_buffered,
+    stream_segments,
+    stream_tokens,
+    until_done_or_gone,
+    with_deadline,
+)
 
 router = APIRouter()
 
@@ -23,6 +32,16 @@ router = APIRouter()
 def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
+
+
+def get_gate(request: Request) -> Gate:
+    gate: Gate = request.app.state.gate
+    return gate
+
+
+def caller(request: Request) -> str:
+    """Who is calling (401 when API keys are on and the request has no valid one)."""
+    return get_gate(request).identify(request)
 
 
 def get_engine(request: Request) -> Engine:
@@ -33,6 +52,10 @@ def get_engine(request: Request) -> Engine:
 def ready_engine(request: Request) -> Engine:
     """The engine, or 503 + Retry-After while it loads (or after it failed)."""
     engine = get_engine(request)
+    if get_gate(request).draining:
+        raise ApiError(
+            503, "the server is shutting down", code="shutting_down", headers={"Retry-After": "5"}
+        )
     if not engine.ready:
         failed = request.app.state.engine_error
         msg = f"engine failed to start: {failed}" if failed else "the model is still loading"
@@ -43,11 +66,15 @@ def ready_engine(request: Request) -> Engine:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 EngineDep = Annotated[Engine, Depends(get_engine)]
 ReadyEngineDep = Annotated[Engine, Depends(ready_engine)]
+CallerDep = Annotated[str, Depends(caller)]
 
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-async def _respond(plan: Plan, engine: Engine) -> Any:
+async def _respond(request: Request, plan: Plan, engine: Engine, who: str) -> Any:
+    settings = get_settings(request)
+    permit = get_gate(request).admit(who)
+    timeout = settings.request_timeout_s or None
     if plan.stream:
         if plan.samples == 1 and plan.strategy == "none":
             events = stream_tokens(plan, engine)
@@ -55,8 +82,14 @@ async def _respond(plan: Plan, engine: Engine) -> Any:
             events = stream_segments(plan, engine)
         else:
             events = stream_buffered(plan, engine)
-        return StreamingResponse(events, media_type="text/event-stream", headers=_SSE_HEADERS)
-    return JSONResponse(response_body(await execute(plan, engine)))
+        guarded = with_deadline(events, timeout, permit.release)
+        weakref.finalize(guarded, permit.release)  # a stream that never started
+        return StreamingResponse(guarded, media_type="text/event-stream", headers=_SSE_HEADERS)
+    try:
+        out = await until_done_or_gone(request, execute(plan, engine), timeout)
+    finally:
+        permit.release()
+    return JSONResponse(response_body(out))
 
 
 def _plan(request: Request, body: Any, settings: Settings, engine: Engine) -> Plan:
@@ -67,20 +100,28 @@ def _plan(request: Request, body: Any, settings: Settings, engine: Engine) -> Pl
 
 @router.post("/v1/chat/completions")
 async def chat_completions(
-    body: ChatCompletionRequest, request: Request, settings: SettingsDep, engine: ReadyEngineDep
+    body: ChatCompletionRequest,
+    request: Request,
+    who: CallerDep,
+    settings: SettingsDep,
+    engine: ReadyEngineDep,
 ) -> Any:
-    return await _respond(_plan(request, body, settings, engine), engine)
+    return await _respond(request, _plan(request, body, settings, engine), engine, who)
 
 
 @router.post("/v1/completions")
 async def completions(
-    body: CompletionRequest, request: Request, settings: SettingsDep, engine: ReadyEngineDep
+    body: CompletionRequest,
+    request: Request,
+    who: CallerDep,
+    settings: SettingsDep,
+    engine: ReadyEngineDep,
 ) -> Any:
-    return await _respond(_plan(request, body, settings, engine), engine)
+    return await _respond(request, _plan(request, body, settings, engine), engine, who)
 
 
 @router.get("/v1/models")
-async def models(engine: EngineDep, request: Request) -> dict[str, Any]:
+async def models(engine: EngineDep, request: Request, who: CallerDep) -> dict[str, Any]:
     created = request.app.state.started
     name = engine.model_name
     ids = [name] + [f"{name}+{s}" for s in STRATEGIES if s != "none"]
@@ -94,7 +135,9 @@ async def models(engine: EngineDep, request: Request) -> dict[str, Any]:
 
 
 @router.get("/metrics", include_in_schema=False)
-async def prometheus_metrics() -> Response:
+async def prometheus_metrics(request: Request, settings: SettingsDep) -> Response:
+    if settings.metrics_require_key:
+        caller(request)
     return Response(metrics.render(), media_type=metrics.CONTENT_TYPE_LATEST)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import time
@@ -14,13 +15,14 @@ from ..decoding import cntp_run
 from ..engines.base import Engine, Generation
 from ..strategies import DECODERS, SELECTORS, majority_vote
 from ..strategies.cntp import single_decision
-from .errors import error_body, to_api_error
+from .errors import ApiError, error_body, to_api_error
 from .plan import Plan
 from .render import ChunkWriter, Outcome, ponder_object, usage
 
 T = TypeVar("T")
 
 KEEPALIVE_S = 5.0
+DISCONNECT_POLL_S = 0.25
 TEXT_CHUNK = 64
 
 
@@ -134,6 +136,63 @@ def _final_chunk(w: ChunkWriter, out: Outcome) -> dict[str, Any]:
     if out.plan.include_usage:
         extra["usage"] = usage(out.generation)
     return w.chunk(finals, **extra)
+
+
+class ClientGone(Exception):
+    """The client disconnected before its response was ready."""
+
+
+async def until_done_or_gone(request: Any, coro: Any, timeout: float | None) -> Outcome:
+    """Await `coro` (an execute()), cancelling it — and so the engine's work on it — when the
+    client disconnects or the deadline passes (504)."""
+    task = asyncio.ensure_future(coro)
+    loop = asyncio.get_running_loop()
+    deadline = None if timeout is None else loop.time() + timeout
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
+            if task in done:
+                result: Outcome = task.result()
+                return result
+            if await request.is_disconnected():
+                raise ClientGone()
+            if deadline is not None and loop.time() > deadline:
+                raise ApiError(
+                    504, f"the request took longer than {timeout:g} s", code="deadline_exceeded"
+                )
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+
+
+async def with_deadline(
+    events: AsyncIterator[str], timeout: float | None, on_end: Callable[[], None]
+) -> AsyncIterator[str]:
+    """Pass SSE events through; past the deadline, stop the stream (which cancels its engine
+    work) with one 504 error event and [DONE]. `on_end` runs however the stream ends."""
+    loop = asyncio.get_running_loop()
+    deadline = None if timeout is None else loop.time() + timeout
+    try:
+        while True:
+            remaining = None if deadline is None else max(deadline - loop.time(), 0.0)
+            try:
+                event = await asyncio.wait_for(events.__anext__(), remaining)
+            except StopAsyncIteration:
+                return
+            except asyncio.TimeoutError:
+                err = ApiError(
+                    504, f"the request took longer than {timeout:g} s", code="deadline_exceeded"
+                )
+                yield _error_event(err)
+                yield DONE
+                return
+            yield event
+    finally:
+        with contextlib.suppress(BaseException):
+            await events.aclose()  # type: ignore[attr-defined]
+        on_end()
 
 
 def sse(obj: dict[str, Any]) -> str:

@@ -307,7 +307,7 @@ class Sampler:
             from ..config import Settings
             from ..engines import create_engine
 
-            settings = Settings(**({"model": self.model} if self.model else {}))
+            settings = Settings(model=self.model) if self.model else Settings()
             self._engine = create_engine(settings)
             await self._engine.start()
 

@@ -1,0 +1,128 @@
+"""API keys, per-key rate and concurrency limits, and the bounded admission queue.
+
+Keys are compared in constant time and never logged. Without keys, limits apply per client
+address. `Gate.admit` hands out the permits of one request; they are returned when its engine
+work ends (for a stream: when the stream ends or the client goes away).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+import time
+from collections import defaultdict, deque
+
+from fastapi import Request
+
+from ..config import Settings
+from .errors import ApiError
+
+
+def _fingerprint(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+class Gate:
+    """Authentication and admission for the /v1 routes."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.keys = settings.key_set()
+        self._digests = [hashlib.sha256(k.encode()).digest() for k in self.keys]
+        self._calls: dict[str, deque[float]] = defaultdict(deque)
+        self._running: dict[str, int] = defaultdict(int)
+        self.admitted = 0
+        self.draining = False
+
+    def identify(self, request: Request) -> str:
+        """The caller's identity for limits: a fingerprint of its key (401 if keys are on and
+        it has none or a wrong one), else its address."""
+        if not self.keys:
+            return f"addr:{request.client.host if request.client else '-'}"
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise ApiError(
+                401,
+                "missing API key: send `Authorization: Bearer <key>`",
+                code="missing_api_key",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        digest = hashlib.sha256(token.strip().encode()).digest()
+        if not any(hmac.compare_digest(digest, d) for d in self._digests):
+            raise ApiError(
+                401,
+                "invalid API key",
+                code="invalid_api_key",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        return f"key:{_fingerprint(token.strip())}"
+
+    def _rate(self, who: str) -> None:
+        limit = self.settings.rate_limit_per_minute
+        if not limit:
+            return
+        now = time.monotonic()
+        calls = self._calls[who]
+        while calls and calls[0] <= now - 60.0:
+            calls.popleft()
+        if len(calls) >= limit:
+            wait = max(1, math.ceil(calls[0] + 60.0 - now))
+            raise ApiError(
+                429,
+                f"rate limit: {limit} requests per minute",
+                code="rate_limited",
+                headers={"Retry-After": str(wait)},
+            )
+        calls.append(now)
+
+    def admit(self, who: str) -> Permit:
+        """The permits of one request: rate, per-caller concurrency, then a queue slot.
+        Raises the 429/503 ApiError when one is not available."""
+        if self.draining:
+            raise ApiError(
+                503,
+                "the server is shutting down",
+                code="shutting_down",
+                headers={"Retry-After": "5"},
+            )
+        self._rate(who)
+        limit = self.settings.concurrency_limit
+        if limit and self._running[who] >= limit:
+            raise ApiError(
+                429,
+                f"concurrency limit: {limit} requests at a time",
+                code="concurrency_limited",
+                headers={"Retry-After": "1"},
+            )
+        if self.admitted >= self.settings.max_queue:
+            raise ApiError(
+                503,
+                "the server is at capacity: try again shortly",
+                code="overloaded",
+                headers={"Retry-After": "2"},
+            )
+        self._running[who] += 1
+        self.admitted += 1
+        return Permit(self, who)
+
+    def _release(self, who: str) -> None:
+        self.admitted -= 1
+        self._running[who] -= 1
+        if not self._running[who]:
+            del self._running[who]
+
+
+class Permit:
+    """A request's admission; `release()` is idempotent (streams release from several places)."""
+
+    def __init__(self, gate: Gate, who: str) -> None:
+        self._gate = gate
+        self._who = who
+        self._held = True
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._gate._release(self._who)
