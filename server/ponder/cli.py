@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import signal
 import sys
 from typing import Any
 
@@ -41,6 +42,10 @@ def _serve(args: argparse.Namespace) -> int:
             # within the grace period, then exit 0.
             app.state.gate.draining = True
             super().handle_exit(sig, frame)
+            if sig == signal.SIGTERM and sig in self._captured_signals:
+                # uvicorn re-raises captured signals after shutting down, which would end the
+                # process with -SIGTERM; a drained shutdown is a clean exit (status 0).
+                self._captured_signals.remove(sig)
 
     config = uvicorn.Config(
         app,

@@ -15,7 +15,12 @@ from ..strategies import DECODERS, STRATEGIES
 from .errors import ApiError
 from .plan import Plan, build_plan
 from .render import response_body
-from .schemas import ChatCompletionRequest, CompletionRequest
+from .schemas import (
+    COMPLETION_RESPONSES,
+    ChatCompletionRequest,
+    CompletionRequest,
+    error_responses,
+)
 from .security import Gate
 from .service import (
     execute,
@@ -98,7 +103,7 @@ def _plan(request: Request, body: Any, settings: Settings, engine: Engine) -> Pl
     return plan
 
 
-@router.post("/v1/chat/completions")
+@router.post("/v1/chat/completions", responses=COMPLETION_RESPONSES)
 async def chat_completions(
     body: ChatCompletionRequest,
     request: Request,
@@ -109,7 +114,7 @@ async def chat_completions(
     return await _respond(request, _plan(request, body, settings, engine), engine, who)
 
 
-@router.post("/v1/completions")
+@router.post("/v1/completions", responses=COMPLETION_RESPONSES)
 async def completions(
     body: CompletionRequest,
     request: Request,
@@ -120,7 +125,7 @@ async def completions(
     return await _respond(request, _plan(request, body, settings, engine), engine, who)
 
 
-@router.get("/v1/models")
+@router.get("/v1/models", responses=error_responses(401, 413))
 async def models(engine: EngineDep, request: Request, who: CallerDep) -> dict[str, Any]:
     created = request.app.state.started
     name = engine.model_name
@@ -141,11 +146,11 @@ async def prometheus_metrics(request: Request, settings: SettingsDep) -> Respons
     return Response(metrics.render(), media_type=metrics.CONTENT_TYPE_LATEST)
 
 
-@router.get("/health")
+@router.get("/health", responses=error_responses(413))
 async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/ready")
+@router.get("/ready", responses=error_responses(413, 503))
 async def ready(engine: ReadyEngineDep) -> dict[str, str]:
     return {"status": "ready", "model": engine.model_name}

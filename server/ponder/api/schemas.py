@@ -3,7 +3,7 @@ other tools are accepted and ignored; the `ponder` object itself is strict."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -98,3 +98,30 @@ class CompletionRequest(_Common):
     prompt: str | list[str] | list[int]
     logprobs: int | None = Field(None, ge=0, le=20)
     echo: bool = False
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """OpenAI's error envelope: every error response has this body."""
+
+    error: ErrorDetail
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries for the error statuses a route can answer with."""
+    return {s: {"model": ErrorResponse, "description": "OpenAI error envelope"} for s in statuses}
+
+
+COMPLETION_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "A completion (JSON), or server-sent events when `stream` is true",
+        "content": {"application/json": {}, "text/event-stream": {}},
+    },
+    **error_responses(400, 401, 404, 413, 422, 429, 500, 503, 504),
+}
