@@ -61,8 +61,12 @@ def start_server(tmp: Path, env: dict[str, str] | None = None) -> Server:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited early:\n{log.read_text()}")
         try:
-            if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
+            ready = httpx.get(f"{base}/ready", timeout=2)
+            if ready.status_code == 200:
                 return Server(base, proc, log)
+            if "failed to start" in ready.text:
+                proc.kill()
+                raise RuntimeError(f"engine failed to start:\n{log.read_text()}")
         except httpx.TransportError:
             pass
         time.sleep(0.3)

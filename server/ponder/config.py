@@ -17,7 +17,7 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
-    engine: Literal["llamacpp", "vllm"] = "llamacpp"
+    engine: Literal["llamacpp", "vllm", "upstream"] = "llamacpp"
     model: str | None = Field(
         None,
         description="llamacpp: path of a GGUF model (default: the embedded SmolLM2-135M-Instruct);"
@@ -36,6 +36,17 @@ class Settings(BaseSettings):
     vllm_max_num_seqs: int = Field(256, ge=1, description="vLLM batch slots; >= max_samples.")
     vllm_exact_stats: bool = Field(
         True, description="Exact kl_uniform/entropy through Ponder's vLLM logits processor."
+    )
+
+    upstream_url: str | None = Field(
+        None, description="Base URL of an OpenAI-compatible server (with or without /v1)."
+    )
+    upstream_api_key: str | None = None
+    upstream_model: str | None = Field(None, description="Default: the upstream's first model.")
+    upstream_timeout_s: float = Field(600.0, gt=0.0)
+    upstream_top_logprobs: int = Field(20, ge=1, le=20)
+    upstream_vocab_size: int = Field(
+        32000, ge=2, description="Vocabulary size used by the top-k approximations."
     )
 
     default_strategy: str = "none"

@@ -27,7 +27,7 @@ def _compose_cli() -> list[str] | None:
     return None
 
 
-@pytest.mark.parametrize("profile", ["gpu", "cpu"])
+@pytest.mark.parametrize("profile", ["gpu", "cpu", "upstream"])
 def test_compose_config_validates(profile: str) -> None:
     cli = _compose_cli()
     if cli is None:
@@ -55,7 +55,11 @@ def test_compose_structure() -> None:
         assert "/ready" in " ".join(svc["healthcheck"]["test"])
         assert "ponder" in svc["networks"]["default"]["aliases"]
     for name in ("prometheus", "grafana"):
-        assert set(services[name]["profiles"]) == {"gpu", "cpu"}
+        assert set(services[name]["profiles"]) == {"gpu", "cpu", "upstream"}
+    up, vllm = services["ponder-upstream"], services["vllm"]
+    assert up["environment"]["PONDER_ENGINE"] == "upstream"
+    assert up["environment"]["PONDER_UPSTREAM_URL"] == "http://vllm:8000/v1"
+    assert vllm["image"].startswith("vllm/vllm-openai:v") and "--max-logprobs=20" in vllm["command"]
     assert (ROOT / gpu["build"]["dockerfile"]).exists()
     assert (ROOT / "deploy" / cpu["build"]["dockerfile"]).exists() or (
         ROOT / cpu["build"]["dockerfile"]

@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..answers import AnswerPatternError
 from ..engines.base import EngineError, EngineNotReady, RequestTooLarge
+from ..engines.upstream import UpstreamError
 
 log = logging.getLogger("ponder.api")
 
@@ -64,6 +65,9 @@ def to_api_error(exc: BaseException) -> ApiError:
         return ApiError(400, str(exc), param="ponder.answer.pattern", code="invalid_pattern")
     if isinstance(exc, RequestTooLarge):
         return ApiError(400, str(exc), param=exc.param, code="context_length_exceeded")
+    if isinstance(exc, UpstreamError):
+        code = "upstream_timeout" if exc.status == 504 else "upstream_error"
+        return ApiError(exc.status, str(exc), code=code)
     if isinstance(exc, EngineNotReady):
         return ApiError(503, str(exc), code="engine_not_ready", headers={"Retry-After": "5"})
     if isinstance(exc, EngineError):

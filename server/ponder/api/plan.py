@@ -142,6 +142,14 @@ def build_plan(
             param="ponder.strategy",
             code="strategy_not_found",
         )
+    if strategy in DECODERS and not engine.supports_cntp:
+        raise ApiError(
+            400,
+            f"strategy '{strategy}' is not available on this engine (it needs "
+            "to continue partial answers)",
+            param="ponder.strategy",
+            code="unsupported_strategy",
+        )
     selecting = strategy in SELECTORS or strategy in DECODERS
     asked = ponder.samples if ponder and ponder.samples is not None else None
     if not selecting:

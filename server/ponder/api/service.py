@@ -21,6 +21,10 @@ from .render import ChunkWriter, Outcome, ponder_object, usage
 
 T = TypeVar("T")
 
+USES_DISTRIBUTION_STATS = frozenset({"self_certainty", "cntp"})
+"""Strategies whose scores need kl_uniform / entropy; the others use only sampled-token
+logprobs, which every engine returns exactly."""
+
 KEEPALIVE_S = 5.0
 DISCONNECT_POLL_S = 0.25
 TEXT_CHUNK = 64
@@ -51,7 +55,7 @@ async def _execute_selection(
     t0 = time.perf_counter()
     decision = await asyncio.to_thread(SELECTORS[plan.strategy], gen.samples, plan.options)
     select_s = time.perf_counter() - t0
-    exact = gen.exact and decision.exact
+    exact = decision.exact and (gen.exact or plan.strategy not in USES_DISTRIBUTION_STATS)
     return Outcome(plan, gen, decision, decision.ranking[: plan.n], select_s, exact)
 
 

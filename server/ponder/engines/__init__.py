@@ -44,6 +44,21 @@ def create_engine(settings: Settings) -> Engine:
                 exact_stats=settings.vllm_exact_stats,
             )
         )
+    if settings.engine == "upstream":
+        from .upstream import UpstreamEngine
+
+        if not settings.upstream_url:
+            raise EngineError("PONDER_ENGINE=upstream needs PONDER_UPSTREAM_URL")
+        return UpstreamEngine(
+            settings.upstream_url,
+            api_key=settings.upstream_api_key,
+            model=settings.upstream_model,
+            served_name=settings.upstream_model,
+            timeout_s=settings.upstream_timeout_s,
+            top_logprobs=settings.upstream_top_logprobs,
+            vocab_size=settings.upstream_vocab_size,
+            max_context=settings.context_tokens,
+        )
     raise EngineError(f"unknown engine {settings.engine!r}")
 
 

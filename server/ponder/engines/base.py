@@ -129,6 +129,7 @@ class Engine(Protocol):
 
     model_name: str
     exact_stats: bool
+    supports_cntp: bool
     n_vocab: int
 
     def render_chat(self, messages: list[dict[str, str]]) -> list[int]:

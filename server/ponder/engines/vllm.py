@@ -195,6 +195,7 @@ class VllmEngine:
         self.opts = opts
         self.model_name = opts.served_name
         self.exact_stats = opts.exact_stats
+        self.supports_cntp = True
         self.n_vocab = 0
         self.max_model_len = 0
         self._engine: Any = None

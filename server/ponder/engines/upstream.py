@@ -1,0 +1,381 @@
+"""The upstream engine: Ponder in front of any OpenAI-compatible server (`PONDER_ENGINE=upstream`).
+
+Over HTTP (httpx, pooled connections, timeouts). N samples use the upstream's `n` and verify
+it: when fewer choices come back than asked (llama.cpp's server silently returns one), the
+missing ones are drawn as concurrent n=1 requests seeded seed+i, and from then on this upstream
+is sent n=1 requests only (logged once). Per-token stats come from the upstream's logprobs: the
+sampled token's logprob is exact (RPC is exact); entropy and self-certainty are approximated
+from the top-k with the tail mass spread over the rest of the vocabulary (`exact: false`).
+
+Prompts stay text: chat requests go to the upstream's chat completions with the messages,
+completion requests to its completions with the prompt. The upstream does not hand out token
+ids, so samples carry token texts and counts, not ids. CNTP needs to continue a partial
+answer, which a chat endpoint cannot do: it is not offered on this engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import numpy as np
+
+from .base import (
+    EngineError,
+    Generation,
+    ProgressCallback,
+    Sample,
+    Sampler,
+    SamplingParams,
+    StreamDelta,
+)
+from .vllm_stats import approximate
+
+log = logging.getLogger("ponder.engine")
+
+CHARS_PER_TOKEN = 4
+"""Prompt lengths are estimated locally (for Ponder's limits); usage uses the upstream's count."""
+
+
+class UpstreamError(EngineError):
+    """The upstream failed; `status` is what Ponder answers (502, or 504 for a timeout)."""
+
+    def __init__(self, message: str, status: int = 502) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class UpstreamPrompt(list[int]):
+    """A prompt for the upstream: the messages or the text, plus placeholder ids (one per ~4
+    characters) so that Ponder's prompt-length limits apply before anything is sent."""
+
+    def __init__(
+        self, *, messages: list[dict[str, str]] | None = None, text: str | None = None
+    ) -> None:
+        size = len(text or "") + sum(len(m.get("content") or "") for m in messages or [])
+        super().__init__([0] * max(1, size // CHARS_PER_TOKEN))
+        self.messages = messages
+        self.text = text
+
+
+def base_url(url: str) -> str:
+    """The upstream's root: the given URL with or without its trailing /v1."""
+    url = url.rstrip("/")
+    return url[: -len("/v1")] if url.endswith("/v1") else url
+
+
+def _choice_tokens(
+    choice: dict[str, Any], chat: bool
+) -> tuple[list[str], list[float], list[dict[str, float]]]:
+    """(token texts, sampled logprobs, top-k {token: logprob}) of one choice."""
+    lp = choice.get("logprobs") or {}
+    if chat:
+        content = lp.get("content") or []
+        tokens = [str(c.get("token", "")) for c in content]
+        lps = [float(c.get("logprob", 0.0)) for c in content]
+        tops = [
+            {str(t["token"]): float(t["logprob"]) for t in (c.get("top_logprobs") or [])}
+            for c in content
+        ]
+    else:
+        tokens = [str(t) for t in lp.get("tokens") or []]
+        lps = [float(x) if x is not None else 0.0 for x in lp.get("token_logprobs") or []]
+        tops = [
+            {str(k): float(v) for k, v in (d or {}).items()} for d in lp.get("top_logprobs") or []
+        ]
+    for i, tok in enumerate(tokens):  # the sampled token always belongs to its distribution
+        if i < len(tops):
+            tops[i].setdefault(tok, lps[i])
+    return tokens, lps, tops
+
+
+def to_sample(
+    choice: dict[str, Any], index: int, chat: bool, vocab: int, temperature: float
+) -> Sample:
+    """A Ponder Sample from one OpenAI choice with logprobs (stats approximated)."""
+    tokens, lps, tops = _choice_tokens(choice, chat)
+    if not (len(tokens) == len(lps) == len(tops)):
+        raise UpstreamError("the upstream returned inconsistent logprobs")
+    per = approximate(tops, tokens, vocab, temperature)  # type: ignore[arg-type]
+    text = (choice.get("message") or {}).get("content") if chat else choice.get("text")
+    return Sample(
+        index=index,
+        text=text or "",
+        token_ids=[0] * len(tokens),
+        finish_reason=choice.get("finish_reason") or "stop",
+        logprob=np.minimum(np.asarray(lps, dtype=np.float32), 0.0),
+        kl_uniform=per["kl_uniform"],
+        logprob_processed=per["logprob_processed"],
+        entropy_processed=per["entropy_processed"],
+        top_logprobs=[sorted(t.items(), key=lambda x: -x[1]) for t in tops],
+        tokens_text=tokens,
+    )
+
+
+class UpstreamEngine:
+    """The Engine protocol over an OpenAI-compatible HTTP server."""
+
+    exact_stats = False
+    supports_cntp = False
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        api_key: str | None = None,
+        model: str | None = None,
+        served_name: str | None = None,
+        timeout_s: float = 600.0,
+        top_logprobs: int = 20,
+        vocab_size: int = 32000,
+        max_context: int = 32768,
+    ) -> None:
+        self.url = base_url(url)
+        self.model = model
+        self.model_name = served_name or model or ""
+        self.top_logprobs = top_logprobs
+        self.n_vocab = vocab_size
+        self.max_context = max_context
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.AsyncClient(
+            base_url=self.url,
+            headers=headers,
+            timeout=httpx.Timeout(timeout_s, connect=10.0),
+            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+        )
+        self.honours_n: bool | None = None
+        self.requests_sent = 0
+        self._ready = False
+        self._running = 0
+
+    # ------------------------------------------------------------ lifecycle
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    @property
+    def in_flight(self) -> int:
+        return self._running
+
+    @property
+    def queue_depth(self) -> int:
+        return 0
+
+    async def start(self) -> None:
+        body = await self._call("GET", "/v1/models", None)
+        models = [m.get("id") for m in body.get("data", []) if m.get("id")]
+        if not models:
+            raise UpstreamError(f"the upstream at {self.url} lists no models")
+        self.model = self.model or models[0]
+        self.model_name = self.model_name or self.model
+        await self.sample(UpstreamPrompt(text="Hello"), SamplingParams(max_tokens=1), 1)
+        self._ready = True
+        log.info("upstream engine ready: %s at %s", self.model, self.url)
+
+    async def close(self) -> None:
+        self._ready = False
+        await self._http.aclose()
+
+    # ------------------------------------------------------------ prompts
+
+    def render_chat(self, messages: list[dict[str, str]]) -> list[int]:
+        return UpstreamPrompt(messages=messages)
+
+    def tokenize(self, text: str) -> list[int]:
+        return UpstreamPrompt(text=text)
+
+    def detokenize(self, token_ids: list[int]) -> str:
+        raise EngineError("the upstream engine has no token ids")
+
+    def check_fits(self, prompt_tokens: int, max_tokens: int, n: int) -> None:
+        """The upstream enforces its own context; it answers (and Ponder relays) if exceeded."""
+
+    def default_max_tokens(self, prompt_tokens: int, n: int) -> int:
+        return max(1, self.max_context - prompt_tokens)
+
+    @contextlib.asynccontextmanager
+    async def session(self) -> AsyncIterator[Sampler]:
+        yield self
+
+    # ------------------------------------------------------------ HTTP
+
+    async def _call(self, method: str, path: str, body: dict[str, Any] | None) -> Any:
+        self.requests_sent += 1
+        try:
+            resp = await self._http.request(method, path, json=body)
+        except httpx.TimeoutException as exc:
+            raise UpstreamError(f"the upstream timed out ({type(exc).__name__})", 504) from exc
+        except httpx.TransportError as exc:
+            raise UpstreamError(f"the upstream is unreachable: {type(exc).__name__}") from exc
+        if resp.status_code >= 400:
+            raise UpstreamError(f"the upstream returned {resp.status_code}: {resp.text[:300]}")
+        try:
+            return resp.json()
+        except ValueError as exc:
+            raise UpstreamError(
+                f"the upstream returned malformed JSON (status {resp.status_code})"
+            ) from exc
+
+    def _request(
+        self,
+        prompt: UpstreamPrompt,
+        params: SamplingParams,
+        n: int,
+        seed: int | None,
+        stream: bool = False,
+    ) -> tuple[str, dict[str, Any]]:
+        chat = prompt.messages is not None
+        body: dict[str, Any] = {
+            "model": self.model,
+            "n": n,
+            "max_tokens": params.max_tokens,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "stream": stream,
+        }
+        if seed is not None:
+            body["seed"] = seed % 2**63
+        if params.stop:
+            body["stop"] = list(params.stop)
+        if params.top_k > 0:
+            body["top_k"] = params.top_k
+        if params.min_p > 0:
+            body["min_p"] = params.min_p
+        if chat:
+            body["messages"] = prompt.messages
+            body["logprobs"] = True
+            body["top_logprobs"] = self.top_logprobs
+            return "/v1/chat/completions", body
+        body["prompt"] = prompt.text
+        body["logprobs"] = self.top_logprobs
+        return "/v1/completions", body
+
+    # ------------------------------------------------------------ generation
+
+    async def sample(
+        self,
+        prompt_ids: list[int],
+        params: SamplingParams,
+        n: int,
+        on_progress: ProgressCallback | None = None,
+    ) -> Generation:
+        if not isinstance(prompt_ids, UpstreamPrompt):
+            raise EngineError("the upstream engine needs a prompt it rendered")
+        if params.stop_entropy is not None or params.punct_stop:
+            raise EngineError("CNTP is not available on the upstream engine")
+        prompt = prompt_ids
+        chat = prompt.messages is not None
+        started = time.perf_counter()
+        self._running += 1
+        try:
+            choices: list[dict[str, Any]] = []
+            prompt_tokens = 0
+            if self.honours_n is not False or n == 1:
+                path, body = self._request(prompt, params, n, params.seed)
+                resp = await self._call("POST", path, body)
+                choices = sorted(resp.get("choices") or [], key=lambda c: c.get("index", 0))
+                prompt_tokens = int((resp.get("usage") or {}).get("prompt_tokens") or 0)
+                if n > 1:
+                    honours = len(choices) >= n
+                    if self.honours_n is None or (self.honours_n and not honours):
+                        self.honours_n = honours
+                        if not honours:
+                            log.warning(
+                                "upstream %s does not honour n (asked %d, got %d): "
+                                "drawing samples as concurrent n=1 requests",
+                                self.url,
+                                n,
+                                len(choices),
+                            )
+            if len(choices) < n:
+                choices = choices[:n]
+                missing = range(len(choices), n)
+
+                async def one(i: int) -> tuple[dict[str, Any], int]:
+                    seed = None if params.seed is None else params.seed + i
+                    path, body = self._request(prompt, params, 1, seed)
+                    r = await self._call("POST", path, body)
+                    got = r.get("choices") or []
+                    if not got:
+                        raise UpstreamError("the upstream returned no choice")
+                    if on_progress is not None:
+                        on_progress(i + 1, n)
+                    return got[0], int((r.get("usage") or {}).get("prompt_tokens") or 0)
+
+                extra = await asyncio.gather(*(one(i) for i in missing))
+                choices += [c for c, _ in extra]
+                prompt_tokens = prompt_tokens or (extra[0][1] if extra else 0)
+            samples = [
+                to_sample(c, i, chat, self.n_vocab, params.temperature)
+                for i, c in enumerate(choices[:n])
+            ]
+        finally:
+            self._running -= 1
+        return Generation(
+            samples, prompt_tokens or len(prompt), 0.0, time.perf_counter() - started, exact=False
+        )
+
+    async def stream(
+        self, prompt_ids: list[int], params: SamplingParams
+    ) -> AsyncIterator[StreamDelta]:
+        if not isinstance(prompt_ids, UpstreamPrompt):
+            raise EngineError("the upstream engine needs a prompt it rendered")
+        prompt = prompt_ids
+        chat = prompt.messages is not None
+        path, body = self._request(prompt, params, 1, params.seed, stream=True)
+        body["stream_options"] = {"include_usage": True}
+        merged: dict[str, Any] = {
+            "logprobs": {"content": []}
+            if chat
+            else {"tokens": [], "token_logprobs": [], "top_logprobs": []}
+        }
+        text, finish, prompt_tokens = "", None, 0
+        self.requests_sent += 1
+        self._running += 1
+        try:
+            async with self._http.stream("POST", path, json=body) as resp:
+                if resp.status_code >= 400:
+                    await resp.aread()
+                    raise UpstreamError(
+                        f"the upstream returned {resp.status_code}: {resp.text[:300]}"
+                    )
+                async for line in resp.aiter_lines():
+                    if not line.startswith("data:") or line[5:].strip() == "[DONE]":
+                        continue
+                    event = json.loads(line[5:])
+                    if event.get("usage"):
+                        prompt_tokens = int(event["usage"].get("prompt_tokens") or 0)
+                    for c in event.get("choices") or []:
+                        piece = (c.get("delta") or {}).get("content") if chat else c.get("text")
+                        finish = c.get("finish_reason") or finish
+                        lp = c.get("logprobs") or {}
+                        if chat:
+                            merged["logprobs"]["content"] += lp.get("content") or []
+                        else:
+                            for key in ("tokens", "token_logprobs", "top_logprobs"):
+                                merged["logprobs"][key] += lp.get(key) or []
+                        if piece:
+                            text += piece
+                            yield StreamDelta(piece)
+        except httpx.TimeoutException as exc:
+            raise UpstreamError("the upstream timed out", 504) from exc
+        except httpx.TransportError as exc:
+            raise UpstreamError(f"the upstream is unreachable: {type(exc).__name__}") from exc
+        except (ValueError, KeyError) as exc:
+            raise UpstreamError("the upstream sent a malformed stream") from exc
+        finally:
+            self._running -= 1
+        merged["finish_reason"] = finish
+        if chat:
+            merged["message"] = {"content": text}
+        else:
+            merged["text"] = text
+        sample = to_sample(merged, 0, chat, self.n_vocab, params.temperature)
+        yield StreamDelta("", sample=sample, prompt_tokens=prompt_tokens or len(prompt))

@@ -1,0 +1,234 @@
+"""Ponder in front of a real llama_cpp.server (embedded SmolLM2) on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import openai
+import pytest
+
+from ponder.engines.base import SamplingParams
+from ponder.engines.llamacpp import embedded_model_path
+from ponder.engines.upstream import UpstreamEngine, UpstreamPrompt
+
+from ..conftest import Server, free_port, start_server, stop_server
+
+Q = [{"role": "user", "content": "What is 3 + 4? Answer with a number."}]
+VOCAB = 49152  # SmolLM2's
+
+
+class Upstream:
+    def __init__(self, tmp: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self.log = tmp / f"llama-server-{self.port}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as fh:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "llama_cpp.server",
+                    "--model",
+                    str(embedded_model_path()),
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--n_ctx",
+                    "4096",
+                    "--interrupt_requests",
+                    "False",
+                    "--logits_all",  # its completions return logprobs only with this
+                    "True",
+                ],
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/models", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.3)
+        raise RuntimeError(f"llama_cpp.server did not start:\n{self.log.read_text()}")
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
+    up = Upstream(tmp_path_factory.mktemp("upstream"))
+    up.start()
+    yield up
+    up.kill()
+
+
+@pytest.fixture(scope="module")
+def front(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = start_server(
+        tmp_path_factory.mktemp("front"),
+        {
+            "PONDER_ENGINE": "upstream",
+            "PONDER_UPSTREAM_URL": upstream.url,
+            "PONDER_UPSTREAM_VOCAB_SIZE": str(VOCAB),
+            "PONDER_UPSTREAM_TIMEOUT_S": "60",
+        },
+    )
+    yield srv
+    stop_server(srv)
+
+
+def client(srv: Server) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{srv.base_url}/v1", api_key="x", max_retries=0)
+
+
+def test_models_list_the_upstream_model_and_aliases(front: Server) -> None:
+    ids = [m.id for m in client(front).models.list().data]
+    assert len(ids) >= 2 and ids[1] == f"{ids[0]}+majority_vote"
+
+
+def test_n_fallback_gives_n_distinct_samples(front: Server) -> None:
+    c = client(front)
+    model = c.models.list().data[0].id
+    r = c.chat.completions.create(
+        model=model,
+        messages=Q,
+        max_tokens=24,
+        seed=3,
+        temperature=1.0,
+        extra_body={
+            "ponder": {"strategy": "majority_vote", "samples": 5, "include_candidates": True}
+        },
+    )
+    p = r.model_extra["ponder"]
+    assert p["generated"] == 5 and len(p["candidates"]) == 5
+    assert len({cand["text"] for cand in p["candidates"]}) >= 3
+    assert "does not honour n" in front.log.read_text()
+    assert r.usage.completion_tokens == sum(cand["tokens"] for cand in p["candidates"])
+
+
+@pytest.mark.parametrize(
+    ("strategy", "exact"), [("majority_vote", True), ("self_certainty", False), ("rpc", True)]
+)
+def test_every_strategy_with_honest_exact_flag(front: Server, strategy: str, exact: bool) -> None:
+    c = client(front)
+    model = c.models.list().data[0].id
+    r = c.chat.completions.create(
+        model=model,
+        messages=Q,
+        max_tokens=24,
+        seed=1,
+        extra_body={"ponder": {"strategy": strategy, "samples": 3, "include_candidates": True}},
+    )
+    p = r.model_extra["ponder"]
+    assert p["strategy"] == strategy and p["generated"] == 3 and p["exact"] is exact
+    assert all(cand["mean_logprob"] <= 0 for cand in p["candidates"])
+    assert r.choices[0].message.content == p["candidates"][p["chosen"]]["text"]
+
+
+def test_plain_streaming_and_completions(front: Server) -> None:
+    c = client(front)
+    model = c.models.list().data[0].id
+    chunks = list(c.chat.completions.create(model=model, messages=Q, max_tokens=16, stream=True))
+    text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+    assert text and chunks[0].choices[0].delta.role == "assistant"
+    r = c.completions.create(
+        model=model,
+        prompt="2 + 2 =",
+        max_tokens=4,
+        extra_body={"ponder": {"strategy": "rpc", "samples": 2}},
+    )
+    assert r.model_extra["ponder"]["generated"] == 2
+
+
+def test_cntp_is_refused_clearly(front: Server) -> None:
+    c = client(front)
+    model = c.models.list().data[0].id
+    with pytest.raises(openai.BadRequestError) as err:
+        c.chat.completions.create(model=f"{model}+cntp", messages=Q, max_tokens=8)
+    assert err.value.body["code"] == "unsupported_strategy"
+
+
+def test_approximate_entropy_is_close_to_the_exact_one(upstream: Upstream) -> None:
+    """Position 0 of a completion: the upstream's top-20 approximation vs the exact entropy of
+    the same distribution from the in-process engine (T = 1). Spreading the tail evenly is an
+    upper bound; stated tolerance: at most 0.5 nats above, and never below by more than 0.05."""
+    from llama_cpp import Llama
+    from scipy.special import softmax
+
+    prompts = ("The capital of France is", "Once upon a time", "1, 2, 3, 4,")
+
+    async def approximations() -> list[float]:
+        eng = UpstreamEngine(upstream.url, vocab_size=VOCAB)
+        try:
+            out = []
+            for prompt in prompts:
+                gen = await eng.sample(
+                    UpstreamPrompt(text=prompt), SamplingParams(max_tokens=1, temperature=1.0), 1
+                )
+                out.append(float(gen.samples[0].entropy_processed[0]))
+            return out
+        finally:
+            await eng.close()
+
+    approx = asyncio.run(approximations())
+    llm = Llama(model_path=str(embedded_model_path()), n_ctx=512, logits_all=True, verbose=False)
+    try:
+        for prompt, got in zip(prompts, approx, strict=True):
+            llm.reset()
+            llm.eval(llm.tokenize(prompt.encode()))
+            q = softmax(np.asarray(llm.scores[llm.n_tokens - 1], dtype=np.float64))
+            exact = float(-(q * np.log(np.clip(q, 1e-300, None))).sum())
+            print(f"{prompt!r}: exact entropy {exact:.3f}, approximated {got:.3f}")
+            assert exact - 0.05 <= got <= exact + 0.5
+    finally:
+        llm.close()
+
+
+def test_upstream_killed_mid_request_then_recovers(upstream: Upstream, front: Server) -> None:
+    c = client(front)
+    model = c.models.list().data[0].id
+    errors: list[int] = []
+
+    def long_request() -> None:
+        try:
+            c.chat.completions.create(
+                model=model,
+                messages=[{"role": "user", "content": "Tell a long story."}],
+                max_tokens=400,
+                extra_body={"ponder": {"strategy": "majority_vote", "samples": 4}},
+            )
+        except openai.APIStatusError as exc:
+            errors.append(exc.status_code)
+            assert exc.body["code"] in ("upstream_error", "upstream_timeout")
+            assert "upstream" in exc.body["message"]
+
+    import threading
+
+    t = threading.Thread(target=long_request)
+    t.start()
+    time.sleep(1.5)
+    upstream.kill()
+    t.join(timeout=60)
+    assert errors and errors[0] in (502, 504)
+    assert httpx.get(f"{front.base_url}/ready").status_code == 200
+    with pytest.raises(openai.APIStatusError) as err:
+        c.chat.completions.create(model=model, messages=Q, max_tokens=4)
+    assert err.value.status_code == 502
+    upstream.start()  # back on the same port: Ponder recovers without a restart
+    r = c.chat.completions.create(model=model, messages=Q, max_tokens=4)
+    assert r.choices[0].message.content is not None
