@@ -109,6 +109,25 @@ def rank_groups(groups: Sequence[Group], score: Sequence[float]) -> list[int]:
     return sorted(range(len(groups)), key=lambda g: -score[g])
 
 
+def score_tally(
+    groups: Sequence[Group], scores: Sequence[float], member_key: Sequence[float]
+) -> tuple[list[int], list[TallyEntry], list[int]]:
+    """Rank answer groups by score: (group order, tally with share = score / total, and the
+    sample shown for each group: its member with the highest `member_key`)."""
+    total = sum(scores)
+    order = rank_groups(groups, scores)
+    tally = [
+        TallyEntry(
+            groups[g].answer.text,
+            len(groups[g].members),
+            float(scores[g]),
+            scores[g] / total if total > 0 else 0.0,
+        )
+        for g in order
+    ]
+    return order, tally, [best_member(groups[g].members, member_key) for g in order]
+
+
 def best_member(members: Sequence[int], key: Sequence[float]) -> int:
     """The member with the highest key; ties go to the earliest sample."""
     return max(members, key=lambda i: (key[i], -i))

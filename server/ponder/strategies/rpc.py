@@ -15,12 +15,10 @@ from .base import (
     Equal,
     Group,
     SelectOptions,
-    TallyEntry,
-    best_member,
     extract_all,
     first_best,
     group_answers,
-    rank_groups,
+    score_tally,
 )
 
 NAME = "rpc"
@@ -88,21 +86,9 @@ def select(
         pruned, notes = [False] * len(samples), {"pruning": "off"}
     groups = group_answers(answers, equal)
     scores = [pc_score(g, samples, p, pruned) for g in groups]
-    total = sum(scores)
-    order = rank_groups(groups, scores)
-    tally = [
-        TallyEntry(
-            groups[g].answer.text,
-            len(groups[g].members),
-            scores[g],
-            scores[g] / total if total > 0 else 0.0,
-        )
-        for g in order
-    ]
-    ranking = [best_member(groups[g].members, p) for g in order]
+    _, tally, ranking = score_tally(groups, scores, p)
     if groups:
-        chosen, answer = ranking[0], groups[order[0]].answer.text
-        confidence = scores[order[0]] / total if total > 0 else 0.0
+        chosen, answer, confidence = ranking[0], tally[0].answer, tally[0].share
     else:
         chosen, answer, confidence = first_best(p), None, 0.0
         ranking = [chosen]

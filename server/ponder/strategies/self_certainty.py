@@ -16,12 +16,10 @@ from .base import (
     Decision,
     Equal,
     SelectOptions,
-    TallyEntry,
-    best_member,
     extract_all,
     first_best,
     group_answers,
-    rank_groups,
+    score_tally,
 )
 
 NAME = "self_certainty"
@@ -56,17 +54,7 @@ def select(
     groups = group_answers(answers, equal)
     group_points = [sum(points[i] for i in g.members) for g in groups]
     total = sum(group_points)
-    order = rank_groups(groups, group_points)
-    tally = [
-        TallyEntry(
-            groups[g].answer.text,
-            len(groups[g].members),
-            group_points[g],
-            group_points[g] / total if total > 0 else 0.0,
-        )
-        for g in order
-    ]
-    ranking = [best_member(groups[g].members, sc) for g in order]
+    order, tally, ranking = score_tally(groups, group_points, sc)
     share = {g: (group_points[g] / total if total > 0 else 0.0) for g in range(len(groups))}
     if opts.vote:
         if groups:
