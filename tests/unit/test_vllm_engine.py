@@ -17,11 +17,11 @@ import pytest
 from scipy.special import logsumexp
 
 from ponder.engines.base import EngineError, SamplingParams
+from ponder.engines.chunked import cut
 from ponder.engines.stats import processed_distribution, raw_stats
 from ponder.engines.vllm import (
     VllmEngine,
     VllmOptions,
-    cut_at_entropy,
     engine_args_kwargs,
     sampling_kwargs,
     to_sample,
@@ -258,26 +258,31 @@ def test_to_sample_reads_real_vllm_outputs() -> None:
     assert s.token_ids == [5, 6] and not exact and s.logprob.tolist() == pytest.approx([-0.2, -0.1])
 
 
-def test_cut_at_entropy() -> None:
+def test_chunk_cuts() -> None:
+    stats = {
+        "position": [0.0, 1.0, 2.0],
+        "kl_uniform": [1.0] * 3,
+        "entropy_processed": [0.1, 0.9, 0.2],
+        "lse": [0.0] * 3,
+        "log_z_processed": [0.0] * 3,
+    }
     s, _ = to_sample(
         _out([1, 2, 3], [-0.1, -0.2, -0.3]),
         0,
         SamplingParams(),
         100,
-        {
-            "position": [0.0, 1.0, 2.0],
-            "kl_uniform": [1.0] * 3,
-            "entropy_processed": [0.1, 0.9, 0.2],
-            "lse": [0.0] * 3,
-            "log_z_processed": [0.0] * 3,
-        },
-        piece,
+        stats,
+        lambda t: "." if t == 3 else "a",
     )
-    cut, dropped = cut_at_entropy(s, 0.5)
-    assert cut.token_ids == [1] and dropped == 2 and cut.finish_reason == "entropy"
-    assert cut.next_entropy == pytest.approx(0.9)
-    same, none = cut_at_entropy(s, 5.0)
+    got, dropped = cut(s, SamplingParams(stop_entropy=0.5))
+    assert got.token_ids == [1] and dropped == 2 and got.finish_reason == "entropy"
+    assert got.next_entropy == pytest.approx(0.9)
+    same, none = cut(s, SamplingParams(stop_entropy=5.0))
     assert same is s and none == 0
+    punct, dropped = cut(s, SamplingParams(punct_stop=True))
+    assert punct is s and dropped == 0  # the punctuation token is the last one
+    both, dropped = cut(s, SamplingParams(stop_entropy=0.5, punct_stop=True))
+    assert both.finish_reason == "entropy" and both.token_ids == [1]
 
 
 @dataclass

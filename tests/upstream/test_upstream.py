@@ -155,12 +155,37 @@ def test_plain_streaming_and_completions(front: Server) -> None:
     assert r.model_extra["ponder"]["generated"] == 2
 
 
-def test_cntp_is_refused_clearly(front: Server) -> None:
+def test_cntp_over_http(front: Server) -> None:
+    """CNTP over /v1/completions: drafts and trials are continuation requests with the stop
+    rules applied client-side; a chat turn cannot be continued, so chat + CNTP is a 400."""
     c = client(front)
     model = c.models.list().data[0].id
     with pytest.raises(openai.BadRequestError) as err:
         c.chat.completions.create(model=f"{model}+cntp", messages=Q, max_tokens=8)
     assert err.value.body["code"] == "unsupported_strategy"
+    r = c.completions.create(
+        model=f"{model}+cntp",
+        prompt="Q: Name two colours.\nA:",
+        max_tokens=24,
+        seed=2,
+        extra_body={
+            "ponder": {
+                "include_candidates": True,
+                "cntp": {"entropy_low": -2, "entropy_high": -1, "max_trials": 3},
+            }
+        },
+    )
+    p = r.model_extra["ponder"]
+    notes = p["notes"]
+    assert p["strategy"] == "cntp" and notes["branched_steps"] >= 1
+    assert notes["trials"] == 3 * notes["branched_steps"]
+    for step in notes["steps"]:
+        assert step["perplexities"][step["chosen"]] == min(step["perplexities"])
+    text = r.choices[0].text
+    assert text == p["candidates"][0]["text"] and len(text) > 0
+    # every generated token counts: trials (losers included) and the tokens past each cut
+    assert r.usage.completion_tokens >= notes["trial_tokens"] >= p["candidates"][0]["tokens"]
+    assert p["exact"] is False  # entropies from top-k logprobs
 
 
 def test_approximate_entropy_is_close_to_the_exact_one(upstream: Upstream) -> None:

@@ -142,11 +142,16 @@ def build_plan(
             param="ponder.strategy",
             code="strategy_not_found",
         )
-    if strategy in DECODERS and not engine.supports_cntp:
+    if (
+        strategy in DECODERS
+        and isinstance(req, ChatCompletionRequest)
+        and not (engine.continues_chat)
+    ):
         raise ApiError(
             400,
-            f"strategy '{strategy}' is not available on this engine (it needs "
-            "to continue partial answers)",
+            f"strategy '{strategy}' needs to continue a partial answer, which "
+            "this engine cannot do for a chat turn; send the prompt (with your chat "
+            "template) to /v1/completions",
             param="ponder.strategy",
             code="unsupported_strategy",
         )

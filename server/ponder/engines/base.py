@@ -129,7 +129,8 @@ class Engine(Protocol):
 
     model_name: str
     exact_stats: bool
-    supports_cntp: bool
+    continues_chat: bool
+    """Whether a chat prompt can be extended with generated tokens (CNTP on chat requests)."""
     n_vocab: int
 
     def render_chat(self, messages: list[dict[str, str]]) -> list[int]:

@@ -138,7 +138,7 @@ class LlamaCppEngine:
     """llama.cpp engine with exact per-token stats; see the module docstring."""
 
     exact_stats = True
-    supports_cntp = True
+    continues_chat = True
 
     def __init__(
         self,

@@ -8,9 +8,12 @@ sampled token's logprob is exact (RPC is exact); entropy and self-certainty are 
 from the top-k with the tail mass spread over the rest of the vocabulary (`exact: false`).
 
 Prompts stay text: chat requests go to the upstream's chat completions with the messages,
-completion requests to its completions with the prompt. The upstream does not hand out token
-ids, so samples carry token texts and counts, not ids. CNTP needs to continue a partial
-answer, which a chat endpoint cannot do: it is not offered on this engine.
+completion requests to its completions with the prompt. The upstream hands out token texts,
+not ids, so this engine numbers the token texts it sees (`detokenize` joins them back) and a
+prompt extended with generated ids is the prompt text plus their text. That is what CNTP
+needs, over `/v1/completions`: its stop rules (before a high-entropy position, after a
+punctuation token) are applied client-side to chunks of 16 tokens (`chunked`). A chat turn
+cannot be continued through a chat endpoint, so CNTP is offered for completion prompts only.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from . import chunked
 from .base import (
     EngineError,
     Generation,
@@ -51,17 +55,52 @@ class UpstreamError(EngineError):
         self.status = status
 
 
+class TokenTexts:
+    """Numbers the token texts an upstream returns, so samples carry ids like any engine's."""
+
+    def __init__(self) -> None:
+        self._ids: dict[str, int] = {}
+        self._texts: list[str] = []
+
+    def ids(self, texts: list[str]) -> list[int]:
+        out = []
+        for t in texts:
+            if t not in self._ids:
+                self._ids[t] = len(self._texts)
+                self._texts.append(t)
+            out.append(self._ids[t])
+        return out
+
+    def text(self, ids: list[int]) -> str:
+        return "".join(self._texts[i] for i in ids if 0 <= i < len(self._texts))
+
+
 class UpstreamPrompt(list[int]):
     """A prompt for the upstream: the messages or the text, plus placeholder ids (one per ~4
-    characters) so that Ponder's prompt-length limits apply before anything is sent."""
+    characters) so that Ponder's prompt-length limits apply before anything is sent. Adding
+    generated token ids (CNTP's growing prefix) appends their text to a text prompt."""
 
     def __init__(
-        self, *, messages: list[dict[str, str]] | None = None, text: str | None = None
+        self,
+        *,
+        messages: list[dict[str, str]] | None = None,
+        text: str | None = None,
+        vocab: TokenTexts | None = None,
     ) -> None:
         size = len(text or "") + sum(len(m.get("content") or "") for m in messages or [])
         super().__init__([0] * max(1, size // CHARS_PER_TOKEN))
         self.messages = messages
         self.text = text
+        self.vocab = vocab
+
+    def __add__(self, other: list[int]) -> UpstreamPrompt:  # type: ignore[override]
+        if not other:
+            return self
+        if self.messages is not None or self.vocab is None:
+            raise EngineError("the upstream engine cannot continue a chat turn")
+        return UpstreamPrompt(
+            text=(self.text or "") + self.vocab.text(list(other)), vocab=self.vocab
+        )
 
 
 def base_url(url: str) -> str:
@@ -96,7 +135,12 @@ def _choice_tokens(
 
 
 def to_sample(
-    choice: dict[str, Any], index: int, chat: bool, vocab: int, temperature: float
+    choice: dict[str, Any],
+    index: int,
+    chat: bool,
+    vocab: int,
+    temperature: float,
+    texts: TokenTexts | None = None,
 ) -> Sample:
     """A Ponder Sample from one OpenAI choice with logprobs (stats approximated)."""
     tokens, lps, tops = _choice_tokens(choice, chat)
@@ -107,7 +151,7 @@ def to_sample(
     return Sample(
         index=index,
         text=text or "",
-        token_ids=[0] * len(tokens),
+        token_ids=texts.ids(tokens) if texts is not None else [0] * len(tokens),
         finish_reason=choice.get("finish_reason") or "stop",
         logprob=np.minimum(np.asarray(lps, dtype=np.float32), 0.0),
         kl_uniform=per["kl_uniform"],
@@ -122,7 +166,7 @@ class UpstreamEngine:
     """The Engine protocol over an OpenAI-compatible HTTP server."""
 
     exact_stats = False
-    supports_cntp = False
+    continues_chat = False
 
     def __init__(
         self,
@@ -150,6 +194,7 @@ class UpstreamEngine:
             limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
         )
         self.honours_n: bool | None = None
+        self.texts = TokenTexts()
         self.requests_sent = 0
         self._ready = False
         self._running = 0
@@ -189,10 +234,10 @@ class UpstreamEngine:
         return UpstreamPrompt(messages=messages)
 
     def tokenize(self, text: str) -> list[int]:
-        return UpstreamPrompt(text=text)
+        return UpstreamPrompt(text=text, vocab=self.texts)
 
     def detokenize(self, token_ids: list[int]) -> str:
-        raise EngineError("the upstream engine has no token ids")
+        return self.texts.text(token_ids)
 
     def check_fits(self, prompt_tokens: int, max_tokens: int, n: int) -> None:
         """The upstream enforces its own context; it answers (and Ponder relays) if exceeded."""
@@ -269,7 +314,12 @@ class UpstreamEngine:
         if not isinstance(prompt_ids, UpstreamPrompt):
             raise EngineError("the upstream engine needs a prompt it rendered")
         if params.stop_entropy is not None or params.punct_stop:
-            raise EngineError("CNTP is not available on the upstream engine")
+            started = time.perf_counter()
+            gen = await chunked.generate(
+                lambda ids, p: self.sample(ids, p, 1), self.detokenize, prompt_ids, params, n
+            )
+            gen.generate_s = time.perf_counter() - started
+            return gen
         prompt = prompt_ids
         chat = prompt.messages is not None
         started = time.perf_counter()
@@ -377,5 +427,5 @@ class UpstreamEngine:
             merged["message"] = {"content": text}
         else:
             merged["text"] = text
-        sample = to_sample(merged, 0, chat, self.n_vocab, params.temperature)
+        sample = to_sample(merged, 0, chat, self.n_vocab, params.temperature, self.texts)
         yield StreamDelta("", sample=sample, prompt_tokens=prompt_tokens or len(prompt))

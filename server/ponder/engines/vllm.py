@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..stops import holdback, stop_index
+from . import chunked
 from .base import (
     PUNCTUATION,
     EngineError,
@@ -42,9 +43,6 @@ from .vllm_stats import STATS_KEY, approximate, combine
 log = logging.getLogger("ponder.engine")
 
 TOP_LOGPROBS_APPROX = 20
-DRAFT_CHUNK = 16
-"""vLLM cannot stop *before* a high-entropy token, so an entropy-stopped draft is generated in
-chunks of this many tokens and cut after the fact (the cut-off tokens count as unused)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,28 +164,6 @@ def to_sample(
     return sample, exact
 
 
-def cut_at_entropy(sample: Sample, threshold: float) -> tuple[Sample, int]:
-    """Apply `stop_entropy` after the fact: keep the tokens before the first one whose
-    processed entropy reaches the threshold. Returns the sample and the tokens cut off."""
-    hits = np.nonzero(sample.entropy_processed >= threshold)[0]
-    if hits.size == 0:
-        return sample, 0
-    j = int(hits[0])
-    cut = Sample(
-        index=sample.index,
-        text="",  # the caller re-renders text from token ids
-        token_ids=sample.token_ids[:j],
-        finish_reason="entropy",
-        logprob=sample.logprob[:j],
-        kl_uniform=sample.kl_uniform[:j],
-        logprob_processed=sample.logprob_processed[:j],
-        entropy_processed=sample.entropy_processed[:j],
-        tokens_text=sample.tokens_text[:j],
-        next_entropy=float(sample.entropy_processed[j]),
-    )
-    return cut, sample.n_tokens - j
-
-
 class VllmEngine:
     """The Engine protocol over `vllm.v1.engine.async_llm.AsyncLLM`."""
 
@@ -195,7 +171,7 @@ class VllmEngine:
         self.opts = opts
         self.model_name = opts.served_name
         self.exact_stats = opts.exact_stats
-        self.supports_cntp = True
+        self.continues_chat = True
         self.n_vocab = 0
         self.max_model_len = 0
         self._engine: Any = None
@@ -383,59 +359,13 @@ class VllmEngine:
         return Generation(samples, len(prompt_ids), 0.0, elapsed, exact=all_exact)
 
     async def _draft(self, prompt_ids: list[int], params: SamplingParams, n: int) -> Generation:
-        """`stop_entropy` on vLLM: generate in chunks, cut at the first high-entropy token."""
-        threshold = float(params.stop_entropy or 0.0)
+        """`stop_entropy` on vLLM: chunks cut client-side (`chunked`)."""
         started = time.perf_counter()
-        parts: list[list[Sample]] = [[] for _ in range(n)]
-        done = [False] * n
-        unused = 0
-        step = 0
-        while not all(done):
-            for i in range(n):
-                if done[i]:
-                    continue
-                got = sum(p.n_tokens for p in parts[i])
-                chunk = dataclasses.replace(
-                    params,
-                    stop_entropy=None,
-                    max_tokens=min(DRAFT_CHUNK, params.max_tokens - got),
-                    seed=None if params.seed is None else params.seed + i + step * 1024,
-                )
-                prefix = prompt_ids + [t for p in parts[i] for t in p.token_ids]
-                s = (await self._sample(prefix, chunk, 1)).samples[0]
-                s, cut = cut_at_entropy(s, threshold)
-                unused += cut
-                parts[i].append(s)
-                total = got + s.n_tokens
-                if s.finish_reason != "length" or total >= params.max_tokens:
-                    done[i] = True
-            step += 1
-        samples = [self._join(i, p, params) for i, p in enumerate(parts)]
-        elapsed = time.perf_counter() - started
-        return Generation(samples, len(prompt_ids), 0.0, elapsed, unused, exact=self.exact_stats)
-
-    def _join(self, index: int, parts: list[Sample], params: SamplingParams) -> Sample:
-        tokens = [t for p in parts for t in p.token_ids]
-        last = parts[-1]
-        finish = last.finish_reason
-        if finish == "length" and len(tokens) < params.max_tokens:
-            finish = "entropy"
-
-        def cat(name: str) -> np.ndarray:
-            return np.concatenate([getattr(p, name) for p in parts]).astype(np.float32)
-
-        return Sample(
-            index=index,
-            text=self.detokenize(tokens),
-            token_ids=tokens,
-            finish_reason=finish,
-            logprob=cat("logprob"),
-            kl_uniform=cat("kl_uniform"),
-            logprob_processed=cat("logprob_processed"),
-            entropy_processed=cat("entropy_processed"),
-            tokens_text=[t for p in parts for t in p.tokens_text],
-            next_entropy=last.next_entropy,
+        gen = await chunked.generate(
+            lambda ids, p: self._sample(ids, p, 1), self.detokenize, prompt_ids, params, n
         )
+        gen.generate_s = time.perf_counter() - started
+        return gen
 
     async def stream(
         self, prompt_ids: list[int], params: SamplingParams
