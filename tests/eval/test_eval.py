@@ -18,7 +18,7 @@ from ponder.eval.metrics import bootstrap_ci, brier, ece, reliability
 from ponder.eval.runner import Candidate, ProblemRecord, evaluate, judge, subsets, to_samples
 from ponder.strategies import SELECTORS, SelectOptions
 
-from ..conftest import ROOT, SHARED_DATA
+from ..conftest import ROOT, SHARED_DATA, Server
 
 DATA = {
     "gsm8k/test_first1000.jsonl": ("gsm8k", 1000, "number"),
@@ -164,3 +164,44 @@ def test_tiny_end_to_end_eval_on_the_real_model(tmp_path: Path) -> None:
         assert 0.0 <= float(r["accuracy"]) <= 1.0 and float(r["mean_tokens"]) > 0
         assert float(r["ci_low"]) <= float(r["accuracy"]) <= float(r["ci_high"])
         assert int(r["problems"]) == 3
+
+
+def test_eval_against_a_running_server(server: Server, tmp_path: Path) -> None:
+    data = tmp_path / "two.jsonl"
+    data.write_text(
+        json.dumps({"id": "x1", "prompt": "2 + 3 = 5\n6 + 2 =", "answer": "8"})
+        + "\n"
+        + json.dumps({"id": "x2", "prompt": "3 * 4 = 12\n2 * 5 =", "answer": "10"})
+        + "\n"
+    )
+    out = tmp_path / "out"
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ponder.cli",
+            "eval",
+            "--data",
+            str(data),
+            "--samples",
+            "1,2",
+            "--strategies",
+            "majority_vote,rpc,cntp",
+            "--url",
+            server.base_url,
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    summary = list(csv.DictReader((out / "summary.csv").open()))
+    assert {(r["strategy"], int(r["n"])) for r in summary} == {
+        (s, n) for s in ("majority_vote", "rpc", "cntp") for n in (1, 2)
+    }
+    records = [json.loads(x) for x in (out / "problems.jsonl").read_text().splitlines()]
+    assert all(len(r["candidates"]["sampling"]) == 2 for r in records)
+    assert all(c["mean_logprob"] is not None for r in records for c in r["candidates"]["sampling"])
