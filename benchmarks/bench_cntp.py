@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import statistics
 import time
 
-from ponder.decoding import cntp_decode
+from ponder.decoding import cntp_decode, cntp_run
 from ponder.engines.base import Generation, Sampler, SamplingParams
 from ponder.engines.llamacpp import LlamaCppEngine
 from ponder.strategies import CntpOptions
@@ -71,6 +72,49 @@ class TrialTimer:
         self.trial_s += time.perf_counter() - t0
         self.trial_tokens += sum(s.n_tokens for s in gen.samples)
         return gen
+
+
+class OneByOne:
+    """The engine seen without `sample_many`: CNTP + SC decodes then run one after another."""
+
+    def __init__(self, engine: LlamaCppEngine) -> None:
+        self._engine = engine
+        self.detokenize = engine.detokenize
+        self.max_samples = engine.max_samples
+
+    @contextlib.asynccontextmanager
+    async def session(self):  # type: ignore[no-untyped-def]
+        async with self._engine.session() as s:
+            yield TrialTimer(s, one_by_one=False)
+
+
+async def run_sc(args: argparse.Namespace) -> None:
+    """CNTP + self-consistency: N decodes in lockstep batches vs one after another."""
+    engine = LlamaCppEngine(None, "smollm2", n_ctx=32768, max_samples=64)
+    await engine.start()
+    rows = []
+    for k, text in enumerate(PROMPTS[: args.prompts]):
+        prompt = engine.render_chat([{"role": "user", "content": text}])
+        params = SamplingParams(max_tokens=args.max_tokens, temperature=0.7, seed=args.seed + k)
+        t0 = time.perf_counter()
+        await cntp_run(engine, prompt, params, CntpOptions(), args.sc)
+        lock = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        await cntp_run(OneByOne(engine), prompt, params, CntpOptions(), args.sc)  # type: ignore[arg-type]
+        seq = time.perf_counter() - t0
+        rows.append((lock, seq))
+        print(
+            f"prompt {k + 1:2}: {args.sc} decodes in lockstep {lock:5.1f} s, one after "
+            f"another {seq:5.1f} s",
+            flush=True,
+        )
+    med = statistics.median
+    print(
+        f"\nCNTP + SC, N={args.sc}, {len(rows)} prompts, max_tokens {args.max_tokens}: median "
+        f"lockstep {med(r[0] for r in rows):.1f} s vs one after another "
+        f"{med(r[1] for r in rows):.1f} s (x{med(r[1] / r[0] for r in rows):.2f})"
+    )
+    await engine.close()
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -132,7 +176,14 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=20)
     ap.add_argument("--max-tokens", type=int, default=256)
     ap.add_argument("--seed", type=int, default=0)
-    asyncio.run(run(ap.parse_args()))
+    ap.add_argument(
+        "--sc",
+        type=int,
+        default=0,
+        help="instead: CNTP + SC with N decodes, lockstep vs one after another",
+    )
+    args = ap.parse_args()
+    asyncio.run(run_sc(args) if args.sc else run(args))
 
 
 if __name__ == "__main__":

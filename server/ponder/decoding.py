@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .engines.base import Engine, Sample, Sampler, SamplingParams
+from .engines.base import Engine, Generation, Sample, Sampler, SamplingParams
 from .stops import holdback, stop_index
 from .strategies.base import CntpOptions
 from .strategies.cntp import branch_threshold, perplexity, pick_trial, trial_count
@@ -90,6 +90,122 @@ class _Output:
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
 
 
+Request = tuple[list[int], SamplingParams, int]
+
+
+class CntpDecoder:
+    """One CNTP decode as a state machine: `request()` is the next engine call it needs (a
+    draft, or a step's trials), `receive()` takes that call's result. Driving it one call at
+    a time gives `cntp_decode`; driving several in lockstep batches their calls together."""
+
+    def __init__(
+        self,
+        detokenize: Callable[[list[int]], str],
+        prompt_ids: list[int],
+        params: SamplingParams,
+        opts: CntpOptions,
+        index: int = 0,
+        on_text: Callable[[str], None] | None = None,
+    ) -> None:
+        self.detokenize = detokenize
+        self.prompt_ids = prompt_ids
+        self.params = params
+        self.opts = opts
+        self.index = index
+        self.on_text = on_text
+        self.threshold = branch_threshold(opts)
+        self.out = _Output()
+        self.result = CntpResult(
+            sample=Sample(index, "", [], "stop", *(np.zeros(0, np.float32),) * 4)
+        )
+        self.text, self.emitted, self.call = "", 0, 0
+        self.finish: str | None = None
+        self.trials = 0  # > 0: the next call draws this many trials
+        self.entropy = 0.0
+        self.started = time.perf_counter()
+
+    @property
+    def done(self) -> bool:
+        return self.finish is not None
+
+    def request(self) -> Request | None:
+        """The next engine call, or None when the decode is finished."""
+        if self.finish is None and len(self.out.tokens) >= self.params.max_tokens:
+            self._end("length")
+        if self.finish is not None:
+            return None
+        remaining = self.params.max_tokens - len(self.out.tokens)
+        base = dataclasses.replace(self.params, max_tokens=remaining, top_logprobs=0)
+        seed = _call_seed(self.params.seed, self.call)
+        prefix = self.prompt_ids + self.out.tokens
+        if not self.trials:
+            return prefix, dataclasses.replace(base, seed=seed, stop_entropy=self.threshold), 1
+        k = self.trials
+        # k == 1 only at the float boundary of the threshold: then sample one token.
+        trial = dataclasses.replace(
+            base, max_tokens=remaining if k > 1 else 1, seed=seed, punct_stop=k > 1
+        )
+        return prefix, trial, k
+
+    def receive(self, gen: Generation) -> None:
+        res = self.result
+        self.call += 1
+        res.prompt_tokens = res.prompt_tokens or gen.prompt_tokens
+        res.queue_s += gen.queue_s
+        res.unused_tokens += gen.unused_tokens
+        res.exact &= gen.exact
+        if not self.trials:
+            draft = gen.samples[0]
+            self.out.append(draft)
+            if draft.finish_reason != "entropy":
+                self.finish = draft.finish_reason
+            elif len(self.out.tokens) < self.params.max_tokens:
+                self.entropy = float(draft.next_entropy or 0.0)
+                self.trials = max(1, trial_count(self.entropy, self.opts))
+        else:
+            k, trials = self.trials, gen.samples
+            ppl = [perplexity(t.logprob_processed) for t in trials]
+            best = pick_trial(ppl)
+            spent = sum(t.n_tokens for t in trials)
+            if k > 1:
+                res.steps.append(CntpStep(len(self.out.tokens), self.entropy, k, ppl, best, spent))
+                res.trial_tokens += spent
+            res.unused_tokens += spent - trials[best].n_tokens
+            self.out.append(trials[best])
+            self.trials = 0
+            if trials[best].finish_reason in ("stop", "length"):
+                self.finish = trials[best].finish_reason
+        self.text = self.detokenize(self.out.tokens)
+        stops = self.params.stop
+        if stops and (cut := stop_index(self.text, stops)) != -1:
+            self.text, self.finish = self.text[:cut], "stop"
+        if self.on_text is not None:
+            safe = len(self.text) if self.finish else len(self.text) - holdback(self.text, stops)
+            if safe > self.emitted:
+                self.on_text(self.text[self.emitted : safe])
+                self.emitted = safe
+        if self.finish is not None:
+            self._end(self.finish)
+
+    def _end(self, finish: str) -> None:
+        if finish in ("punct", "entropy"):
+            finish = "length"
+        self.finish = finish
+        out, res = self.out, self.result
+        res.generate_s = time.perf_counter() - self.started - res.queue_s
+        res.sample = Sample(
+            index=self.index,
+            text=self.text,
+            token_ids=out.tokens,
+            finish_reason=finish,
+            logprob=out.array("logprob"),
+            kl_uniform=out.array("kl_uniform"),
+            logprob_processed=out.array("logprob_processed"),
+            entropy_processed=out.array("entropy_processed"),
+            tokens_text=out.pieces,
+        )
+
+
 async def cntp_decode(
     sampler: Sampler,
     detokenize: Callable[[list[int]], str],
@@ -100,77 +216,10 @@ async def cntp_decode(
     on_text: Callable[[str], None] | None = None,
 ) -> CntpResult:
     """One CNTP decode of at most params.max_tokens output tokens, seeded by params.seed."""
-    threshold = branch_threshold(opts)
-    out = _Output()
-    result = CntpResult(sample=Sample(index, "", [], "stop", *(np.zeros(0, np.float32),) * 4))
-    text, emitted, finish, call = "", 0, None, 0
-    started = time.perf_counter()
-    while finish is None:
-        remaining = params.max_tokens - len(out.tokens)
-        if remaining <= 0:
-            finish = "length"
-            break
-        base = dataclasses.replace(params, max_tokens=remaining, top_logprobs=0)
-        draft_params = dataclasses.replace(
-            base, seed=_call_seed(params.seed, call), stop_entropy=threshold
-        )
-        call += 1
-        gen = await sampler.sample(prompt_ids + out.tokens, draft_params, 1)
-        result.prompt_tokens = result.prompt_tokens or gen.prompt_tokens
-        result.queue_s += gen.queue_s
-        result.unused_tokens += gen.unused_tokens
-        result.exact &= gen.exact
-        draft = gen.samples[0]
-        out.append(draft)
-        if draft.finish_reason != "entropy":
-            finish = draft.finish_reason
-        elif len(out.tokens) < params.max_tokens:
-            entropy = float(draft.next_entropy or 0.0)
-            k = max(1, trial_count(entropy, opts))
-            # k == 1 only at the float boundary of the threshold: then sample one token.
-            trial_params = dataclasses.replace(
-                base,
-                max_tokens=params.max_tokens - len(out.tokens) if k > 1 else 1,
-                seed=_call_seed(params.seed, call),
-                punct_stop=k > 1,
-            )
-            call += 1
-            tgen = await sampler.sample(prompt_ids + out.tokens, trial_params, k)
-            result.exact &= tgen.exact
-            trials = tgen.samples
-            ppl = [perplexity(t.logprob_processed) for t in trials]
-            best = pick_trial(ppl)
-            spent = sum(t.n_tokens for t in trials)
-            if k > 1:
-                result.steps.append(CntpStep(len(out.tokens), entropy, k, ppl, best, spent))
-                result.trial_tokens += spent
-            result.unused_tokens += spent - trials[best].n_tokens
-            out.append(trials[best])
-            if trials[best].finish_reason in ("stop", "length"):
-                finish = trials[best].finish_reason
-        text = detokenize(out.tokens)
-        if params.stop and (cut := stop_index(text, params.stop)) != -1:
-            text, finish = text[:cut], "stop"
-        if on_text is not None:
-            safe = len(text) if finish else len(text) - holdback(text, params.stop)
-            if safe > emitted:
-                on_text(text[emitted:safe])
-                emitted = safe
-    if finish in ("punct", "entropy", None):
-        finish = "length"
-    result.generate_s = time.perf_counter() - started - result.queue_s
-    result.sample = Sample(
-        index=index,
-        text=text,
-        token_ids=out.tokens,
-        finish_reason=finish,
-        logprob=out.array("logprob"),
-        kl_uniform=out.array("kl_uniform"),
-        logprob_processed=out.array("logprob_processed"),
-        entropy_processed=out.array("entropy_processed"),
-        tokens_text=out.pieces,
-    )
-    return result
+    decoder = CntpDecoder(detokenize, prompt_ids, params, opts, index, on_text)
+    while (req := decoder.request()) is not None:
+        decoder.receive(await sampler.sample(*req))
+    return decoder.result
 
 
 async def cntp_run(
@@ -182,18 +231,54 @@ async def cntp_run(
     on_progress: Callable[[int, int], None] | None = None,
     on_text: Callable[[str], None] | None = None,
 ) -> list[CntpResult]:
-    """N CNTP decodes, decode i seeded with seed + i, one after another in one session."""
-    results: list[CntpResult] = []
+    """N CNTP decodes, decode i seeded with seed + i, in one session. Where the session can
+    batch several prompts (`sample_many`), the decodes run in lockstep: each round sends
+    every live decode's next draft or trial call as one batch (groups of as many decodes as
+    the engine has room for max_trials sequences each); otherwise one after another."""
+    decoders = [
+        CntpDecoder(
+            engine.detokenize,
+            prompt_ids,
+            dataclasses.replace(params, seed=None if params.seed is None else params.seed + i),
+            opts,
+            i,
+            on_text,
+        )
+        for i in range(n)
+    ]
+    done = 0
     waited = time.perf_counter()
     async with engine.session() as session:
         waited = time.perf_counter() - waited
-        for i in range(n):
-            seed = None if params.seed is None else params.seed + i
-            p = dataclasses.replace(params, seed=seed)
-            results.append(
-                await cntp_decode(session, engine.detokenize, prompt_ids, p, opts, i, on_text)
-            )
-            if on_progress is not None:
-                on_progress(i + 1, n)
+        batch = getattr(session, "sample_many", None)
+        group = max(1, getattr(engine, "max_samples", 1) // max(opts.max_trials, 1))
+        if n == 1 or batch is None or group == 1:
+            for d in decoders:
+                while (req := d.request()) is not None:
+                    d.receive(await session.sample(*req))
+                done += 1
+                if on_progress is not None:
+                    on_progress(done, n)
+        else:
+            for start in range(0, n, group):
+                members = decoders[start : start + group]
+                while True:
+                    live = [
+                        (slot, d, r)
+                        for slot, d in enumerate(members)
+                        if (r := d.request()) is not None
+                    ]
+                    if not live:
+                        break
+                    gens = await batch(
+                        [r for _, _, r in live], [slot for slot, _, _ in live], opts.max_trials
+                    )
+                    for (_, d, _), g in zip(live, gens, strict=True):
+                        d.receive(g)
+                        if d.done:
+                            done += 1
+                            if on_progress is not None:
+                                on_progress(done, n)
+    results = [d.result for d in decoders]
     results[0].queue_s += waited
     return results

@@ -79,3 +79,31 @@ def test_several_decodes_use_consecutive_seeds(engine: LlamaCppEngine) -> None:
     results = decode(engine, CntpOptions(), max_tokens=24, seed=20, n=3)
     assert [r.sample.index for r in results] == [0, 1, 2]
     assert len({tuple(r.sample.token_ids) for r in results}) >= 2
+
+
+def test_several_decodes_run_in_lockstep_batches(engine: LlamaCppEngine) -> None:
+    """With room for them (16 sequences, 3 trials each -> groups of 5 decodes), CNTP + SC
+    sends every live decode's next draft or trial call in one batched engine call."""
+    calls: list[int] = []
+    original = engine._generate_jobs
+
+    def spy(jobs, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(len(jobs))
+        return original(jobs, *args, **kwargs)
+
+    engine._generate_jobs = spy  # type: ignore[method-assign]
+    try:
+        opts = CntpOptions(max_trials=3, entropy_low=-2.0, entropy_high=-1.0)
+        results = decode(engine, opts, max_tokens=24, seed=31, n=3)
+        again = decode(engine, opts, max_tokens=24, seed=31, n=3)
+    finally:
+        del engine._generate_jobs
+    assert max(calls) == 3  # the three decodes shared engine calls
+    per_decode_calls = sum(len(r.steps) for r in results)
+    assert len(calls) // 2 < per_decode_calls  # fewer batched calls than calls made one by one
+    for r in results:
+        assert r.steps and all(st.trials == 3 for st in r.steps)
+        for st in r.steps:
+            assert st.perplexities[st.chosen] == min(st.perplexities)
+        assert r.trial_tokens == r.sample.n_tokens + r.unused_tokens
+    assert [r.sample.token_ids for r in results] == [r.sample.token_ids for r in again]

@@ -14,6 +14,7 @@ import asyncio
 import codecs
 import contextlib
 import ctypes
+import dataclasses
 import importlib.util
 import logging
 import threading
@@ -78,6 +79,16 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
     return n
 
 
+@dataclasses.dataclass
+class _Job:
+    """One prompt's share of a batched call: n samples on sequences base .. base + n - 1."""
+
+    prompt_ids: list[int]
+    params: SamplingParams
+    n: int
+    base: int
+
+
 class _Seq:
     """Bookkeeping of one sequence being decoded."""
 
@@ -86,6 +97,8 @@ class _Seq:
         "emitted",
         "ent",
         "finish",
+        "index",
+        "job",
         "kl",
         "lp",
         "lpp",
@@ -93,6 +106,7 @@ class _Seq:
         "pieces",
         "rng",
         "row",
+        "seq",
         "text",
         "tokens",
         "top",
@@ -113,6 +127,9 @@ class _Seq:
         self.finish: str | None = None
         self.row: np.ndarray | None = None
         self.next_entropy: float | None = None
+        self.job = 0
+        self.seq = 0
+        self.index = 0
 
     def decoded(self) -> list[int]:
         """Generated tokens whose KV is in the cache (a final sampled token never is)."""
@@ -425,9 +442,9 @@ class LlamaCppEngine:
         ptr = self._lib.llama_get_logits(self._ctx.ctx)
         return np.ctypeslib.as_array(ptr, shape=(len(rows), self.n_vocab)).copy()
 
-    def _prefill(self, tokens: list[int], start: int) -> np.ndarray:
-        """Decode `tokens` at positions start.. on sequence 0 in chunks; return the logits row
-        of the last one."""
+    def _prefill(self, tokens: list[int], start: int, seq: int = 0) -> np.ndarray:
+        """Decode `tokens` at positions start.. on sequence `seq` in chunks; return the logits
+        row of the last one."""
         b = self._batch.batch
         n = len(tokens)
         for off in range(0, n, self.n_batch):
@@ -437,37 +454,39 @@ class LlamaCppEngine:
                 b.token[r] = tok
                 b.pos[r] = start + off + r
                 b.n_seq_id[r] = 1
-                b.seq_id[r][0] = 0
+                b.seq_id[r][0] = seq
                 b.logits[r] = off + r == n - 1
             self._check(self._lib.llama_decode(self._ctx.ctx, b))
         ptr = self._lib.llama_get_logits_ith(self._ctx.ctx, -1)
         return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).copy()
 
-    def _prepare(self, prompt_ids: list[int], reuse: bool) -> np.ndarray:
-        """Put the prompt's KV on sequence 0 and return the next-token logits row.
+    def _prepare(self, prompt_ids: list[int], base: int, block: range) -> np.ndarray:
+        """Put the prompt's KV on sequence `base` and return the next-token logits row.
 
-        Without `reuse` the cache is cleared and the prompt prefilled whole. With it, the
-        sequence of the previous call that shares the longest prefix becomes sequence 0 and
-        only the rest is decoded (nothing at all when its state is exactly the prompt)."""
-        kv = self._kv if reuse else {}
-        self._kv = {}
+        The sequence of `block` left by the previous call (in `self._kv`) that shares the
+        longest prefix with the prompt becomes `base` and only the rest is decoded (nothing at
+        all when its state is exactly the prompt); the block's other sequences are freed. With
+        no usable state the prompt is prefilled whole."""
+        kv = {s: v for s, v in self._kv.items() if s in block}
+        for s in block:
+            if s not in kv:
+                self._ctx.kv_cache_seq_rm(s, -1, -1)
         if not kv:
-            self._ctx.kv_cache_clear()
-            return self._prefill(prompt_ids, 0)
+            return self._prefill(prompt_ids, 0, base)
         common = {s: _common_prefix(toks, prompt_ids) for s, (toks, _) in kv.items()}
         src = max(common, key=lambda s: (common[s], -s))
         toks, row = kv[src]
-        if src != 0:
-            self._ctx.kv_cache_seq_rm(0, -1, -1)
-            self._ctx.kv_cache_seq_cp(src, 0, -1, -1)
+        if src != base:
+            self._ctx.kv_cache_seq_rm(base, -1, -1)
+            self._ctx.kv_cache_seq_cp(src, base, -1, -1)
         for s in kv:
-            if s != 0:
+            if s != base:
                 self._ctx.kv_cache_seq_rm(s, -1, -1)
         if common[src] == len(prompt_ids) == len(toks) and row is not None:
             return row
         keep = min(common[src], len(prompt_ids) - 1)
-        self._ctx.kv_cache_seq_rm(0, keep, -1)
-        return self._prefill(prompt_ids[keep:], keep)
+        self._ctx.kv_cache_seq_rm(base, keep, -1)
+        return self._prefill(prompt_ids[keep:], keep, base)
 
     @staticmethod
     def _check(code: int) -> None:
@@ -487,53 +506,100 @@ class LlamaCppEngine:
         cancel: threading.Event,
         reuse: bool = False,
     ) -> Generation:
+        job = _Job(prompt_ids, params, n, 0)
+        block = self.max_samples  # one job: every sequence's cached state is a candidate
+        return self._generate_jobs([job], block, on_progress, on_delta, submitted, cancel, reuse)[0]
+
+    def _generate_jobs(
+        self,
+        jobs: list[_Job],
+        block_size: int,
+        on_progress: ProgressCallback | None,
+        on_delta: DeltaCallback | None,
+        submitted: float,
+        cancel: threading.Event,
+        reuse: bool = False,
+    ) -> list[Generation]:
+        """Decode every job's samples in one batch loop. Job j's samples live on sequences
+        base_j .. base_j + n_j - 1 of its block [base_j, base_j + block_size); with `reuse`
+        each block starts from the state the previous call left in it."""
         started = time.perf_counter()
-        if not prompt_ids:
-            raise EngineError("empty prompt")
-        self.check_fits(len(prompt_ids), params.max_tokens, n)
-        seqs = [_Seq(np.random.default_rng(_seed(params.seed, i))) for i in range(n)]
-        first = self._prepare(prompt_ids, reuse)
-        for i in range(1, n):
-            self._ctx.kv_cache_seq_cp(0, i, -1, -1)
+        for job in jobs:
+            if not job.prompt_ids:
+                raise EngineError("empty prompt")
+            self.check_fits(len(job.prompt_ids), job.params.max_tokens, job.n)
+        if max(j.base + block_size for j in jobs) > self.max_samples:
+            raise RequestTooLarge(
+                f"this engine decodes at most {self.max_samples} sequences at once", "samples"
+            )
+        if not reuse:
+            self._ctx.kv_cache_clear()
+            self._kv = {}
+        seqs: list[_Seq] = []
+        rows: list[np.ndarray] = []
+        for j, job in enumerate(jobs):
+            first = self._prepare(job.prompt_ids, job.base, range(job.base, job.base + block_size))
+            for i in range(job.n):
+                if i:
+                    self._ctx.kv_cache_seq_cp(job.base, job.base + i, -1, -1)
+                s = _Seq(np.random.default_rng(_seed(job.params.seed, i)))
+                s.job, s.seq, s.index = j, job.base + i, i
+                seqs.append(s)
+                rows.append(first)
         is_eog = self._lib.llama_vocab_is_eog
         vocab = self._llama._model.vocab
-        max_stop = max((len(x) for x in params.stop), default=0)
-        live = list(range(n))
-        logits = np.repeat(first[None, :], n, axis=0)
+        max_stop = [max((len(x) for x in job.params.stop), default=0) for job in jobs]
+        live = list(range(len(seqs)))
+        logits = np.stack(rows)
         finished = 0
         while live and not cancel.is_set():
-            st = sample_rows(logits, params, [seqs[i].rng for i in live])
             nxt: list[tuple[int, int, int]] = []
-            for r, i in enumerate(live):
-                s = seqs[i]
-                s.row = logits[r]
-                ent = float(st.entropy_processed[r])
-                if params.stop_entropy is not None and ent >= params.stop_entropy:
-                    s.finish, s.next_entropy = "entropy", ent  # stop before this token
-                else:
-                    self._accept(s, st, r, params, max_stop, is_eog(vocab, int(st.token[r])))
-                if on_delta is not None:
-                    safe = len(s.text) if s.finish else len(s.text) - holdback(s.text, params.stop)
-                    if safe > s.emitted:
-                        on_delta(s.text[s.emitted : safe])
-                        s.emitted = safe
-                if s.finish is None:
-                    nxt.append((s.tokens[-1], len(prompt_ids) + len(s.tokens) - 1, i))
-                else:
-                    finished += 1
-                    if on_progress is not None:
-                        on_progress(finished, n)
-            live = [row[2] for row in nxt]
+            nxt_live: list[int] = []
+            for j, job in enumerate(jobs):
+                idx = [r for r, k in enumerate(live) if seqs[k].job == j]
+                if not idx:
+                    continue
+                params = job.params
+                st = sample_rows(logits[idx], params, [seqs[live[r]].rng for r in idx])
+                for q, r in enumerate(idx):
+                    s = seqs[live[r]]
+                    s.row = logits[r]
+                    ent = float(st.entropy_processed[q])
+                    if params.stop_entropy is not None and ent >= params.stop_entropy:
+                        s.finish, s.next_entropy = "entropy", ent  # stop before this token
+                    else:
+                        eog = is_eog(vocab, int(st.token[q]))
+                        self._accept(s, st, q, params, max_stop[j], eog)
+                    if on_delta is not None:
+                        hold = 0 if s.finish else holdback(s.text, params.stop)
+                        if len(s.text) - hold > s.emitted:
+                            on_delta(s.text[s.emitted : len(s.text) - hold])
+                            s.emitted = len(s.text) - hold
+                    if s.finish is None:
+                        pos = len(job.prompt_ids) + len(s.tokens) - 1
+                        nxt.append((s.tokens[-1], pos, s.seq))
+                        nxt_live.append(live[r])
+                    else:
+                        finished += 1
+                        if on_progress is not None:
+                            on_progress(finished, len(seqs))
+            live = nxt_live
             if live and not cancel.is_set():
                 logits = self._decode(nxt)
         if not cancel.is_set():
-            self._kv = {i: (prompt_ids + s.decoded(), s.row) for i, s in enumerate(seqs)}
-        return Generation(
-            samples=[s.to_sample(i, params.top_logprobs > 0) for i, s in enumerate(seqs)],
-            prompt_tokens=len(prompt_ids),
-            queue_s=started - submitted,
-            generate_s=time.perf_counter() - started,
-        )
+            self._kv = {s.seq: (jobs[s.job].prompt_ids + s.decoded(), s.row) for s in seqs}
+        elapsed = time.perf_counter() - started
+        return [
+            Generation(
+                samples=[
+                    s.to_sample(s.index, job.params.top_logprobs > 0) for s in seqs if s.job == j
+                ],
+                prompt_tokens=len(job.prompt_ids),
+                queue_s=started - submitted,
+                generate_s=elapsed,
+            )
+            for j, job in enumerate(jobs)
+        ]
 
     def _accept(
         self, s: _Seq, st: RowStats, r: int, params: SamplingParams, max_stop: int, eog: bool
@@ -585,4 +651,23 @@ class _Session:
         eng = self._engine
         return await eng._run(
             eng._generate, prompt_ids, params, n, None, None, time.perf_counter(), reuse=reuse
+        )
+
+    async def sample_many(
+        self,
+        requests: list[tuple[list[int], SamplingParams, int]],
+        blocks: list[int],
+        block_size: int,
+    ) -> list[Generation]:
+        """Several prompts' samples in one batch: request i on block blocks[i] (a stable
+        per-caller slot, so each block resumes from its own previous state)."""
+        reuse = self._calls > 0
+        self._calls += 1
+        eng = self._engine
+        jobs = [
+            _Job(p, params, n, b * block_size)
+            for (p, params, n), b in zip(requests, blocks, strict=True)
+        ]
+        return await eng._run(
+            eng._generate_jobs, jobs, block_size, None, None, time.perf_counter(), reuse=reuse
         )
