@@ -217,9 +217,14 @@ async def cntp_decode(
 ) -> CntpResult:
     """One CNTP decode of at most params.max_tokens output tokens, seeded by params.seed."""
     decoder = CntpDecoder(detokenize, prompt_ids, params, opts, index, on_text)
+    await _drive(decoder, sampler)
+    return decoder.result
+
+
+async def _drive(decoder: CntpDecoder, sampler: Sampler) -> None:
+    """Run a decoder to the end, one engine call at a time."""
     while (req := decoder.request()) is not None:
         decoder.receive(await sampler.sample(*req))
-    return decoder.result
 
 
 async def cntp_run(
@@ -254,8 +259,7 @@ async def cntp_run(
         group = max(1, getattr(engine, "max_samples", 1) // max(opts.max_trials, 1))
         if n == 1 or batch is None or group == 1:
             for d in decoders:
-                while (req := d.request()) is not None:
-                    d.receive(await session.sample(*req))
+                await _drive(d, session)
                 done += 1
                 if on_progress is not None:
                     on_progress(done, n)

@@ -27,6 +27,10 @@ _TYPES = {
 }
 
 
+class ClientGone(Exception):
+    """The client disconnected before its response was ready."""
+
+
 class ApiError(Exception):
     """An error to send to the client, with its HTTP status and OpenAI fields."""
 
@@ -59,7 +63,7 @@ def to_api_error(exc: BaseException) -> ApiError:
     """Map any exception to the ApiError the client sees; unknown ones become a bare 500."""
     if isinstance(exc, ApiError):
         return exc
-    if type(exc).__name__ == "ClientGone":
+    if isinstance(exc, ClientGone):
         return ApiError(499, "client closed the request", code="client_closed")
     if isinstance(exc, AnswerPatternError):
         return ApiError(400, str(exc), param="ponder.answer.pattern", code="invalid_pattern")

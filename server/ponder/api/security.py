@@ -79,14 +79,8 @@ class Gate:
 
     def admit(self, who: str) -> Permit:
         """The permits of one request: rate, per-caller concurrency, then a queue slot.
-        Raises the 429/503 ApiError when one is not available."""
-        if self.draining:
-            raise ApiError(
-                503,
-                "the server is shutting down",
-                code="shutting_down",
-                headers={"Retry-After": "5"},
-            )
+        Raises the 429/503 ApiError when one is not available. (Draining is refused earlier,
+        by the `ready_engine` dependency of every /v1 route.)"""
         self._rate(who)
         limit = self.settings.concurrency_limit
         if limit and self._running[who] >= limit:

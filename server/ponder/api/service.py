@@ -15,7 +15,7 @@ from ..decoding import cntp_run
 from ..engines.base import Engine, Generation
 from ..strategies import DECODERS, SELECTORS, majority_vote
 from ..strategies.cntp import single_decision
-from .errors import ApiError, error_body, to_api_error
+from .errors import ApiError, ClientGone, error_body, to_api_error
 from .plan import Plan
 from .render import ChunkWriter, Outcome, ponder_object, usage
 
@@ -140,10 +140,6 @@ def _final_chunk(w: ChunkWriter, out: Outcome) -> dict[str, Any]:
     if out.plan.include_usage:
         extra["usage"] = usage(out.generation)
     return w.chunk(finals, **extra)
-
-
-class ClientGone(Exception):
-    """The client disconnected before its response was ready."""
 
 
 async def until_done_or_gone(request: Any, coro: Any, timeout: float | None) -> Outcome:

@@ -136,8 +136,6 @@ def to_sample(
     stop_reason = getattr(output, "stop_reason", None)
     if params.punct_stop and isinstance(stop_reason, str) and stop_reason in PUNCTUATION:
         finish = "punct"
-    elif finish == "stop" and params.stop and isinstance(stop_reason, str):
-        finish = "stop"
     top = None
     if params.top_logprobs > 0:
         top = [

@@ -12,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from .datasets import READERS, load, read_replay
-from .runner import Sampler, evaluate, replay_records, sample_all, summarize, write_outputs
+from .runner import CandidateSource, evaluate, replay_records, sample_all, summarize, write_outputs
 
 ALL = ("majority_vote", "self_certainty", "rpc", "cntp")
 
@@ -65,7 +65,7 @@ def run_eval(args: argparse.Namespace) -> int:
             console.print("[red]give --data FILE or --replay FILE[/red]")
             return 2
         problems_in = load(args.data, args.reader)[: args.limit]
-        sampler = Sampler(args.url, args.temperature, args.seed, args.model)
+        sampler = CandidateSource(args.url, args.temperature, args.seed, args.model)
         with_cntp = "cntp" in strategies
         with_sampling = any(s != "cntp" for s in strategies)
 

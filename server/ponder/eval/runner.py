@@ -287,7 +287,7 @@ def replay_records(problems: Sequence[ReplayProblem]) -> list[ProblemRecord]:
     ]
 
 
-class Sampler:
+class CandidateSource:
     """Draws the candidates of a problem: in process on an engine, or from a running server."""
 
     def __init__(self, url: str | None, temperature: float, seed: int, model: str | None) -> None:
@@ -375,7 +375,7 @@ class Sampler:
 
 async def sample_all(
     problems: Sequence[Problem],
-    sampler: Sampler,
+    sampler: CandidateSource,
     n: int,
     with_cntp: bool,
     with_sampling: bool,
