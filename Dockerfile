@@ -6,10 +6,17 @@ FROM vllm/vllm-openai:v0.33.0
 WORKDIR /opt/ponder
 COPY pyproject.toml README.md ./
 COPY server ./server
+# The wheel carries the client package too (`ponder ask --url`, `ponder eval --url`).
+COPY clients/python ./clients/python
 # vLLM (and its torch) are already in the base image, so this adds only Ponder's own deps.
+# The cache folder is created here, owned by `ponder`: a volume mounted on it (compose) or an
+# emptyDir (Kubernetes, with fsGroup) then starts writable for the model download and vLLM's
+# compile cache instead of root-owned.
 RUN if command -v uv >/dev/null 2>&1; then uv pip install --system --no-cache ".[vllm]"; \
     else python3 -m pip install --no-cache-dir ".[vllm]"; fi \
- && useradd --create-home --uid 1000 ponder
+ && useradd --create-home --uid 1000 ponder \
+ && mkdir -p /home/ponder/.cache/huggingface /home/ponder/.cache/vllm \
+ && chown -R ponder:ponder /home/ponder/.cache
 
 USER ponder
 ENV PONDER_ENGINE=vllm \

@@ -2,11 +2,17 @@
 
     pip install -e ".[vllm,test]"
     python scripts/check_gpu.py [--model Qwen/Qwen2.5-0.5B-Instruct] [--port 8011]
+    # offline: a local folder (e.g. `ponder export-hf ~/smollm2-hf`), or random weights
+    python scripts/check_gpu.py --model ~/smollm2-hf [--load-format dummy]
 
 Starts `ponder serve` with PONDER_ENGINE=vllm, then checks through the openai SDK: readiness,
 every strategy answering with metadata, exact (processor) stats, reproducibility with a seed,
 CNTP, streaming, and vLLM's own metrics on /metrics. Prints one line per check and exits 1 on
-the first failure. Expect several minutes for the first model download.
+the first failure. Expect several minutes for the first model download; with a local folder
+nothing is downloaded (HF_HUB_OFFLINE is set), and `--load-format dummy` needs only the
+folder's config and tokenizer. Reproducibility is checked tolerantly: vLLM is not
+batch-invariant by default, so the same seeds may differ in a few samples when the batch
+differs; the check asks that most samples agree, and reports how many.
 """
 
 from __future__ import annotations
@@ -23,16 +29,22 @@ import openai
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--model", default="Qwen/Qwen2.5-0.5B-Instruct")
+    ap.add_argument("--model", default="Qwen/Qwen2.5-0.5B-Instruct", help="hub id or folder")
     ap.add_argument("--port", type=int, default=8011)
+    ap.add_argument("--load-format", default="auto", help="vLLM load format; dummy = random")
+    ap.add_argument("--max-model-len", type=int, default=4096)
     args = ap.parse_args()
     env = {
         **os.environ,
         "PONDER_ENGINE": "vllm",
-        "PONDER_MODEL": args.model,
+        "PONDER_MODEL": os.path.expanduser(args.model),
         "PONDER_MODEL_NAME": "gpu-check",
         "PONDER_VLLM_GPU_MEMORY_UTILIZATION": "0.6",
+        "PONDER_VLLM_LOAD_FORMAT": args.load_format,
+        "PONDER_VLLM_MAX_MODEL_LEN": str(args.max_model_len),
     }
+    if os.path.isdir(env["PONDER_MODEL"]):
+        env["HF_HUB_OFFLINE"] = "1"
     proc = subprocess.Popen(
         [sys.executable, "-m", "ponder.cli", "serve", "--port", str(args.port)], env=env
     )
@@ -74,7 +86,8 @@ def main() -> int:
             check(f"{strategy} answers", p["generated"] == 8, (p["answer"], p["confidence"]))
             check(f"{strategy} exact stats", p["exact"] is True)
         texts = [[c["text"] for c in p["candidates"]] for p in runs.values()]
-        check("same seed -> same samples across strategies", texts[0] == texts[1] == texts[2])
+        same = sum(a == b == c for a, b, c in zip(*texts, strict=True))
+        check("same seed -> (mostly) same samples across strategies", same >= 6, f"{same}/8")
         sc = [c["self_certainty"] for c in runs["self_certainty"]["candidates"]]
         check("self-certainty is positive", min(sc) > 0, sc[:3])
         r = client.chat.completions.create(

@@ -42,7 +42,9 @@ class Server:
         self.log = log
 
 
-def start_server(tmp: Path, env: dict[str, str] | None = None) -> Server:
+def start_server(
+    tmp: Path, env: dict[str, str] | None = None, ready_timeout_s: float = 180
+) -> Server:
     """`ponder serve` in a subprocess on a free loopback port; returns once /ready is 200."""
     port = free_port()
     log = tmp / f"server-{port}.log"
@@ -56,7 +58,7 @@ def start_server(tmp: Path, env: dict[str, str] | None = None) -> Server:
             cwd=ROOT,
         )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
+    deadline = time.monotonic() + ready_timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited early:\n{log.read_text()}")

@@ -137,6 +137,15 @@ def _eval(args: argparse.Namespace) -> int:
     return run_eval(args)
 
 
+def _export_hf(args: argparse.Namespace) -> int:
+    from .export_hf import export_hf
+
+    logging.basicConfig(level="INFO", format="%(levelname)s %(name)s: %(message)s")
+    out = export_hf(args.dir, gguf=args.gguf, dtype=args.dtype)
+    print(out)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ponder", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -171,6 +180,14 @@ def main(argv: list[str] | None = None) -> int:
 
     add_arguments(evaluate)
     evaluate.set_defaults(func=_eval)
+    export = sub.add_parser(
+        "export-hf",
+        help="write the embedded SmolLM2 (or a GGUF file) as a Hugging Face folder for vLLM",
+    )
+    export.add_argument("dir", help="output folder")
+    export.add_argument("--gguf", help="GGUF file (default: the embedded SmolLM2-135M-Instruct)")
+    export.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    export.set_defaults(func=_export_hf)
     args = parser.parse_args(argv)
     result: int = args.func(args)
     return result

@@ -37,6 +37,23 @@ class Settings(BaseSettings):
     vllm_exact_stats: bool = Field(
         True, description="Exact kl_uniform/entropy through Ponder's vLLM logits processor."
     )
+    vllm_max_num_batched_tokens: int | None = Field(
+        None, ge=16, description="Tokens per vLLM step (chunked prefill); default: vLLM's."
+    )
+    vllm_pipeline_parallel_size: int = Field(1, ge=1, description="vLLM pipeline stages.")
+    vllm_data_parallel_size: int = Field(1, ge=1, description="vLLM data-parallel replicas.")
+    vllm_distributed_executor_backend: Literal["mp", "ray", "uni"] | None = Field(
+        None, description="vLLM's executor: mp (one node), ray (several nodes); default: vLLM's."
+    )
+    vllm_load_format: str = Field(
+        "auto", description="vLLM load format: auto, safetensors, ... or dummy (random weights)."
+    )
+    vllm_enforce_eager: bool = Field(False, description="Skip CUDA graphs / torch.compile.")
+    vllm_chunked_prefill: bool | None = Field(
+        None,
+        description="vLLM chunked prefill; default: vLLM's, except off on vLLM's CPU build "
+        "(README 'vLLM on a CPU').",
+    )
 
     upstream_url: str | None = Field(
         None, description="Base URL of an OpenAI-compatible server (with or without /v1)."

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from scipy.special import logsumexp
 
-from ponder.engines.base import EngineError, SamplingParams
+from ponder.engines.base import EngineError, SamplingParams, punctuation_ids
 from ponder.engines.chunked import cut
 from ponder.engines.stats import processed_distribution, raw_stats
 from ponder.engines.vllm import (
@@ -81,9 +81,23 @@ def test_sampling_kwargs() -> None:
     approx = sampling_kwargs(p, None, stats_key=None, stream=True)
     assert approx["logprobs"] == 20 and "extra_args" not in approx and approx["seed"] is None
     assert approx["output_kind"] == "DELTA"
-    trials = sampling_kwargs(SamplingParams(punct_stop=True), 1, stats_key=None)
-    assert set(trials["stop"]) == set(".,\n?!:;)]}") and trials["include_stop_str_in_output"]
+    trials = sampling_kwargs(
+        SamplingParams(punct_stop=True), 1, stats_key=None, punct_ids=frozenset({13, 11})
+    )
+    assert trials["stop_token_ids"] == [11, 13] and trials["stop"] is None
+    assert "stop_token_ids" not in kw
     assert sampling_kwargs(SamplingParams(seed=-1), -1, stats_key=None)["seed"] >= 0
+    # vLLM raises T in (0, 0.01) to 0.01: Ponder sends (and computes with) the same value
+    assert sampling_kwargs(SamplingParams(temperature=0.001), 1, stats_key=None)[
+        "temperature"
+    ] == pytest.approx(0.01)
+    assert sampling_kwargs(SamplingParams(temperature=0.0), 1, stats_key=None)["temperature"] == 0
+
+
+def test_punctuation_ids_are_the_first_id_of_each_mark() -> None:
+    vocab = {".": [13], ",": [11], "\n": [198], "?": [30, 5], ")": []}
+    ids = punctuation_ids(lambda c: vocab.get(c, [1000 + ord(c)]))
+    assert {13, 11, 198, 30} <= ids and 5 not in ids and len(ids) == 9
 
 
 @needs_vllm
@@ -233,8 +247,10 @@ def test_to_sample_exact_and_approximate() -> None:
     s2, exact2 = to_sample(_out([5, 6], [-0.2, -0.1]), 1, params, 1000, None, piece)
     assert not exact2 and s2.index == 1 and (s2.kl_uniform > 0).all()
     trial = SamplingParams(punct_stop=True)
-    s3, _ = to_sample(_out([5], [-0.3], stop_reason="."), 0, trial, 1000, None, piece)
+    s3, _ = to_sample(_out([5], [-0.3], stop_reason=5), 0, trial, 1000, None, piece, {5})
     assert s3.finish_reason == "punct"
+    s4, _ = to_sample(_out([5], [-0.3], stop_reason=5), 0, params, 1000, None, piece, {5})
+    assert s4.finish_reason == "stop"  # not a trial: an ordinary stop
     with pytest.raises(EngineError):
         bad = _out([5, 6], [-0.2, -0.1])
         bad.logprobs = bad.logprobs[:1]
@@ -297,18 +313,28 @@ class FakeAsyncLLM:
         if self.fail:
             raise RuntimeError("engine core died")
         if self.hang:
+            key = (sp.get("extra_args") or {}).get("ponder_stats")
+            self.store.record([key], [0], np.zeros((1, 4), dtype=np.float32))
             await asyncio.sleep(3600)
         i = int(request_id.rsplit("-", 1)[1])
+        key = (sp.get("extra_args") or {}).get("ponder_stats")
+        if key:  # the processor's record for the one generated token
+            self.store.record([key], [0], np.array([[2.0 + i, 0.3, 1.0, 1.0]], dtype=np.float32))
         yield type("RO", (), {"outputs": [_out([10 + i], [-0.5])], "finished": True})()
 
     async def abort(self, ids: Any) -> None:
         self.aborted += list(ids)
 
+    store: StatsStore = field(default_factory=StatsStore)
+
     async def collective_rpc(
         self, method: str, timeout: Any = None, args: tuple = (), kwargs: Any = None
-    ) -> list[dict]:
+    ) -> list[Any]:
+        """What StatsWorkerExtension answers, from the stats `generate` recorded."""
+        if method == "ponder_stats_count":
+            return [len(self.store)]
         assert method == "ponder_pop_stats"
-        return [{}]
+        return [self.store.pop(args[0])]
 
 
 def _engine(fake: FakeAsyncLLM) -> VllmEngine:
@@ -325,7 +351,17 @@ def test_sample_runs_n_requests_with_consecutive_seeds() -> None:
     eng = _engine(FakeAsyncLLM())
     gen = asyncio.run(eng.sample([1, 2], SamplingParams(seed=7), 3))
     assert [s.token_ids for s in gen.samples] == [[10], [11], [12]]
-    assert gen.exact is False  # the fake returns no processor stats: approximated, and said so
+    # the stats came back through collective_rpc, one row per sample, in sample order
+    assert gen.exact is True
+    assert [s.kl_uniform.tolist() for s in gen.samples] == [[2.0], [3.0], [4.0]]
+    assert asyncio.run(eng.stats_held()) == 0
+
+
+def test_sample_without_stats_is_approximate_and_says_so() -> None:
+    eng = _engine(FakeAsyncLLM())
+    eng.exact_stats = False
+    gen = asyncio.run(eng.sample([1, 2], SamplingParams(seed=7), 2))
+    assert gen.exact is False and all((s.kl_uniform > 0).all() for s in gen.samples)
 
 
 def test_cancelled_request_aborts_every_sample() -> None:
@@ -342,6 +378,7 @@ def test_cancelled_request_aborts_every_sample() -> None:
     asyncio.run(go())
     assert len(fake.aborted) == 4 and all(a.startswith("ponder-") for a in fake.aborted)
     assert eng.in_flight == 0
+    assert len(fake.store) == 0  # what the worker recorded for them was dropped
 
 
 def test_engine_failure_becomes_engine_error() -> None:
@@ -349,3 +386,174 @@ def test_engine_failure_becomes_engine_error() -> None:
     with pytest.raises(EngineError, match="engine core died"):
         asyncio.run(_engine(fake).sample([1], SamplingParams(), 2))
     assert len(fake.aborted) == 2
+
+
+# ---------------------------------------------------------------- the processor itself
+
+
+@dataclass
+class _VP:  # the vllm.SamplingParams fields the processor reads
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    min_p: float = 0.0
+    extra_args: dict | None = None
+
+
+def _tracked(key: str, **kw: Any) -> _VP:
+    return _VP(extra_args={"ponder_stats": key}, **kw)
+
+
+@dataclass
+class _Config:
+    max_num_seqs: int = 8
+
+    @property
+    def scheduler_config(self) -> _Config:
+        return self
+
+
+@dataclass
+class _Update:  # vllm.v1.sample.logits_processor.BatchUpdate
+    batch_size: int
+    removed: list = field(default_factory=list)
+    added: list = field(default_factory=list)
+    moved: list = field(default_factory=list)
+
+
+class _Dir:  # MoveDirectionality members, by name
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+def _row_numbers(stats: dict) -> list[float]:
+    return stats["lse"]
+
+
+@needs_torch
+def test_processor_v1_tracks_batch_indices_moves_and_positions() -> None:
+    import torch
+
+    from ponder.engines.vllm_processor import PonderStatsProcessor
+    from ponder.engines.vllm_stats import STORE, row_stats
+
+    STORE.pop(["a", "b", "c"])
+    proc = PonderStatsProcessor(_Config(), torch.device("cpu"), False)
+    assert proc.runner == "v1" and proc.is_argmax_invariant() is False
+    out_a, out_b, out_c = [], [7], []  # the requests' live output-token lists
+    proc.update_state(
+        _Update(
+            3,
+            added=[
+                (0, _tracked("a", temperature=0.5), None, out_a),
+                (1, _tracked("b"), None, out_b),
+                (2, _VP(), None, out_c),  # not tracked
+            ],
+        )
+    )
+    z = torch.from_numpy(_logits(rows=3, v=64, seed=1))
+    assert proc.apply(z.clone()) is not None
+    out_a.append(1)
+    out_b.append(2)
+    # request b leaves; c moves from index 2 to 1; a and c then swap
+    proc.update_state(_Update(2, removed=[1], moved=[(2, 1, _Dir("UNIDIRECTIONAL"))]))
+    proc.update_state(_Update(2, moved=[(0, 1, _Dir("SWAP"))]))
+    z2 = torch.from_numpy(_logits(rows=2, v=64, seed=2))
+    proc.apply(z2.clone())
+    got = STORE.pop(["a", "b", "c"])
+    assert got["a"]["position"] == [0.0, 1.0] and got["b"]["position"] == [1.0]
+    assert got["c"]["position"] == []
+    ref1 = row_stats(z, torch.tensor([0.5, 1.0, 1.0]), *_defaults(3)).numpy()
+    ref2 = row_stats(z2, torch.tensor([1.0, 0.5]), *_defaults(2)).numpy()
+    # a was row 0 in step 1 and row 1 (after the swap) in step 2, at its own temperature
+    np.testing.assert_allclose(got["a"]["entropy_processed"], [ref1[0, 1], ref2[1, 1]], rtol=1e-5)
+    np.testing.assert_allclose(got["b"]["kl_uniform"], [ref1[1, 0]], rtol=1e-5)
+    # speculative-decoding rows (more rows than requests) are not tracked
+    proc.apply(torch.zeros((5, 64)))
+    assert STORE.pop(["a"])["a"]["position"] == []
+
+
+def _defaults(n: int) -> tuple[Any, Any, Any]:
+    import torch
+
+    return torch.zeros(n, dtype=torch.long), torch.ones(n), torch.zeros(n)
+
+
+@dataclass
+class _Uva:
+    np: np.ndarray
+
+
+@dataclass
+class _ReqStates:  # LogitsProcRequestState's fields the processor reads
+    device: Any
+    max_num_reqs: int
+    prompt_len: _Uva
+    prefill_len: _Uva
+
+
+@dataclass
+class _Ctx:  # LogitsContext's fields the processor reads
+    idx_mapping_np: np.ndarray
+    seq_lens_upper_bound_np: np.ndarray
+    expanded_idx_mapping: Any
+
+
+@needs_torch
+def test_processor_v2_maps_rows_to_slots_and_skips_partial_prefill() -> None:
+    import torch
+
+    from ponder.engines.vllm_processor import PonderStatsProcessor
+    from ponder.engines.vllm_stats import STORE, row_stats
+
+    STORE.pop(["p", "q"])
+    states = _ReqStates(
+        torch.device("cpu"), 8, _Uva(np.array([0, 0, 0, 10, 0, 600, 0, 0])), _Uva(np.zeros(8))
+    )
+    states.prefill_len.np[:] = states.prompt_len.np
+    proc = PonderStatsProcessor(_Config(), states)
+    assert proc.runner == "v2"
+    assert proc.add_request(3, _tracked("p", top_p=0.9)) is True
+    assert proc.add_request(5, _tracked("q")) is True
+    assert proc.add_request(1, _VP()) is False
+    slots = np.array([5, 3, 1])
+    z = torch.from_numpy(_logits(rows=3, v=64, seed=3))
+    # q (slot 5) is mid-prefill: 256 of its 600 prompt tokens are in; p decodes position 2
+    ctx = _Ctx(slots, np.array([256, 12, 4]), torch.from_numpy(slots))
+    proc.apply(z.clone(), ctx)
+    got = STORE.pop(["p", "q"])
+    assert got["q"]["position"] == [] and got["p"]["position"] == [2.0]
+    ref = row_stats(
+        z,
+        torch.ones(3),
+        torch.zeros(3, dtype=torch.long),
+        torch.tensor([1.0, 0.9, 1.0]),
+        torch.zeros(3),
+    ).numpy()
+    np.testing.assert_allclose(got["p"]["log_z_processed"], [ref[1, 3]], rtol=1e-5)
+
+
+def test_store_is_bounded() -> None:
+    store = StatsStore(max_keys=3)
+    for i in range(5):
+        store.record([f"k{i}"], [0], np.zeros((1, 4), dtype=np.float32))
+    assert len(store) == 3 and store.dropped == 2
+    assert store.pop(["k0"])["k0"]["position"] == [] and store.pop(["k4"])["k4"]["position"] == [
+        0.0
+    ]
+
+
+@needs_vllm
+def test_vllms_own_loaders_accept_the_processor_on_both_runners() -> None:
+    """The check that failed at start-up before ("must be a subclass of LogitsProcessor")."""
+    fqcn = "ponder.engines.vllm_processor:PonderStatsProcessor"
+    from vllm.v1.sample.logits_processor import _load_custom_logitsprocs
+
+    assert [c.__name__ for c in _load_custom_logitsprocs([fqcn])] == ["PonderStatsProcessor"]
+    try:
+        from vllm.v1.worker.gpu.sample.logits_processor import loader
+    except ImportError:  # vLLM 0.24 has no V2 runner
+        return
+    assert [c.__name__ for c in loader._load_v2_logitsprocs_by_fqcns([fqcn])] == [
+        "PonderStatsProcessor"
+    ]

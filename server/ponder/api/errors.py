@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..answers import AnswerPatternError
-from ..engines.base import EngineError, EngineNotReady, RequestTooLarge
+from ..engines.base import EngineError, EngineNotReady, RequestTooLarge, UnsupportedRequest
 from ..engines.upstream import UpstreamError
 
 log = logging.getLogger("ponder.api")
@@ -69,6 +69,8 @@ def to_api_error(exc: BaseException) -> ApiError:
         return ApiError(400, str(exc), param="ponder.answer.pattern", code="invalid_pattern")
     if isinstance(exc, RequestTooLarge):
         return ApiError(400, str(exc), param=exc.param, code="context_length_exceeded")
+    if isinstance(exc, UnsupportedRequest):
+        return ApiError(400, str(exc), param=exc.param, code="unsupported_parameter")
     if isinstance(exc, UpstreamError):
         code = "upstream_timeout" if exc.status == 504 else "upstream_error"
         return ApiError(exc.status, str(exc), code=code)

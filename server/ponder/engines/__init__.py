@@ -42,6 +42,13 @@ def create_engine(settings: Settings) -> Engine:
                 dtype=settings.vllm_dtype,
                 max_num_seqs=max(settings.vllm_max_num_seqs, settings.max_samples),
                 exact_stats=settings.vllm_exact_stats,
+                max_num_batched_tokens=settings.vllm_max_num_batched_tokens,
+                pipeline_parallel_size=settings.vllm_pipeline_parallel_size,
+                data_parallel_size=settings.vllm_data_parallel_size,
+                distributed_executor_backend=settings.vllm_distributed_executor_backend,
+                load_format=settings.vllm_load_format,
+                enforce_eager=settings.vllm_enforce_eager,
+                chunked_prefill=settings.vllm_chunked_prefill,
             )
         )
     if settings.engine == "upstream":

@@ -32,6 +32,14 @@ class RequestTooLarge(EngineError):
         self.param = param
 
 
+class UnsupportedRequest(EngineError):
+    """The engine, as configured, cannot honour a request field; `param` names it (400)."""
+
+    def __init__(self, message: str, param: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
 @dataclass(frozen=True)
 class SamplingParams:
     """Per-sample decoding parameters. `temperature == 0` means greedy."""
@@ -48,12 +56,19 @@ class SamplingParams:
     """Finish a sample, without sampling, at the first position whose processed entropy is at
     least this (finish_reason "entropy"; the entropy is in `Sample.next_entropy`)."""
     punct_stop: bool = False
-    """Finish right after the first token whose text contains a PUNCTUATION character
-    (finish_reason "punct")."""
+    """Finish right after the first token whose id is one of the PUNCTUATION ids
+    (`punctuation_ids`; finish_reason "punct")."""
 
 
 PUNCTUATION = ".,\n?!:;)]}"
-"""CNTP's trial boundaries (strategies.md section 5)."""
+"""CNTP's trial boundaries (docs/strategies.md section 5)."""
+
+
+def punctuation_ids(encode: Callable[[str], list[int]]) -> frozenset[int]:
+    """The ids that end a CNTP trial: `encode(c)[0]` for each PUNCTUATION character, as the
+    authors' code does (a merged token that merely contains punctuation, such as ".\n\n",
+    does not end a trial). `encode` must not add special tokens."""
+    return frozenset(ids[0] for c in PUNCTUATION if (ids := encode(c)))
 
 
 @dataclass

@@ -27,7 +27,6 @@ import numpy as np
 from ..stops import holdback, stop_index
 from . import chunked
 from .base import (
-    PUNCTUATION,
     EngineError,
     EngineNotReady,
     Generation,
@@ -37,12 +36,18 @@ from .base import (
     Sampler,
     SamplingParams,
     StreamDelta,
+    UnsupportedRequest,
+    punctuation_ids,
 )
-from .vllm_stats import STATS_KEY, approximate, combine
+from .vllm_stats import STATS_KEY, approximate, combine, effective_temperature
 
 log = logging.getLogger("ponder.engine")
 
 TOP_LOGPROBS_APPROX = 20
+CPU_SEED_BUG = (
+    "vLLM's CPU build stops its engine when a seeded request's prefill is split into chunks: "
+    "torch CPU generators have no offset to rewind"
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +62,13 @@ class VllmOptions:
     dtype: str = "auto"
     max_num_seqs: int = 256
     exact_stats: bool = True
+    max_num_batched_tokens: int | None = None
+    pipeline_parallel_size: int = 1
+    data_parallel_size: int = 1
+    distributed_executor_backend: str | None = None
+    load_format: str = "auto"
+    enforce_eager: bool = False
+    chunked_prefill: bool | None = None
 
 
 def engine_args_kwargs(opts: VllmOptions) -> dict[str, Any]:
@@ -65,6 +77,10 @@ def engine_args_kwargs(opts: VllmOptions) -> dict[str, Any]:
         "model": opts.model,
         "served_model_name": [opts.served_name],
         "tensor_parallel_size": opts.tensor_parallel_size,
+        "pipeline_parallel_size": opts.pipeline_parallel_size,
+        "data_parallel_size": opts.data_parallel_size,
+        "load_format": opts.load_format,
+        "enforce_eager": opts.enforce_eager,
         "gpu_memory_utilization": opts.gpu_memory_utilization,
         "dtype": opts.dtype,
         "enable_prefix_caching": True,
@@ -74,6 +90,12 @@ def engine_args_kwargs(opts: VllmOptions) -> dict[str, Any]:
     }
     if opts.max_model_len:
         kwargs["max_model_len"] = opts.max_model_len
+    if opts.max_num_batched_tokens:
+        kwargs["max_num_batched_tokens"] = opts.max_num_batched_tokens
+    if opts.chunked_prefill is not None:
+        kwargs["enable_chunked_prefill"] = opts.chunked_prefill
+    if opts.distributed_executor_backend:
+        kwargs["distributed_executor_backend"] = opts.distributed_executor_backend
     if opts.exact_stats:
         kwargs["logits_processors"] = ["ponder.engines.vllm_processor:PonderStatsProcessor"]
         kwargs["worker_extension_cls"] = "ponder.engines.vllm_stats.StatsWorkerExtension"
@@ -81,27 +103,31 @@ def engine_args_kwargs(opts: VllmOptions) -> dict[str, Any]:
 
 
 def sampling_kwargs(
-    params: SamplingParams, seed: int | None, *, stats_key: str | None, stream: bool = False
+    params: SamplingParams,
+    seed: int | None,
+    *,
+    stats_key: str | None,
+    stream: bool = False,
+    punct_ids: frozenset[int] = frozenset(),
 ) -> dict[str, Any]:
-    """Keyword arguments of `vllm.SamplingParams` for one sample (n=1)."""
-    from_stop = list(params.stop)
-    if params.punct_stop:
-        from_stop += [c for c in PUNCTUATION if c not in from_stop]
+    """Keyword arguments of `vllm.SamplingParams` for one sample (n=1). A CNTP trial
+    (`punct_stop`) stops at the punctuation token ids, which vLLM keeps in the output."""
     kwargs: dict[str, Any] = {
         "n": 1,
-        "temperature": params.temperature,
+        "temperature": effective_temperature(params.temperature),
         "top_p": params.top_p,
         "top_k": params.top_k if params.top_k > 0 else 0,
         "min_p": params.min_p,
         "seed": None if seed is None else seed % 2**63,
         "max_tokens": params.max_tokens,
-        "stop": from_stop or None,
-        "include_stop_str_in_output": params.punct_stop,
+        "stop": list(params.stop) or None,
         # The sampled token's raw logprob always; top-20 when stats must be approximated.
         "logprobs": max(params.top_logprobs, 0 if stats_key else TOP_LOGPROBS_APPROX),
         "skip_special_tokens": True,
         "output_kind": "DELTA" if stream else "FINAL_ONLY",
     }
+    if params.punct_stop:
+        kwargs["stop_token_ids"] = sorted(punct_ids)
     if stats_key:
         kwargs["extra_args"] = {STATS_KEY: stats_key}
     return kwargs
@@ -118,6 +144,7 @@ def to_sample(
     vocab: int,
     stats: dict[str, list[float]] | None,
     piece: Callable[[int], str],
+    punct_ids: frozenset[int] = frozenset(),
 ) -> tuple[Sample, bool]:
     """A Ponder Sample from a vLLM `CompletionOutput`; the flag says whether its stats are
     exact (the processor's) or approximated from the top-k logprobs."""
@@ -134,7 +161,7 @@ def to_sample(
     if finish == "abort":
         finish = "cancelled"
     stop_reason = getattr(output, "stop_reason", None)
-    if params.punct_stop and isinstance(stop_reason, str) and stop_reason in PUNCTUATION:
+    if params.punct_stop and isinstance(stop_reason, int) and stop_reason in punct_ids:
         finish = "punct"
     top = None
     if params.top_logprobs > 0:
@@ -175,6 +202,8 @@ class VllmEngine:
         self._engine: Any = None
         self._tokenizer: Any = None
         self._eos: frozenset[int] = frozenset()
+        self._punct: frozenset[int] = frozenset()
+        self._seeds_unsafe = False
         self._ready = False
         self._running = 0
 
@@ -194,21 +223,64 @@ class VllmEngine:
         return 0
 
     async def start(self) -> None:
-        from vllm.engine.arg_utils import AsyncEngineArgs
-        from vllm.v1.engine.async_llm import AsyncLLM
+        """Build vLLM's engine in a worker thread (loading takes minutes on a big model and
+        `from_engine_args` is synchronous: /health keeps answering), then probe it. Exact
+        stats are used when the installed vLLM and the runner it chose accept Ponder's
+        processor and it records stats; otherwise one warning says why and responses say
+        `exact: false`."""
+        if self.exact_stats:
+            from .vllm_processor import INTERFACES
 
-        args = AsyncEngineArgs(**engine_args_kwargs(self.opts))
-        self._engine = AsyncLLM.from_engine_args(args)
+            if not INTERFACES:
+                self._no_exact("this vLLM has neither the V1 nor the V2 logits-processor API")
+        try:
+            self._engine = await asyncio.to_thread(self._build)
+        except Exception as exc:
+            if not self.exact_stats or "LogitsProcessor" not in f"{exc!r}{exc.__cause__!r}":
+                raise
+            self._no_exact(f"vLLM refused the stats processor ({type(exc).__name__}: {exc})")
+            self._engine = await asyncio.to_thread(self._build)
         self._tokenizer = self._engine.get_tokenizer()
         self.n_vocab = int(self._engine.model_config.get_vocab_size())
         self.max_model_len = int(self._engine.model_config.max_model_len)
         eos = getattr(self._tokenizer, "eos_token_id", None)
         self._eos = frozenset([eos] if isinstance(eos, int) else [])
-        gen = await self.sample(self.tokenize("Hello"), SamplingParams(max_tokens=1), 1)
-        if self.exact_stats and not gen.samples[0].n_tokens:
+        self._punct = punctuation_ids(
+            lambda c: list(self._tokenizer.encode(c, add_special_tokens=False))
+        )
+        gen = await self.sample(self.tokenize("Hello"), SamplingParams(max_tokens=2), 1)
+        if not gen.samples[0].n_tokens:
             raise EngineError("vLLM produced no token at start-up")
+        if self.exact_stats and not gen.exact:
+            self._no_exact("the stats processor recorded nothing for the start-up probe")
         self._ready = True
         log.info("vLLM engine ready: %s (exact stats: %s)", self.opts.model, self.exact_stats)
+
+    def _build(self) -> Any:
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.platforms import current_platform
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        opts = dataclasses.replace(self.opts, exact_stats=self.exact_stats)
+        if current_platform.is_cpu():
+            if opts.chunked_prefill is None:
+                log.info(
+                    "vLLM CPU build: chunked prefill off (%s); PONDER_VLLM_CHUNKED_PREFILL=true "
+                    "turns it on and then refuses seeds",
+                    CPU_SEED_BUG,
+                )
+                opts = dataclasses.replace(opts, chunked_prefill=False)
+            self._seeds_unsafe = bool(opts.chunked_prefill)
+        return AsyncLLM.from_engine_args(AsyncEngineArgs(**engine_args_kwargs(opts)))
+
+    def _no_exact(self, why: str) -> None:
+        log.warning(
+            "exact per-token stats are off: %s. Self-certainty and CNTP use the top-%d "
+            "approximation and responses say exact: false.",
+            why,
+            TOP_LOGPROBS_APPROX,
+        )
+        self.exact_stats = False
 
     async def close(self) -> None:
         self._ready = False
@@ -263,8 +335,9 @@ class VllmEngine:
     @staticmethod
     def _params(kwargs: dict[str, Any]) -> Any:
         """vllm.SamplingParams from `sampling_kwargs` (output_kind given by name)."""
-        from vllm import SamplingParams as VSamplingParams
         from vllm.sampling_params import RequestOutputKind
+
+        from vllm import SamplingParams as VSamplingParams
 
         kw = dict(kwargs)
         kw["output_kind"] = RequestOutputKind[kw["output_kind"]]
@@ -286,6 +359,36 @@ class VllmEngine:
             raise EngineError(f"vLLM returned no output for {request_id}")
         return final.outputs[0]
 
+    def _check_seed(self, params: SamplingParams) -> None:
+        if self._seeds_unsafe and params.seed is not None:
+            raise UnsupportedRequest(
+                "seed is not supported by this server: it runs vLLM's CPU build with chunked "
+                f"prefill on ({CPU_SEED_BUG}); send the request without a seed",
+                "seed",
+            )
+
+    async def _abort(self, ids: list[str]) -> None:
+        """Abort these requests in vLLM and drop whatever stats the worker recorded for them
+        (vLLM handles the abort before the RPC, so no step records after the drop). Shielded:
+        it runs while the caller is being cancelled."""
+
+        async def run() -> None:
+            with contextlib.suppress(Exception):
+                await self._engine.abort(ids)
+            if self.exact_stats:
+                with contextlib.suppress(Exception):
+                    await self._fetch_stats(ids)
+
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(run())
+
+    async def stats_held(self) -> int:
+        """Requests whose stats vLLM's workers still hold (0 when nothing leaked)."""
+        if not self.exact_stats:
+            return 0
+        counts = await self._engine.collective_rpc("ponder_stats_count")
+        return int(sum(counts or []))
+
     async def _fetch_stats(self, keys: list[str]) -> dict[str, dict[str, list[float]]]:
         results = await self._engine.collective_rpc("ponder_pop_stats", args=(keys,))
         merged: dict[str, dict[str, list[float]]] = {}
@@ -304,6 +407,7 @@ class VllmEngine:
     ) -> Generation:
         if self._engine is None:
             raise EngineNotReady("the model is still loading")
+        self._check_seed(params)
         if params.stop_entropy is not None:
             return await self._draft(prompt_ids, params, n)
         return await self._sample(prompt_ids, params, n, on_progress)
@@ -320,7 +424,14 @@ class VllmEngine:
         ids = [f"ponder-{base}-{i}" for i in range(n)]
         seeds = [None if params.seed is None else params.seed + i for i in range(n)]
         sps = [
-            self._params(sampling_kwargs(params, s, stats_key=rid if self.exact_stats else None))
+            self._params(
+                sampling_kwargs(
+                    params,
+                    s,
+                    stats_key=rid if self.exact_stats else None,
+                    punct_ids=self._punct,
+                )
+            )
             for rid, s in zip(ids, seeds, strict=True)
         ]
         finished = 0
@@ -340,8 +451,7 @@ class VllmEngine:
         except BaseException as exc:
             for t in tasks:
                 t.cancel()
-            with contextlib.suppress(Exception):
-                await self._engine.abort(ids)
+            await self._abort(ids)
             if isinstance(exc, asyncio.CancelledError | EngineError):
                 raise
             raise EngineError(f"vLLM failed: {type(exc).__name__}: {exc}") from exc
@@ -350,7 +460,9 @@ class VllmEngine:
         stats = await self._fetch_stats(ids) if self.exact_stats else {}
         samples, all_exact = [], True
         for i, out in enumerate(outputs):
-            s, exact = to_sample(out, i, params, self.n_vocab, stats.get(ids[i]), self._piece)
+            s, exact = to_sample(
+                out, i, params, self.n_vocab, stats.get(ids[i]), self._piece, self._punct
+            )
             samples.append(s)
             all_exact &= exact
         elapsed = time.perf_counter() - started
@@ -370,9 +482,12 @@ class VllmEngine:
     ) -> AsyncIterator[StreamDelta]:
         if self._engine is None:
             raise EngineNotReady("the model is still loading")
+        self._check_seed(params)
         rid = f"ponder-{uuid.uuid4().hex}-0"
         key = rid if self.exact_stats else None
-        sp = self._params(sampling_kwargs(params, params.seed, stats_key=key, stream=True))
+        sp = self._params(
+            sampling_kwargs(params, params.seed, stats_key=key, stream=True, punct_ids=self._punct)
+        )
         text, emitted = "", 0
         token_ids: list[int] = []
         logprobs: list[Any] = []
@@ -391,15 +506,16 @@ class VllmEngine:
                     if safe > emitted:
                         yield StreamDelta(text[emitted:safe])
                         emitted = safe
-        except asyncio.CancelledError:
-            with contextlib.suppress(Exception):
-                await self._engine.abort(rid)
+        except BaseException:
+            await self._abort([rid])
             raise
         finally:
             self._running -= 1
         stats = await self._fetch_stats([rid]) if self.exact_stats else {}
         whole = _Whole(text, token_ids, logprobs, finish, stop_reason)
-        sample, _ = to_sample(whole, 0, params, self.n_vocab, stats.get(rid), self._piece)
+        sample, _ = to_sample(
+            whole, 0, params, self.n_vocab, stats.get(rid), self._piece, self._punct
+        )
         if len(sample.text) > emitted:
             yield StreamDelta(sample.text[emitted:])
         yield StreamDelta("", sample=sample, prompt_tokens=len(prompt_ids))

@@ -28,11 +28,28 @@ FIELDS = ("kl_uniform", "entropy_processed", "lse", "log_z_processed")
 FLUSH_EVERY = 64
 
 
-def row_stats(logits: Any, temperature: Any, top_k: Any, top_p: Any, min_p: Any) -> Any:
+MIN_TEMPERATURE = 0.01
+"""vLLM raises a temperature in (0, 0.01) to 0.01 (`SamplingParams`); Ponder's maths follow."""
+
+MAX_KEYS = 16384
+"""Requests whose stats the store keeps at most; past it the oldest are dropped (a frontend
+that died without popping must not grow the worker without bound)."""
+
+
+def effective_temperature(temperature: float) -> float:
+    """The temperature vLLM samples with: 0 (greedy) stays 0, (0, 0.01) becomes 0.01."""
+    return 0.0 if temperature <= 0 else max(float(temperature), MIN_TEMPERATURE)
+
+
+def row_stats(
+    logits: Any, temperature: Any, top_k: Any, top_p: Any, min_p: Any, *, sort: bool = True
+) -> Any:
     """[rows, 4] float32 tensor: kl_uniform, entropy_processed, lse, log_z_processed.
 
     `logits` is [rows, V] float32 (raw); the other arguments are [rows] tensors. Greedy rows
     (temperature 0) get entropy 0 and log-normalizer = their max logit (a one-hot q).
+    `sort=False` skips the top-k/top-p pass: only right when no row truncates by them (the
+    caller knows from its host-side parameters, so no device value is read).
     """
     import torch
 
@@ -43,18 +60,18 @@ def row_stats(logits: Any, temperature: Any, top_k: Any, top_p: Any, min_p: Any)
     greedy = temperature <= 0
     t = torch.where(greedy, torch.ones_like(temperature), temperature).unsqueeze(-1)
     zt = z / t
-    keep = torch.ones_like(zt, dtype=torch.bool)
     probs = torch.softmax(zt, dim=-1)
-    keep &= probs >= (min_p.unsqueeze(-1) * probs.max(dim=-1, keepdim=True).values)
-    sorted_z, order = torch.sort(zt.masked_fill(~keep, -math.inf), dim=-1, descending=True)
-    ranks = torch.arange(v, device=z.device).unsqueeze(0)
-    k = torch.where(top_k <= 0, torch.full_like(top_k, v), top_k).clamp(max=v).unsqueeze(-1)
-    in_top_k = ranks < k
-    sp = torch.softmax(sorted_z.masked_fill(~in_top_k, -math.inf), dim=-1)
-    before = torch.cumsum(sp, dim=-1) - sp  # mass strictly before each rank
-    in_top_p = before < top_p.unsqueeze(-1)
-    kept_sorted = in_top_k & in_top_p & torch.isfinite(sorted_z)
-    kept = torch.zeros_like(keep).scatter(-1, order, kept_sorted)
+    kept = probs >= (min_p.unsqueeze(-1) * probs.max(dim=-1, keepdim=True).values)
+    if sort:
+        sorted_z, order = torch.sort(zt.masked_fill(~kept, -math.inf), dim=-1, descending=True)
+        ranks = torch.arange(v, device=z.device).unsqueeze(0)
+        k = torch.where(top_k <= 0, torch.full_like(top_k, v), top_k).clamp(max=v).unsqueeze(-1)
+        in_top_k = ranks < k
+        sp = torch.softmax(sorted_z.masked_fill(~in_top_k, -math.inf), dim=-1)
+        before = torch.cumsum(sp, dim=-1) - sp  # mass strictly before each rank
+        in_top_p = before < top_p.unsqueeze(-1)
+        kept_sorted = in_top_k & in_top_p & torch.isfinite(sorted_z)
+        kept = torch.zeros_like(kept).scatter(-1, order, kept_sorted)
     zk = zt.masked_fill(~kept, -math.inf)
     log_z = torch.logsumexp(zk, dim=-1)
     q = torch.softmax(zk, dim=-1)
@@ -65,28 +82,65 @@ def row_stats(logits: Any, temperature: Any, top_k: Any, top_p: Any, min_p: Any)
     return torch.stack([kl, ent, lse, log_z], dim=-1)
 
 
+def _to_host(stats: Any) -> tuple[Any, Any]:
+    """Start copying a [rows, 4] tensor to the host without waiting; (host, event|None).
+
+    On a GPU the copy goes to pinned memory behind a CUDA event (nothing waits now); on the
+    CPU the tensor is already host memory; numpy input is kept as it is."""
+    if not hasattr(stats, "device") or getattr(stats.device, "type", "cpu") != "cuda":
+        return stats, None
+    import torch
+
+    host = torch.empty(stats.shape, dtype=stats.dtype, pin_memory=True)
+    host.copy_(stats, non_blocking=True)
+    event = torch.cuda.Event()
+    event.record()
+    return host, event
+
+
 class StatsStore:
     """Stats per request key and output position, recorded step by step in the worker."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_keys: int = MAX_KEYS) -> None:
         self._lock = threading.Lock()
         self._rows: dict[str, dict[int, npt.NDArray[np.float32]]] = {}
-        self._pending: list[tuple[list[str], list[int], Any]] = []
+        self._pending: list[tuple[list[str], list[int], Any, Any, list[int] | None]] = []
+        self.max_keys = max_keys
+        self.dropped = 0
 
-    def record(self, keys: Sequence[str], positions: Sequence[int], stats: Any) -> None:
-        """Remember row i of `stats` ([rows, 4], numpy or a device tensor) for
-        (keys[i], positions[i]); device tensors are copied to the host in batches."""
+    def record(
+        self,
+        keys: Sequence[str | None],
+        positions: Sequence[int],
+        stats: Any,
+        rows: Sequence[int] | None = None,
+    ) -> None:
+        """Remember row rows[i] (default i) of `stats` ([rows, 4], numpy or a tensor) for
+        (keys[i], positions[i]). Device tensors are copied to the host asynchronously and read
+        only when older steps are flushed, so recording never waits for the device."""
+        host, event = _to_host(stats)
         with self._lock:
-            self._pending.append((list(keys), list(positions), stats))
+            self._pending.append(
+                ([str(k) for k in keys], list(positions), host, event, list(rows or []) or None)
+            )
             if len(self._pending) >= FLUSH_EVERY:
-                self._flush()
+                self._flush(keep=2)
 
-    def _flush(self) -> None:
-        for keys, positions, stats in self._pending:
-            host = stats.cpu().numpy() if hasattr(stats, "cpu") else np.asarray(stats)
-            for key, pos, row in zip(keys, positions, host, strict=True):
+    def _flush(self, keep: int = 0) -> None:
+        """Move pending rows into the table, all but the newest `keep` steps (whose copies
+        may still be in flight)."""
+        cut = max(len(self._pending) - keep, 0)
+        done, self._pending = self._pending[:cut], self._pending[cut:]
+        for keys, positions, host, event, rows in done:
+            if event is not None:
+                event.synchronize()
+            table = host.numpy() if hasattr(host, "numpy") else np.asarray(host)
+            picked = table[rows] if rows is not None else table
+            for key, pos, row in zip(keys, positions, picked, strict=True):
                 self._rows.setdefault(key, {})[int(pos)] = np.asarray(row, dtype=np.float32)
-        self._pending.clear()
+        while len(self._rows) > self.max_keys:
+            self._rows.pop(next(iter(self._rows)))
+            self.dropped += 1
 
     def pop(self, keys: Sequence[str]) -> dict[str, dict[str, list[float]]]:
         """The stats of `keys` as {key: {"position": [...], field: [...]}}; forgets them."""
@@ -103,7 +157,9 @@ class StatsStore:
             return out
 
     def __len__(self) -> int:
-        return len(self._rows)
+        with self._lock:
+            self._flush()
+            return len(self._rows)
 
 
 STORE = StatsStore()
@@ -114,6 +170,10 @@ class StatsWorkerExtension:
 
     def ponder_pop_stats(self, keys: list[str]) -> dict[str, dict[str, list[float]]]:
         return STORE.pop(keys)
+
+    def ponder_stats_count(self) -> int:
+        """Requests whose stats the worker still holds (0 once every request was popped)."""
+        return len(STORE)
 
 
 def combine(
@@ -131,6 +191,7 @@ def combine(
     lse = np.asarray(stats["lse"][:n], dtype=np.float64)
     log_z = np.asarray(stats["log_z_processed"][:n], dtype=np.float64)
     z_t = raw_logprob.astype(np.float64) + lse
+    temperature = effective_temperature(temperature)
     if temperature > 0:
         lpp = z_t / temperature - log_z
     else:

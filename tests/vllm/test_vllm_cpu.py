@@ -1,0 +1,250 @@
+"""Ponder's vLLM engine on vLLM's real CPU build (`vllm-cpu`), SmolLM2 exported from the GGUF.
+
+Run in the vLLM CPU environment that `.ci/vllm-env` builds (README "vLLM on a CPU"):
+
+    .ci/vllm-env  # prints the venv; then, in it:
+    python -m pytest tests/vllm
+
+Two real vLLM engines: `ponder serve` with PONDER_ENGINE=vllm (HTTP, the openai SDK) and a
+`VllmEngine` in this process (per-token stats against a plain transformers forward pass on the
+same weights). Both run float32 so the comparison can be tight. The server runs Ponder's CPU
+default (chunked prefill off: vLLM's CPU build cannot split a seeded prefill); the in-process
+engine turns chunked prefill on with a small `max_num_batched_tokens`, so a long prompt is
+prefilled in chunks, and its requests carry no seed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ..conftest import Server, start_server, stop_server
+
+if importlib.util.find_spec("vllm") is None:
+    pytest.skip(
+        "needs vLLM (the vllm-cpu environment: README 'vLLM on a CPU')", allow_module_level=True
+    )
+
+import openai
+
+from ponder.engines.base import SamplingParams
+
+BATCHED_TOKENS = 256
+VLLM_ENV = {
+    "PONDER_ENGINE": "vllm",
+    "PONDER_MODEL_NAME": "smollm2",
+    "PONDER_VLLM_MAX_MODEL_LEN": "2048",
+    "PONDER_VLLM_MAX_NUM_SEQS": "32",
+    "PONDER_MAX_SAMPLES": "16",
+    "PONDER_VLLM_DTYPE": "float32",
+    "VLLM_CPU_KVCACHE_SPACE": "1",
+}
+Q = [{"role": "user", "content": "What is 12 + 7? Answer with the number."}]
+LONG = " ".join(f"Item {i} is a small red box." for i in range(90))  # > BATCHED_TOKENS tokens
+
+
+@pytest.fixture(scope="session")
+def model_dir() -> Path:
+    """The SmolLM2 Hugging Face folder: PONDER_TEST_VLLM_MODEL, else exported (once) from the
+    embedded GGUF into ~/.cache/ponder/smollm2-hf."""
+    given = os.environ.get("PONDER_TEST_VLLM_MODEL")
+    if given:
+        return Path(given)
+    from ponder.export_hf import export_hf
+
+    return export_hf(Path.home() / ".cache" / "ponder" / "smollm2-hf")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterator[Server]:
+    srv = start_server(
+        tmp_path_factory.mktemp("vllm-server"),
+        {**VLLM_ENV, "PONDER_MODEL": str(model_dir)},
+        ready_timeout_s=600,
+    )
+    yield srv
+    stop_server(srv)
+
+
+@pytest.fixture(scope="module")
+def client(server: Server) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="unused", max_retries=0)
+
+
+def ask(client: openai.OpenAI, strategy: str, **kw: object) -> dict:
+    ponder = {"strategy": strategy, "include_candidates": True, **kw.pop("ponder", {})}  # type: ignore[dict-item]
+    body = {"model": "smollm2", "messages": Q, "max_tokens": 24, "seed": 5, **kw}
+    r = client.chat.completions.create(**body, extra_body={"ponder": ponder})  # type: ignore[call-overload]
+    return r.model_dump()
+
+
+@pytest.mark.parametrize("strategy", ["majority_vote", "self_certainty", "rpc", "cntp"])
+def test_every_strategy_answers_with_exact_stats(client: openai.OpenAI, strategy: str) -> None:
+    extra: dict = {"samples": 4} if strategy != "cntp" else {"cntp": {"entropy_low": 0.5}}
+    out = ask(client, strategy, ponder=extra)
+    p = out["ponder"]
+    assert p["strategy"] == strategy and p["exact"] is True
+    assert p["generated"] == (4 if strategy != "cntp" else 1)
+    assert out["choices"][0]["message"]["content"] == p["candidates"][p["chosen"]]["text"]
+    for c in p["candidates"]:
+        assert c["tokens"] > 0 and c["self_certainty"] > 0 and c["mean_logprob"] < 0
+    if strategy == "cntp":
+        assert p["notes"]["branched_steps"] >= 1
+
+
+def test_same_seed_same_samples(client: openai.OpenAI) -> None:
+    a, b = (ask(client, "majority_vote", ponder={"samples": 6}) for _ in range(2))
+    texts = [[c["text"] for c in r["ponder"]["candidates"]] for r in (a, b)]
+    assert texts[0] == texts[1] and len(set(texts[0])) > 1
+
+
+@pytest.mark.parametrize("strategy", ["none", "self_certainty", "cntp"])
+def test_streaming_equals_the_whole(client: openai.OpenAI, strategy: str) -> None:
+    kw = {"model": "smollm2", "messages": Q, "max_tokens": 24, "seed": 9}
+    ponder = {"strategy": strategy}
+    if strategy == "self_certainty":
+        ponder["samples"] = 3  # type: ignore[assignment]
+    whole = client.chat.completions.create(**kw, extra_body={"ponder": ponder})  # type: ignore[call-overload]
+    chunks = list(
+        client.chat.completions.create(stream=True, **kw, extra_body={"ponder": ponder})  # type: ignore[call-overload]
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == whole.choices[0].message.content and text
+    if strategy != "none":
+        assert whole.model_extra["ponder"]["exact"] is True
+
+
+def test_long_prompt_with_seed_and_many_samples(client: openai.OpenAI) -> None:
+    """8 seeded samples of a ~900-token prompt: more prefill than one default step holds, the
+    case that stops vLLM's CPU engine when prefills are chunked (Ponder turns that off)."""
+    msgs = [{"role": "user", "content": LONG + " How many items are there?"}]
+    kw = {"model": "smollm2", "messages": msgs, "max_tokens": 8, "seed": 1}
+    ponder = {"strategy": "self_certainty", "samples": 8, "include_candidates": True}
+    a, b = (
+        client.chat.completions.create(**kw, extra_body={"ponder": ponder})  # type: ignore[call-overload]
+        for _ in range(2)
+    )
+    assert a.usage.prompt_tokens > 2 * BATCHED_TOKENS
+    assert a.model_extra["ponder"]["exact"] is True
+    texts = [[c["text"] for c in r.model_extra["ponder"]["candidates"]] for r in (a, b)]
+    assert texts[0] == texts[1]
+
+
+# ---------------------------------------------------------------- in process
+
+
+@pytest.fixture(scope="module")
+def engine(model_dir: Path, server: Server) -> Iterator[object]:
+    """A VllmEngine in this process (after the server module's tests, which share the CPU)."""
+    from ponder.engines.vllm import VllmEngine, VllmOptions
+
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    eng = VllmEngine(
+        VllmOptions(
+            model=str(model_dir),
+            served_name="smollm2",
+            max_model_len=2048,
+            dtype="float32",
+            max_num_seqs=16,
+            max_num_batched_tokens=BATCHED_TOKENS,
+            chunked_prefill=True,
+        )
+    )
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(eng.start())
+    eng.loop = loop  # type: ignore[attr-defined]
+    yield eng
+    loop.run_until_complete(eng.close())
+    loop.close()
+
+
+def run(engine: object, coro: object) -> object:
+    return engine.loop.run_until_complete(coro)  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="module")
+def reference(model_dir: Path):  # type: ignore[no-untyped-def]
+    """Per-position raw logits of a plain transformers forward pass on the same weights."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32).eval()
+
+    def logits(ids: list[int]) -> np.ndarray:
+        with torch.no_grad():
+            out = model(torch.tensor([ids])).logits[0].float().numpy()
+        return out
+
+    return logits
+
+
+def _check_against_reference(engine: object, reference, prompt: list[int], t: float) -> None:  # type: ignore[no-untyped-def]
+    from scipy.special import log_softmax, logsumexp
+
+    gen = run(engine, engine.sample(prompt, SamplingParams(max_tokens=12, temperature=t), 3))  # type: ignore[attr-defined]
+    assert gen.exact  # type: ignore[attr-defined]
+    for s in gen.samples:  # type: ignore[attr-defined]
+        ids = prompt + s.token_ids
+        z = reference(ids)[len(prompt) - 1 : len(ids) - 1].astype(np.float64)
+        z = z[:, : engine.n_vocab]  # type: ignore[attr-defined]
+        kl = logsumexp(z, axis=1) - z.mean(axis=1) - np.log(z.shape[1])
+        lp = log_softmax(z, axis=1)[np.arange(len(s.token_ids)), s.token_ids]
+        q = log_softmax(z / t, axis=1)
+        ent = -(np.exp(q) * q).sum(axis=1)
+        lpp = q[np.arange(len(s.token_ids)), s.token_ids]
+        np.testing.assert_allclose(s.kl_uniform, kl, atol=2e-2, rtol=2e-3)
+        np.testing.assert_allclose(s.logprob, lp, atol=2e-2)
+        np.testing.assert_allclose(s.entropy_processed, ent, atol=2e-2)
+        np.testing.assert_allclose(s.logprob_processed, lpp, atol=2e-2)
+
+
+def test_per_token_stats_match_transformers(engine: object, reference) -> None:  # type: ignore[no-untyped-def]
+    prompt = engine.render_chat(Q)  # type: ignore[attr-defined]
+    _check_against_reference(engine, reference, prompt, 0.8)
+
+
+def test_stats_stay_exact_when_the_prompt_is_prefilled_in_chunks(engine: object, reference) -> None:  # type: ignore[no-untyped-def]
+    prompt = engine.render_chat([{"role": "user", "content": LONG}])  # type: ignore[attr-defined]
+    assert len(prompt) > 2 * BATCHED_TOKENS
+    _check_against_reference(engine, reference, prompt, 1.0)
+
+
+def test_a_cancelled_request_leaves_no_stats_behind(engine: object) -> None:
+    async def cancel_midway() -> int:
+        prompt = engine.render_chat(Q)  # type: ignore[attr-defined]
+        task = asyncio.ensure_future(
+            engine.sample(prompt, SamplingParams(max_tokens=1500), 4)  # type: ignore[attr-defined]
+        )
+        await asyncio.sleep(1.5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(0.5)
+        return await engine.stats_held()  # type: ignore[attr-defined, no-any-return]
+
+    assert run(engine, cancel_midway()) == 0
+
+
+def test_temperature_below_vllms_floor_is_computed_at_the_floor(engine: object, reference) -> None:  # type: ignore[no-untyped-def]
+    """vLLM raises T in (0, 0.01) to 0.01; Ponder's processed logprobs use the same T."""
+    prompt = engine.render_chat(Q)  # type: ignore[attr-defined]
+    gen = run(engine, engine.sample(prompt, SamplingParams(max_tokens=6, temperature=0.001), 1))  # type: ignore[attr-defined]
+    s = gen.samples[0]  # type: ignore[attr-defined]
+    assert gen.exact and np.all(s.logprob_processed <= 0) and np.all(s.logprob_processed > -1.0)  # type: ignore[attr-defined]
+
+
+def test_seeds_are_refused_where_vllms_cpu_build_would_stop(engine: object) -> None:
+    from ponder.engines.base import UnsupportedRequest
+
+    prompt = engine.render_chat(Q)  # type: ignore[attr-defined]
+    with pytest.raises(UnsupportedRequest, match="seed") as err:
+        run(engine, engine.sample(prompt, SamplingParams(max_tokens=4, seed=3), 2))  # type: ignore[attr-defined]
+    assert err.value.param == "seed"
+    gen = run(engine, engine.sample(prompt, SamplingParams(max_tokens=4), 2))  # type: ignore[attr-defined]
+    assert len(gen.samples) == 2  # the engine is still alive
