@@ -1,4 +1,4 @@
-"""Decoding strategies that drive the engine step by step: CNTP (strategies.md section 5).
+"""Decoding strategies that drive the engine step by step: CNTP (docs/strategies.md section 5).
 
 The loop needs one engine ability beyond plain sampling: stop a sample before a
 high-entropy position (`stop_entropy`) and after a punctuation token (`punct_stop`). Draft with

@@ -22,6 +22,13 @@ def decode(engine: LlamaCppEngine, opts: CntpOptions, max_tokens: int = 40, seed
     return asyncio.run(cntp_run(engine, engine.render_chat(MESSAGES), params, opts, n))
 
 
+def test_trials_end_at_the_ten_punctuation_token_ids(engine: LlamaCppEngine) -> None:
+    """docs/strategies.md section 5: the ids are `encode(c)[0]` for the ten marks."""
+    ids = {engine.tokenize(c)[-1] for c in PUNCTUATION}
+    assert engine._punct == frozenset(ids) and len(ids) == 10
+    assert sorted(engine.detokenize([t]) for t in ids) == sorted(PUNCTUATION)
+
+
 def test_thresholds_that_never_branch_draw_no_trials(engine: LlamaCppEngine) -> None:
     (r,) = decode(engine, NEVER)
     assert r.steps == [] and r.trial_tokens == 0 and r.unused_tokens == 0
@@ -38,13 +45,15 @@ def test_thresholds_that_always_branch(engine: LlamaCppEngine) -> None:
     ends = [*starts[1:], s.n_tokens]
     for k, (a, b) in enumerate(zip(starts, ends, strict=True)):
         assert b > a
-        last = s.tokens_text[b - 1]
         final = k == len(starts) - 1
+        # a trial ends at the first of the ten punctuation ids and at no earlier token (a
+        # merged token that merely contains a mark, such as ".\n\n", does not end it)
+        assert not any(t in engine._punct for t in s.token_ids[a : b - 1]), s.tokens_text[a:b]
         if not final:
-            assert any(c in last for c in PUNCTUATION), (k, s.tokens_text[a:b])
+            assert s.token_ids[b - 1] in engine._punct, (k, s.tokens_text[a:b])
         else:
             assert (
-                any(c in last for c in PUNCTUATION) or s.finish_reason == "stop" or s.n_tokens == 48
+                s.token_ids[b - 1] in engine._punct or s.finish_reason == "stop" or s.n_tokens == 48
             )
     for st in r.steps:
         assert st.trials == 10

@@ -101,6 +101,11 @@ def test_subset_evaluation_equals_calling_the_strategy(strategy: str) -> None:
     assert [len(per[n]) for n in (1, 4, 12)] == [5, 5, 1]
     assert per[12][0] == trial
     assert record.results[strategy][12]["accuracy"] == float(trial.correct)
+    # the chosen answer is recorded beside its grade (problems.jsonl), for auditing the grader
+    assert trial.answer == direct.answer and record.results[strategy][12]["answers"] == [
+        direct.answer
+    ]
+    assert len(record.results[strategy][4]["answers"]) == 5 and record.gold_parsed == "4"
 
 
 def test_subsets_are_distinct_sorted_and_seeded() -> None:
@@ -155,6 +160,12 @@ def test_tiny_end_to_end_eval_on_the_real_model(tmp_path: Path) -> None:
     records = [json.loads(x) for x in (out / "problems.jsonl").read_text().splitlines()]
     assert len(records) == 3 and len(records[0]["candidates"]["sampling"]) == 4
     assert len(records[0]["candidates"]["cntp"]) == 4
+    for rec in records:
+        assert rec["gold_parsed"] is not None
+        for per_n in rec["results"].values():
+            for res in per_n.values():
+                assert len(res["answers"]) >= 1
+                assert all(a is None or isinstance(a, str) for a in res["answers"])
     summary = list(csv.DictReader((out / "summary.csv").open()))
     got = {(r["strategy"], int(r["n"])) for r in summary}
     assert got == {

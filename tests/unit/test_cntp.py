@@ -1,4 +1,4 @@
-"""CNTP's pure parts (strategies.md section 5): the trial-count formula, threshold, pick."""
+"""CNTP's pure parts (docs/strategies.md section 5): the trial-count formula, threshold, pick."""
 
 from __future__ import annotations
 

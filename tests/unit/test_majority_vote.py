@@ -1,4 +1,4 @@
-"""Majority vote (strategies.md section 2) on hand-built samples."""
+"""Majority vote (docs/strategies.md section 2) on hand-built samples."""
 
 from __future__ import annotations
 

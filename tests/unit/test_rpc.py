@@ -1,4 +1,4 @@
-"""RPC (strategies.md section 4): Perplexity Consistency, Reasoning Pruning, the Weibull fit."""
+"""RPC (docs/strategies.md section 4): Perplexity Consistency, Reasoning Pruning, Weibull fit."""
 
 from __future__ import annotations
 
@@ -69,6 +69,10 @@ def test_small_n_or_equal_probabilities_prune_nothing() -> None:
     assert d.pruned == [False] * 3 and d.notes["pruning"].startswith("skipped: N < 4")
     flags, _notes = rpc.prune([0.5] * 10)
     assert flags == [False] * 10
+    # equal probabilities are never "below their mean" through float rounding
+    for p in (0.7, 0.1, 0.3, 1 / 3):
+        flags, notes = rpc.prune([p] * 64)
+        assert sum(flags) == 0, (p, notes)
 
 
 def test_weibull_fit_separates_modes_and_matches_scipy_densities() -> None:

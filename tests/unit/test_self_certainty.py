@@ -1,4 +1,4 @@
-"""Self-certainty with Borda voting and best-of-N (strategies.md section 3), hand-computed."""
+"""Self-certainty with Borda voting and best-of-N (docs/strategies.md section 3), hand-computed."""
 
 from __future__ import annotations
 

@@ -274,6 +274,17 @@ def test_to_sample_reads_real_vllm_outputs() -> None:
     assert s.token_ids == [5, 6] and not exact and s.logprob.tolist() == pytest.approx([-0.2, -0.1])
 
 
+def test_client_side_cut_ends_trials_at_a_lone_mark_only() -> None:
+    """The upstream engine sees token texts: a token that IS one of the ten marks ends a trial,
+    a merged token that merely contains one (".\n\n", "),") does not."""
+    texts = {1: "Hello", 2: ".\n\n", 3: "),", 4: " world", 5: ",", 6: " more"}
+    s, _ = to_sample(
+        _out([1, 2, 3, 4, 5, 6], [-0.1] * 6), 0, SamplingParams(), 100, None, texts.__getitem__
+    )
+    got, dropped = cut(s, SamplingParams(punct_stop=True))
+    assert got.token_ids == [1, 2, 3, 4, 5] and dropped == 1 and got.finish_reason == "punct"
+
+
 def test_chunk_cuts() -> None:
     stats = {
         "position": [0.0, 1.0, 2.0],

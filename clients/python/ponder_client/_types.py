@@ -1,4 +1,4 @@
-"""Typed views of Ponder's responses (the `ponder` metadata object of api.md)."""
+"""Typed views of Ponder's responses (the `ponder` metadata object of docs/api.md)."""
 
 from __future__ import annotations
 

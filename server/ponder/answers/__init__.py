@@ -1,4 +1,4 @@
-"""Answer extraction and equivalence (strategies.md section 1): parser and grader kept apart."""
+"""Answer extraction and equivalence (docs/strategies.md section 1): parser and grader apart."""
 
 from .equivalence import equivalent, normalize_text, numbers_equal
 from .extract import (
@@ -12,13 +12,14 @@ from .extract import (
     format_number,
     last_boxed,
 )
-from .symbolic import SymbolicWorker, default_worker
+from .symbolic import SymbolicUnavailable, SymbolicWorker, default_worker
 
 __all__ = [
     "FORMATS",
     "Answer",
     "AnswerPatternError",
     "AnswerSpec",
+    "SymbolicUnavailable",
     "SymbolicWorker",
     "as_answer",
     "compile_pattern",

@@ -1,15 +1,18 @@
-"""Answer extraction: one function per format of strategies.md section 1 (pure, no I/O)."""
+"""Answer extraction: one function per format of docs/strategies.md section 1 (pure, no I/O).
+
+Numbers are read by Ponder into exact fractions (digit groups, scientific notation, fractions,
+Unicode minus); LaTeX answers are kept as text and compared by math-verify in the worker
+process (equivalence.py). Nothing here evaluates model text.
+"""
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Literal
 
 import regex
-
-from .mathexpr import looks_like_math, normalize_latex
 
 Format = Literal["auto", "boxed", "math", "number", "choice", "yesno", "text", "regex"]
 FORMATS: tuple[str, ...] = ("auto", "boxed", "math", "number", "choice", "yesno", "text", "regex")
@@ -33,60 +36,161 @@ class AnswerSpec:
 
 @dataclass(frozen=True)
 class Answer:
-    """An extracted answer: display text, how to compare it, and its number when it is one."""
+    """An extracted answer: display text, how to compare it, and its exact value when it is a
+    plain number (integers compare exactly; see equivalence.py)."""
 
     text: str
     kind: Kind
-    value: float | None = None
+    value: Fraction | None = None
 
 
-_NUM = re.compile(r"(?<![\w.])\d+(?:,\d{3})*(?:\.\d+)?(?:/\d+(?![\d,.]))?|(?<![\w.])\.\d+")
-_ANSWER_IS = re.compile(r"answer\s+is\s*(?::|-(?=\s))?\s*", re.IGNORECASE)
-_HASHES = re.compile(r"####\s*")
-_BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
-_YESNO = re.compile(r"\b(yes|no|true|false)\b", re.IGNORECASE)
-_PLAIN_NUMBER = re.compile(r"-?\s*\d+(?:,\d{3})*(?:\.\d+)?|-?\.\d+")
-_FRAC = re.compile(r"(-?)\\frac\{(-?\d+)\}\{(\d+)\}")
+# ---------------------------------------------------------------- text clean-up
+
+_MINUS = str.maketrans({"\u2212": "-", "\u2013": "-", "\u2012": "-", "\ufe63": "-", "\uff0d": "-"})
+_SPACES = re.compile(r"[\u00a0\u2009\u202f\u2007]")
 
 
-def format_number(value: float) -> str:
-    """Canonical display of a number: 5.0 -> "5", 0.5 -> "0.5"."""
-    if math.isfinite(value) and value == int(value) and abs(value) < 1e15:
-        return str(int(value))
-    return format(value, ".10g")
+def _clean(text: str) -> str:
+    """Unicode minus signs to '-', no-break and thin spaces to ' '."""
+    return _SPACES.sub(" ", text.translate(_MINUS))
 
 
-def _numbers(text: str) -> list[tuple[float, int]]:
-    """Every number in the text with its start offset; commas in digit groups are dropped."""
+# ---------------------------------------------------------------- numbers
+
+_GROUP_SEP = r"(?:,|\{,\}|\\,|\\ | )"
+_NUM = re.compile(
+    r"(?<![\w.])(?P<sign>-\s?)?"
+    r"(?:\\[dt]?frac\s*\{\s*(?P<fn>\d+)\s*\}\s*\{\s*(?P<fd>\d+)\s*\}"  # \frac{1}{2}
+    r"|\\[dt]?frac(?P<sn>\d)(?P<sd>\d)(?!\d)"  # \frac12
+    rf"|(?P<int>\d{{1,3}}(?:{_GROUP_SEP}\d{{3}})+(?!\d)|\d+)"  # 1,000 / 1 000 / 1{{,}}000 / 42
+    r"(?:\.(?P<dec>\d+))?(?:[eE](?P<exp>[+-]?\d{1,3})(?![\w]))?"
+    r"(?:\s*/\s*(?P<den>\d+)(?![\d.,]))?"  # 3/4
+    r"|\.(?P<bare>\d+))"  # .5
+)
+
+
+def _number_value(m: re.Match[str]) -> Fraction | None:
+    g = m.groupdict()
+    if g["fn"] is not None or g["sn"] is not None:
+        num, den = (g["fn"], g["fd"]) if g["fn"] is not None else (g["sn"], g["sd"])
+        value = Fraction(int(num), int(den)) if int(den) else None
+    elif g["bare"] is not None:
+        value = Fraction(f"0.{g['bare']}")
+    else:
+        digits = re.sub(r"\D", "", g["int"])
+        value = Fraction(f"{digits}.{g['dec']}" if g["dec"] else digits)
+        if g["exp"] is not None:
+            value *= Fraction(10) ** int(g["exp"])
+        if g["den"] is not None:
+            value = value / int(g["den"]) if int(g["den"]) else None
+    if value is not None and g["sign"]:
+        value = -value
+    return value
+
+
+def _numbers(text: str) -> list[Fraction]:
+    """Every number in the text, in order."""
     out = []
     for m in _NUM.finditer(text):
-        raw = m.group(0).replace(",", "")
-        if "/" in raw:
-            num, den = raw.split("/")
-            if float(den) == 0:
-                continue
-            value = float(num) / float(den)
-        else:
-            value = float(raw)
-        start = m.start()
-        if start > 0 and text[start - 1] == "-" and (start < 2 or not text[start - 2].isalnum()):
-            value, start = -value, start - 1
-        out.append((value, start))
+        value = _number_value(m)
+        if value is not None:
+            out.append(value)
     return out
 
 
-def _number_answer(value: float) -> Answer:
-    return Answer(format_number(value), "number", value)
+def _whole_number(text: str) -> Fraction | None:
+    """The value when the text is just one number (a `$`, a trailing period and a unit in
+    `\\text{}` or in words allowed around it), else None."""
+    body = _strip_units(text.strip().strip("$").strip().rstrip(".").strip())
+    m = _NUM.fullmatch(body)
+    return _number_value(m) if m else None
+
+
+_TEXT_UNIT = re.compile(r"^(.*?\d)\s*(?:\\[,;! ]\s*)*\\(?:text|mbox|mathrm)\{\s*[^{}\d]*\}\s*$")
+_TEXT_WRAPPED = re.compile(r"^\\(?:text|mbox|mathrm)\{\s*([^{}]*?)\s*\}$")
+_WORD_UNIT = re.compile(r"^(.*?\d)\s+(?:[a-zA-Z]{1,12}\.?)(?:\s+[a-zA-Z]{1,12})?$")
+_DOLLARS = re.compile(r"^\\?\$\s*")
+
+
+def _strip_units(body: str) -> str:
+    """`5\\text{cm}`, `5 \\text{ cm}`, `5\\,\\text{cm}`, `\\text{5 cm}`, `5 cm`, `\\$5` -> `5`."""
+    if m := _TEXT_WRAPPED.match(body):
+        body = m.group(1)
+    if m := _TEXT_UNIT.match(body):
+        body = m.group(1)
+    if m := _WORD_UNIT.match(body):
+        body = m.group(1)
+    body = _DOLLARS.sub("", body)
+    return body.rstrip("\\%").rstrip("%").strip()
+
+
+def format_number(value: Fraction) -> str:
+    """Canonical display of a number, exact: integers in full, terminating decimals as decimals
+    (1/2 -> "0.5"), other fractions as "p/q"."""
+    if value.denominator == 1:
+        return str(value.numerator)
+    twos = fives = 0
+    den = value.denominator
+    while den % 2 == 0:
+        den, twos = den // 2, twos + 1
+    while den % 5 == 0:
+        den, fives = den // 5, fives + 1
+    if den != 1:
+        return f"{value.numerator}/{value.denominator}"
+    places = max(twos, fives)
+    digits = str(abs(value.numerator * 10**places // value.denominator)).rjust(places + 1, "0")
+    sign = "-" if value < 0 else ""
+    return f"{sign}{digits[:-places]}.{digits[-places:]}"
+
+
+def _number_answer(value: Fraction, kind: Kind = "number") -> Answer:
+    return Answer(format_number(value), kind, value)
+
+
+# ---------------------------------------------------------------- the "answer is" phrase
+
+_ANSWER_IS = re.compile(
+    r"(?:answer\s+is|answer\s*:|final\s+answer\s*(?:is)?\s*:?)\s*(?::|-(?=\s))?[ \t]*",
+    re.IGNORECASE,
+)
+_HASHES = re.compile(r"####\s*")
+_BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
+_DISPLAY = re.compile(r"\$\$(.+?)\$\$|\\\[(.+?)\\\]|\$(.+?)\$|\\\((.+?)\\\)", re.DOTALL)
 
 
 def _after_answer_is(text: str) -> str | None:
-    """The phrase after the last "answer is", up to the end of its line, or None."""
+    """What follows the last "answer is" / "Answer:": a display or inline maths block (also on
+    the following lines, `$$42$$`, `\\[42\\]`), a `\\boxed{}`, or the rest of the line up to
+    the end of its sentence. None when there is no such phrase or nothing follows it."""
     matches = list(_ANSWER_IS.finditer(text))
     if not matches:
         return None
-    phrase = text[matches[-1].end() :].split("\n", 1)[0].strip()
-    phrase = re.sub(r"\.\s.*$", "", phrase).strip().rstrip(".").strip()
-    return phrase or None
+    rest = text[matches[-1].end() :]
+    line = rest.split("\n", 1)[0].strip()
+    if not line or line in ("$$", "\\[", "$", "\\("):
+        block = _DISPLAY.search(rest.lstrip())
+        if block and rest.lstrip().startswith(block.group(0)):
+            inner = next(g for g in block.groups() if g is not None).strip()
+            return inner or None
+        nxt = rest.strip().split("\n", 1)[0].strip()
+        return nxt or None
+    if (inner := last_boxed(line)) is not None and line.lstrip().startswith(("\\boxed", "$")):
+        return inner
+    block = _DISPLAY.match(line)
+    if block:
+        return next(g for g in block.groups() if g is not None).strip() or None
+    line = re.sub(r"\.\s.*$", "", line).strip().rstrip(".").strip()
+    return line or None
+
+
+def _last_equals(phrase: str) -> str:
+    """ "40 + 2 = 42" -> "42": the side after the last "=" (not inside braces)."""
+    depth, cut = 0, -1
+    for i, ch in enumerate(phrase):
+        depth += {"{": 1, "}": -1, "(": 1, ")": -1}.get(ch, 0)
+        if ch == "=" and depth == 0 and phrase[i - 1 : i] not in ("<", ">", "!"):
+            cut = i
+    return phrase[cut + 1 :].strip() if cut >= 0 else phrase
 
 
 def last_boxed(text: str) -> str | None:
@@ -104,55 +208,94 @@ def last_boxed(text: str) -> str | None:
     return None
 
 
+# ---------------------------------------------------------------- maths
+
+
 def _math_answer(raw: str) -> Answer | None:
-    text = normalize_latex(raw)
-    if not text:
+    """A LaTeX/plain maths answer: a plain number when it is one (exact value), else text for
+    math-verify. Two numbers side by side with only a space between them ("2 3") are not a
+    product: they stay text, compared as written."""
+    body = raw.strip().strip("$").strip()
+    body = re.sub(r"^\\(?:displaystyle|textstyle)\s*", "", body)
+    if body.startswith("\\boxed") and (inner := last_boxed(body)) is not None:
+        body = inner
+    body = _last_equals(body) if re.match(r"^[A-Za-z]\s*=", body) else body
+    body = body.rstrip(".").strip()
+    if not body:
         return None
-    value = None
-    if _PLAIN_NUMBER.fullmatch(text):
-        value = float(text.replace(",", "").replace(" ", ""))
-    elif m := _FRAC.fullmatch(text):
-        sign = -1.0 if m.group(1) else 1.0
-        if float(m.group(3)) != 0:
-            value = sign * float(m.group(2)) / float(m.group(3))
-    if value is not None:
-        return Answer(format_number(value), "math", value)
-    return Answer(text, "math")
+    if (value := _whole_number(body)) is not None:
+        return _number_answer(value, "math")
+    if re.search(r"\d\s+\d", _strip_units(body)) and not re.search(r"[\\{}^_]", body):
+        return Answer(body, "text")
+    return Answer(body, "math")
 
 
 def extract_number(text: str) -> Answer | None:
+    text = _clean(text)
     phrase = _after_answer_is(text)
-    if phrase is not None and (nums := _numbers(phrase)):
-        return _number_answer(nums[0][0])
+    if phrase is not None and (nums := _numbers(_last_equals(phrase))):
+        return _number_answer(nums[0])
     hashes = list(_HASHES.finditer(text))
     if hashes and (nums := _numbers(text[hashes[-1].end() :])):
-        return _number_answer(nums[0][0])
+        return _number_answer(nums[0])
     nums = _numbers(text)
-    return _number_answer(nums[-1][0]) if nums else None
+    return _number_answer(nums[-1]) if nums else None
 
 
 def extract_boxed(text: str) -> Answer | None:
+    text = _clean(text)
     inner = last_boxed(text)
     if inner is not None:
         return _math_answer(inner)
     phrase = _after_answer_is(text)
-    if phrase is not None and (ans := _math_answer(phrase)) is not None:
+    if phrase is not None and (ans := _math_answer(_last_equals(phrase))) is not None:
         return ans
     nums = _numbers(text)
-    return Answer(format_number(nums[-1][0]), "math", nums[-1][0]) if nums else None
+    return _number_answer(nums[-1], "math") if nums else None
 
 
-_CHOICE_ANSWER_IS = re.compile(r"answer\s+is\s*[:\-]?\s*\(?([A-E])\b\)?")
-_CHOICE_PAREN = re.compile(r"\(([A-E])\)")
-_CHOICE_BARE = re.compile(r"\b([A-E])\b(?!\s+[a-z])(?!')")
+# ---------------------------------------------------------------- choices, yes/no, text
+
+_LETTER = r"\(?\s*([A-Ea-e])\s*\)?"
+_CLAUSE_END = (
+    r"(?=\s*(?:$|[.,;:!)\]\n]))"  # the letter ends its clause: "answer is a number" is prose
+)
+_CHOICE_COMMITTED = [
+    # "answer is (C)", "Answer: C", "Answer D", "ANS:D", "answer = B", "Answer: Option C",
+    # "Correct answer A", "The correct option is (b)."
+    re.compile(
+        r"(?:answer|\bans|\boption|\bchoice)\s*(?:is\b|[:=.\-])?\s*(?:option\s*)?"
+        rf"{_LETTER}{_CLAUSE_END}",
+        re.I | re.M,
+    ),
+    re.compile(r"\b([A-E])\)?\s+is\s+(?:the\s+)?(?:correct|right)?\s*(?:answer|choice|option)\b"),
+    re.compile(r"(?:^|[\s(\[])\(([A-Ea-e])\)(?![\w'])"),  # "(C)" as an option mention
+    re.compile(r"(?:^|\n)\s*([A-Ea-e])\)\s"),  # "C) 42" at the start of a line
+    re.compile(r"\\boxed\{\s*(?:\\text\{)?\s*\(?([A-Ea-e])\)?\s*\}?\s*\}"),
+    re.compile(
+        rf"\b(?:pick|choose|select|go with)\s+(?:option\s+|choice\s+)?{_LETTER}(?![\w'])", re.I
+    ),
+    re.compile(rf"\b(?:so|therefore|thus|hence)[,:]?\s+{_LETTER}[.!]?\s*$", re.I),
+]
+_CHOICE_LAST_LINE = re.compile(r"\(?([A-Ea-e])[).]?")
 
 
 def extract_choice(text: str) -> Answer | None:
-    for pat in (_CHOICE_ANSWER_IS, _CHOICE_PAREN, _CHOICE_BARE):
+    """A committed option letter only: "answer is (C)", "Answer: C", "(C)", "C) ..." at a line
+    start, \\boxed{C}, "I pick/choose C", a closing "so C", or a final line that is just the
+    letter. A letter in prose ("A triangle...", "A = bh/2") is no answer."""
+    text = _clean(text)
+    for pat in _CHOICE_COMMITTED:
         found = pat.findall(text)
         if found:
             return Answer(found[-1].upper(), "choice")
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    if lines and (m := _CHOICE_LAST_LINE.fullmatch(lines[-1].rstrip("."))):
+        return Answer(m.group(1).upper(), "choice")
     return None
+
+
+_YESNO = re.compile(r"\b(yes|no|true|false)\b", re.IGNORECASE)
 
 
 def extract_yesno(text: str) -> Answer | None:
@@ -167,6 +310,9 @@ def extract_text(text: str) -> Answer | None:
     body = text.strip()
     body = body[:-1].rstrip() if body.endswith(".") else body
     return Answer(body, "text") if body else None
+
+
+# ---------------------------------------------------------------- caller patterns
 
 
 def compile_pattern(pattern: str) -> regex.Pattern[str]:
@@ -192,37 +338,49 @@ def extract_regex(text: str, pattern: str) -> Answer | None:
     return Answer(got, "text") if got else None
 
 
+# ---------------------------------------------------------------- auto and dispatch
+
+_MATHY = re.compile(
+    r"[\\^_{}=<>]|\d\s*[-+*/]\s*[\d(a-zA-Z]|[a-zA-Z]\s*[-+*/^]|\binfty\b|∞|√|π"
+    r"|^[(\[].*,.*[)\]]$"  # a tuple or an interval
+)
+
+
 def extract_auto(text: str) -> Answer | None:
+    text = _clean(text)
     if _BOXED.search(text):
         return extract_boxed(text)
     phrase = _after_answer_is(text)
     if phrase is not None:
-        stripped = phrase.strip("$ ")
-        if _PLAIN_NUMBER.fullmatch(stripped):
-            return _number_answer(float(stripped.replace(",", "").replace(" ", "")))
-        if looks_like_math(stripped):
-            return _math_answer(stripped)
-        if nums := _numbers(phrase):
-            return _number_answer(nums[0][0])
+        tail = _last_equals(phrase)
+        if (value := _whole_number(tail)) is not None:
+            return _number_answer(value)
+        if _MATHY.search(tail):
+            return _math_answer(tail)
+        if re.fullmatch(r"-?\d+(?:\s+-?\d+)+", tail.rstrip(". ")):  # "2 3": not one number
+            return extract_text(tail)
+        if nums := _numbers(tail):
+            return _number_answer(nums[0])
         return extract_text(phrase)
     nums = _numbers(text)
     if nums:
-        return _number_answer(nums[-1][0])
+        return _number_answer(nums[-1])
     return extract_text(text)
 
 
 def as_answer(gold: str, fmt: str) -> Answer | None:
     """A reference answer (already just the answer, e.g. a data set's gold) as an Answer of the
     format, for comparing with extracted ones."""
-    text = str(gold).strip()
-    if fmt in ("number",):
+    text = _clean(str(gold).strip())
+    if fmt == "number":
         nums = _numbers(text.replace("$", ""))
-        return _number_answer(nums[0][0]) if nums else None
+        return _number_answer(nums[0]) if nums else None
     if fmt in ("boxed", "math", "auto"):
         inner = last_boxed(text)
         return _math_answer(inner if inner is not None else text)
     if fmt == "choice":
-        return extract_choice(f"({text.strip('()').upper()})")
+        letter = text.strip("() .")
+        return Answer(letter.upper(), "choice") if re.fullmatch(r"[A-Ea-e]", letter) else None
     if fmt == "yesno":
         return extract_yesno(text)
     return extract_text(text)

@@ -1,4 +1,4 @@
-"""OpenAI request schemas plus the `ponder` object (api.md). Unknown top-level fields from
+"""OpenAI request schemas plus the `ponder` object (docs/api.md). Unknown top-level fields from
 other tools are accepted and ignored; the `ponder` object itself is strict."""
 
 from __future__ import annotations

@@ -71,9 +71,15 @@ def punctuation_ids(encode: Callable[[str], list[int]]) -> frozenset[int]:
     return frozenset(ids[0] for c in PUNCTUATION if (ids := encode(c)))
 
 
+def ends_trial(piece: str) -> bool:
+    """The text form of the same rule, for engines that see token texts but not ids (the
+    upstream engine): the token's text is exactly one of the ten marks."""
+    return len(piece) == 1 and piece in PUNCTUATION
+
+
 @dataclass
 class Sample:
-    """One generated completion with its per-token statistics (strategies.md table).
+    """One generated completion with its per-token statistics (docs/strategies.md table).
 
     `token_ids` and every stats array have one entry per generated token, the end-of-sequence
     token included when one was generated (it is a token the model chose and paid for).

@@ -3,7 +3,8 @@ entropy rule, HTTP upstreams for both): generate in chunks, then cut client-side
 
 - `stop_entropy`: keep the tokens before the first one whose processed entropy reaches the
   threshold (that position is where CNTP branches; its entropy goes in `next_entropy`);
-- `punct_stop`: keep up to and including the first token whose text has a punctuation mark.
+- `punct_stop`: keep up to and including the first token whose text is one punctuation mark
+  (`ends_trial`, the text form of CNTP's token-id rule).
 Tokens generated past a cut count as unused (they are paid for, and in usage).
 """
 
@@ -14,7 +15,7 @@ from collections.abc import Awaitable, Callable
 
 import numpy as np
 
-from .base import PUNCTUATION, Generation, Sample, SamplingParams
+from .base import Generation, Sample, SamplingParams, ends_trial
 
 CHUNK = 16
 """Tokens drawn per call while looking for a cut."""
@@ -48,7 +49,7 @@ def cut(sample: Sample, params: SamplingParams) -> tuple[Sample, int]:
             ends.append(int(hits[0]))
     if params.punct_stop:
         for i, piece in enumerate(sample.tokens_text):
-            if any(c in piece for c in PUNCTUATION):
+            if ends_trial(piece):
                 ends.append(i + 1)
                 break
     j = min(ends)
@@ -58,9 +59,7 @@ def cut(sample: Sample, params: SamplingParams) -> tuple[Sample, int]:
         params.stop_entropy is not None
         and j < n
         and (sample.entropy_processed[j] >= params.stop_entropy)
-        and not (
-            params.punct_stop and j > 0 and any(c in sample.tokens_text[j - 1] for c in PUNCTUATION)
-        )
+        and not (params.punct_stop and j > 0 and ends_trial(sample.tokens_text[j - 1]))
     )
     if entropy_cut:
         return _slice(sample, j, "entropy", float(sample.entropy_processed[j])), n - j

@@ -29,7 +29,6 @@ import numpy as np
 
 from ..stops import holdback, stop_index
 from .base import (
-    PUNCTUATION,
     EngineError,
     EngineNotReady,
     Generation,
@@ -39,6 +38,7 @@ from .base import (
     Sampler,
     SamplingParams,
     StreamDelta,
+    punctuation_ids,
 )
 from .stats import RowStats, sample_rows, top_logprobs
 
@@ -187,6 +187,7 @@ class LlamaCppEngine:
         self._waiting = 0
         self._running = 0
         self.n_vocab = 0
+        self._punct: frozenset[int] = frozenset()
         self.n_ctx_train = 0
 
     # ---------------------------------------------------------------- lifecycle
@@ -232,6 +233,9 @@ class LlamaCppEngine:
         self.n_ctx = self._ctx.n_ctx()
         self._batch = internals.LlamaBatch(
             n_tokens=max(self.n_batch, n_seq), embd=0, n_seq_max=1, verbose=False
+        )
+        self._punct = punctuation_ids(
+            lambda c: list(self._llama.tokenize(c.encode(), add_bos=False, special=False))
         )
         template = self._llama.metadata.get("tokenizer.chat_template")
         if template:
@@ -630,7 +634,7 @@ class LlamaCppEngine:
                 s.text = s.text[:cut]
                 s.finish = "stop"
                 return
-        if params.punct_stop and any(c in piece for c in PUNCTUATION):
+        if params.punct_stop and tok in self._punct:
             s.text += s.decoder.decode(b"", final=True)
             s.finish = "punct"
         elif len(s.tokens) >= params.max_tokens:

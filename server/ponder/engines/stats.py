@@ -1,4 +1,4 @@
-"""Per-token statistics and sampling over raw logits rows, in numpy (strategies.md table).
+"""Per-token statistics and sampling over raw logits rows, in numpy (docs/strategies.md table).
 
 Pure functions: a logits matrix (one row per live sequence) in, scalars per row out. The
 llama.cpp engine calls them on every decode step; the vLLM logits processor mirrors the math.
@@ -113,7 +113,7 @@ def sample_rows(
     params: SamplingParams,
     rngs: list[np.random.Generator],
 ) -> RowStats:
-    """Sample one token per row and record the four per-token stats of strategies.md.
+    """Sample one token per row and record the four per-token stats of docs/strategies.md.
 
     Greedy and plain-temperature sampling (the common case) are vectorized over all rows;
     truncated sampling (top-k/top-p/min-p) builds each row's candidate set.

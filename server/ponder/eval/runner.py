@@ -45,7 +45,9 @@ class ProblemRecord:
     gold: str
     format: str
     candidates: dict[str, list[Candidate]] = field(default_factory=dict)  # "sampling" / "cntp"
-    results: dict[str, dict[int, dict[str, float]]] = field(default_factory=dict)
+    results: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)
+    gold_parsed: str | None = None
+    """The gold answer as the grader reads it (problems.jsonl), next to each chosen answer."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,8 @@ class Trial:
     correct: bool
     confidence: float
     tokens: float
+    answer: str | None = None
+    """The chosen answer as extracted (None: no sample had one), for auditing the grader."""
 
 
 def to_samples(cands: Sequence[Candidate]) -> list[Sample]:
@@ -81,7 +85,8 @@ def judge(
         d = SELECTORS[strategy](samples, options)
     got = d.answers[d.chosen] if d.answer is not None else None
     ok = bool(got is not None and gold is not None and equivalent(got, gold))
-    return Trial(ok, float(d.confidence), float(sum(c.tokens for c in cands)))
+    tokens = float(sum(c.tokens for c in cands))
+    return Trial(ok, float(d.confidence), tokens, got.text if got is not None else None)
 
 
 def subsets(n_total: int, n: int, count: int, rng: np.random.Generator) -> list[list[int]]:
@@ -97,6 +102,7 @@ def evaluate(
     """Every strategy at every budget on this problem's stored candidates."""
     options = SelectOptions(answer=AnswerSpec(record.format))  # type: ignore[arg-type]
     gold = as_answer(record.gold, record.format)
+    record.gold_parsed = gold.text if gold is not None else None
     out: dict[str, dict[int, list[Trial]]] = {}
     for strategy in strategies:
         pool = record.candidates.get("cntp" if strategy == "cntp" else "sampling", [])
@@ -118,6 +124,7 @@ def evaluate(
                 "accuracy": float(np.mean([t.correct for t in ts])),
                 "confidence": float(np.mean([t.confidence for t in ts])),
                 "tokens": float(np.mean([t.tokens for t in ts])),
+                "answers": [t.answer for t in ts],
             }
             for n, ts in per.items()
         }
@@ -198,6 +205,7 @@ def write_outputs(
                     {
                         "id": r.id,
                         "gold": r.gold,
+                        "gold_parsed": r.gold_parsed,
                         "format": r.format,
                         "candidates": {k: [asdict(c) for c in v] for k, v in r.candidates.items()},
                         "results": r.results,

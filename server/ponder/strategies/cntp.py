@@ -1,4 +1,4 @@
-"""CNTP, Cautious Next Token Prediction (Wang et al. 2025), strategies.md section 5: the pure
+"""CNTP, Cautious Next Token Prediction (Wang et al. 2025), docs/strategies.md section 5: the pure
 parts. The loop that drives the engine is `ponder.decoding`.
 """
 

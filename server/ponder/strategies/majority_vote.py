@@ -1,4 +1,4 @@
-"""Majority vote / self-consistency (Wang et al. 2022), strategies.md section 2."""
+"""Majority vote / self-consistency (Wang et al. 2022), docs/strategies.md section 2."""
 
 from __future__ import annotations
 

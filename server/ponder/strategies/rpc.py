@@ -1,4 +1,4 @@
-"""RPC: Perplexity Consistency + Reasoning Pruning (Zhou et al. 2025), strategies.md section 4."""
+"""RPC: Perplexity Consistency + Reasoning Pruning (Zhou et al. 2025), docs/strategies.md 4."""
 
 from __future__ import annotations
 
@@ -30,9 +30,15 @@ def path_probability(sample: Sample) -> float:
     return math.exp(sample.mean_logprob)
 
 
+MEAN_TOLERANCE = 1e-9
+"""p_i must be below the mean by more than this (relative): equal path probabilities are not
+"below" their own mean because of float rounding ([0.7] * 64 prunes nothing)."""
+
+
 def prune(p: Sequence[float]) -> tuple[list[bool], dict[str, object]]:
-    """Reasoning Pruning: prune i iff posterior(high component) < 0.5 and p_i < mean(p); the
-    max-p sample is never pruned. Skipped (nothing pruned) for N < 4 or a failed fit."""
+    """Reasoning Pruning: prune i iff posterior(high component) < 0.5 and p_i < mean(p) (by
+    more than MEAN_TOLERANCE); the max-p sample is never pruned. Skipped (nothing pruned) for
+    N < 4 or a failed fit."""
     n = len(p)
     if n < MIN_SAMPLES_TO_PRUNE:
         return [False] * n, {"pruning": f"skipped: N < {MIN_SAMPLES_TO_PRUNE}"}
@@ -40,9 +46,9 @@ def prune(p: Sequence[float]) -> tuple[list[bool], dict[str, object]]:
     if fitted is None:
         return [False] * n, {"pruning": "skipped: the Weibull mixture fit failed"}
     post = fitted.posterior_high(p)
-    mean = float(np.mean(p))
+    below = float(np.mean(p)) * (1 - MEAN_TOLERANCE)
     top = first_best(p)
-    flags = [bool(post[i] < 0.5 and p[i] < mean and i != top) for i in range(n)]
+    flags = [bool(post[i] < 0.5 and p[i] < below and i != top) for i in range(n)]
     return flags, {
         "pruning": "applied",
         "pruned": sum(flags),

@@ -1,4 +1,4 @@
-"""Self-certainty best-of-N with Borda voting (Kang, Zhao, Song 2025), strategies.md section 3.
+"""Self-certainty best-of-N with Borda voting (Kang, Zhao, Song 2025), docs/strategies.md section 3.
 
 Per sample SC = mean over its tokens of KL(U || softmax z), on raw logits over the full
 vocabulary (the engine's `kl_uniform`). This project averages the distributions that generated

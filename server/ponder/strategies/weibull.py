@@ -1,6 +1,6 @@
 """Two-component Weibull mixture fitted by maximum likelihood (RPC's Reasoning Pruning).
 
-Pure numpy/scipy. strategies.md section 4: L-BFGS-B from w=0.5, k1=1, l1=1, k2=1.5, l2=2 with
+Pure numpy/scipy. docs/strategies.md section 4: L-BFGS-B from w=0.5, k1=1, l1=1, k2=1.5, l2=2 with
 bounds w in [0.2, 0.8] and every other parameter >= 0.01; inputs clipped to [1e-12, 1].
 """
 
