@@ -2,7 +2,7 @@
 vLLM exact stats. Same SmolLM2 weights (vLLM serves the folder `ponder export-hf` writes).
 
     # in the vLLM CPU environment (README "vLLM on a CPU"):
-    python benchmarks/bench_vllm.py --model DIR                   # vLLM, exact stats on and off
+    python benchmarks/bench_vllm.py --model DIR [--dtype float32]  # vLLM, exact stats on and off
     # in the main environment:
     python benchmarks/bench_vllm.py --engine llamacpp
 
@@ -63,6 +63,7 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--exact", choices=["both", "on", "off"], default="both")
+    ap.add_argument("--dtype", default="auto", help="vLLM weights dtype (auto = the folder's)")
     args = ap.parse_args()
     if args.engine == "llamacpp":
         from ponder.engines.llamacpp import LlamaCppEngine
@@ -79,7 +80,7 @@ def main() -> None:
     for exact in {"both": (True, False), "on": (True,), "off": (False,)}[args.exact]:
         opts = VllmOptions(
             model=args.model, served_name="smollm2", max_model_len=2048, max_num_seqs=16,
-            exact_stats=exact,
+            exact_stats=exact, dtype=args.dtype,
         )  # fmt: skip
         rates[exact] = asyncio.run(
             _run(VllmEngine(opts), f"vLLM exact={exact}", args.max_tokens, args.repeats)

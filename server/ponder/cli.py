@@ -40,7 +40,14 @@ def _serve(args: argparse.Namespace) -> int:
         def handle_exit(self, sig: int, frame: Any) -> None:
             # SIGTERM/SIGINT: stop admitting (/ready -> 503), let in-flight requests finish
             # within the grace period, then exit 0.
-            app.state.gate.draining = True
+            gate = app.state.gate
+            if not gate.draining:
+                # Half a second before uvicorn's grace ends, Ponder ends what is still running
+                # with a 503 envelope (streams: an error event and [DONE]).
+                loop = asyncio.get_event_loop()
+                cut = max(settings.shutdown_grace_s - 0.5, 0.0)
+                loop.call_soon_threadsafe(loop.call_later, cut, gate.closing.set)
+            gate.draining = True
             super().handle_exit(sig, frame)
             if sig == signal.SIGTERM and sig in self._captured_signals:
                 # uvicorn re-raises captured signals after shutting down, which would end the
@@ -52,7 +59,12 @@ def _serve(args: argparse.Namespace) -> int:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
-        timeout_graceful_shutdown=int(settings.shutdown_grace_s) or None,
+        # A float, as set (2.9 s is 2.9 s); 0 means no grace, not "wait forever".
+        timeout_graceful_shutdown=settings.shutdown_grace_s,  # type: ignore[arg-type]
+        # X-Forwarded-For is believed only from the proxies named in PONDER_TRUSTED_PROXIES
+        # (uvicorn's default trusts it from any loopback peer).
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=settings.trusted_proxies or "",
     )
     Server(config).run()
     return 0

@@ -88,11 +88,27 @@ class Settings(BaseSettings):
         65536, ge=1, description="Upper bound on samples x max_tokens of one request."
     )
     max_prompt_tokens: int = Field(8192, ge=1)
+    max_messages: int = Field(
+        2048, ge=1, description="Messages per chat request; checked before any rendering."
+    )
+    max_prompt_chars: int = Field(
+        262144,
+        ge=1,
+        description="Characters of prompt text per request (all messages, or the prompt); "
+        "checked before rendering and tokenizing.",
+    )
     rate_limit_per_minute: int = Field(0, ge=0, description="Per key (or client); 0 = off.")
     concurrency_limit: int = Field(0, ge=0, description="Per key (or client); 0 = off.")
     max_queue: int = Field(64, ge=1, description="Requests admitted to the engine at once.")
     request_timeout_s: float = Field(600.0, ge=0.0, description="Per-request deadline; 0 = off.")
-    shutdown_grace_s: float = Field(30.0, ge=0.0)
+    shutdown_grace_s: float = Field(
+        30.0, ge=0.0, description="Seconds in-flight requests may finish after SIGTERM; 0 = none."
+    )
+    trusted_proxies: str | None = Field(
+        None,
+        description="Comma-separated proxy addresses whose X-Forwarded-For names the client "
+        "(for per-address limits and logs); default: none, the peer address counts.",
+    )
 
     def key_set(self) -> frozenset[str]:
         """The configured API keys (empty: auth off)."""

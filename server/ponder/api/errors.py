@@ -112,12 +112,22 @@ def install_error_handlers(app: FastAPI) -> None:
     async def on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         code = "not_found" if exc.status_code == 404 else None
-        return error_response(ApiError(exc.status_code, str(exc.detail), code=code))
+        # keep Starlette's headers (a 405 carries `Allow`)
+        headers = dict(exc.headers or {})
+        return error_response(
+            ApiError(exc.status_code, str(exc.detail), code=code, headers=headers)
+        )
 
     async def on_validation(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
         return error_response(_validation_error(exc))
 
+    async def on_client_gone(request: Request, exc: Exception) -> JSONResponse:
+        # Not a server error: one INFO line, counted as 499 in the request metrics.
+        log.info("client closed the request: %s %s", request.method, request.url.path)
+        return error_response(exc)
+
+    app.add_exception_handler(ClientGone, on_client_gone)
     app.add_exception_handler(ApiError, on_api_error)
     app.add_exception_handler(EngineError, on_api_error)
     app.add_exception_handler(AnswerPatternError, on_api_error)

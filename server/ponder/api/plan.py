@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from ..answers import AnswerSpec, compile_pattern
 from ..config import Settings
@@ -103,7 +103,21 @@ def _prompt_ids(req: ChatCompletionRequest | CompletionRequest, engine: Engine) 
             {"role": m.role, "content": _message_text(m, i)} for i, m in enumerate(req.messages)
         ]
         return engine.render_chat(messages)
-    prompt = req.prompt
+    prompt: Any = req.prompt
+    if isinstance(prompt, list) and not prompt:
+        raise ApiError(400, "prompt must not be empty", param="prompt", code="invalid_value")
+    if isinstance(prompt, list) and all(isinstance(p, list) for p in prompt):
+        if len(prompt) != 1:
+            raise ApiError(
+                400,
+                "exactly one prompt per request is supported (got a batch of "
+                f"{len(prompt)} token lists)",
+                param="prompt",
+                code="invalid_value",
+            )
+        prompt = prompt[0]
+        if not prompt:
+            raise ApiError(400, "prompt must not be empty", param="prompt", code="invalid_value")
     if isinstance(prompt, list) and prompt and all(isinstance(t, int) for t in prompt):
         ids = [int(t) for t in prompt]
         if any(t < 0 or t >= engine.n_vocab for t in ids):
@@ -127,6 +141,59 @@ def _prompt_ids(req: ChatCompletionRequest | CompletionRequest, engine: Engine) 
             400, "prompt must be a non-empty string", param="prompt", code="invalid_value"
         )
     return engine.tokenize(text)
+
+
+def check_bounds(req: ChatCompletionRequest | CompletionRequest, settings: Settings) -> None:
+    """The limits on what drives rendering and tokenization, checked before either runs (cheap:
+    counts and lengths only, so it may run on the event loop). Token-id prompts need no
+    tokenizing; their length is checked against PONDER_MAX_PROMPT_TOKENS in build_plan."""
+    if isinstance(req, ChatCompletionRequest) and len(req.messages) > settings.max_messages:
+        raise ApiError(
+            400,
+            f"at most {settings.max_messages} messages per request (got {len(req.messages)})",
+            param="messages",
+            code="too_many_messages",
+        )
+    texts = _texts(req)
+    chars = sum(len(text) for where, text in texts if where.startswith(("messages", "prompt")))
+    if chars > settings.max_prompt_chars:
+        raise ApiError(
+            400,
+            f"the prompt has {chars} characters; at most {settings.max_prompt_chars} "
+            "(PONDER_MAX_PROMPT_CHARS)",
+            param="messages" if isinstance(req, ChatCompletionRequest) else "prompt",
+            code="prompt_too_long",
+        )
+    for where, text in texts:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ApiError(
+                400,
+                f"{where} contains an unpaired UTF-16 surrogate (not valid Unicode text)",
+                param=where,
+                code="invalid_value",
+            ) from None
+
+
+def _texts(req: ChatCompletionRequest | CompletionRequest) -> list[tuple[str, str]]:
+    """Every caller string that reaches a tokenizer or a matcher, with its field path."""
+    out: list[tuple[str, str]] = []
+    if isinstance(req, ChatCompletionRequest):
+        for i, m in enumerate(req.messages):
+            if isinstance(m.content, str):
+                out.append((f"messages.{i}.content", m.content))
+            elif m.content is not None:
+                out += [(f"messages.{i}.content", p.text or "") for p in m.content]
+    else:
+        items = req.prompt if isinstance(req.prompt, list) else [req.prompt]
+        out += [("prompt", x) for x in items if isinstance(x, str)]
+    stops = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
+    out += [("stop", x) for x in stops if isinstance(x, str)]
+    pattern = req.ponder.answer.pattern if req.ponder is not None else None
+    if pattern:
+        out.append(("ponder.answer.pattern", pattern))
+    return out
 
 
 def build_plan(

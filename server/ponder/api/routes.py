@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import weakref
 from typing import Annotated, Any
 
@@ -13,7 +14,7 @@ from ..config import Settings
 from ..engines.base import Engine
 from ..strategies import DECODERS, STRATEGIES
 from .errors import ApiError
-from .plan import Plan, build_plan
+from .plan import Plan, build_plan, check_bounds
 from .render import response_body
 from .schemas import (
     COMPLETION_RESPONSES,
@@ -78,7 +79,9 @@ _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 async def _respond(request: Request, plan: Plan, engine: Engine, who: str) -> Any:
     settings = get_settings(request)
-    permit = get_gate(request).admit(who)
+    gate = get_gate(request)
+    budget = plan.samples * plan.params.max_tokens
+    permit = gate.admit(who, budget)
     timeout = settings.request_timeout_s or None
     if plan.stream:
         if plan.samples == 1 and plan.strategy == "none":
@@ -87,18 +90,22 @@ async def _respond(request: Request, plan: Plan, engine: Engine, who: str) -> An
             events = stream_segments(plan, engine)
         else:
             events = stream_buffered(plan, engine)
-        guarded = with_deadline(events, timeout, permit.release)
+        guarded = with_deadline(events, timeout, permit.release, gate.closing)
         weakref.finalize(guarded, permit.release)  # a stream that never started
         return StreamingResponse(guarded, media_type="text/event-stream", headers=_SSE_HEADERS)
     try:
-        out = await until_done_or_gone(request, execute(plan, engine), timeout)
+        out = await until_done_or_gone(request, execute(plan, engine), timeout, gate.closing)
     finally:
         permit.release()
+    gate.observe(budget, out.generation.generate_s)
     return JSONResponse(response_body(out))
 
 
-def _plan(request: Request, body: Any, settings: Settings, engine: Engine) -> Plan:
-    plan = build_plan(body, settings, engine)
+async def _plan(request: Request, body: Any, settings: Settings, engine: Engine) -> Plan:
+    """Bounds checked here; rendering, tokenizing and compiling a caller's pattern (costs that
+    grow with the input) run in a worker thread, never on the event loop."""
+    check_bounds(body, settings)
+    plan = await asyncio.to_thread(build_plan, body, settings, engine)
     request.state.strategy = plan.strategy  # for the request metrics
     return plan
 
@@ -111,7 +118,7 @@ async def chat_completions(
     settings: SettingsDep,
     engine: ReadyEngineDep,
 ) -> Any:
-    return await _respond(request, _plan(request, body, settings, engine), engine, who)
+    return await _respond(request, await _plan(request, body, settings, engine), engine, who)
 
 
 @router.post("/v1/completions", responses=COMPLETION_RESPONSES)
@@ -122,7 +129,7 @@ async def completions(
     settings: SettingsDep,
     engine: ReadyEngineDep,
 ) -> Any:
-    return await _respond(request, _plan(request, body, settings, engine), engine, who)
+    return await _respond(request, await _plan(request, body, settings, engine), engine, who)
 
 
 @router.get("/v1/models", responses=error_responses(401, 413))

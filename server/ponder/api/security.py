@@ -7,6 +7,7 @@ work ends (for a stream: when the stream ends or the client goes away).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import math
@@ -34,6 +35,13 @@ class Gate:
         self._running: dict[str, int] = defaultdict(int)
         self.admitted = 0
         self.draining = False
+        self.work = 0
+        """Budgeted tokens (samples x max_tokens) of the requests admitted and not finished."""
+        self.pace: float | None = None
+        """Measured engine seconds per budgeted token (None until a request has finished)."""
+        self.closing = asyncio.Event()
+        """Set shortly before the shutdown grace period ends: in-flight requests then end
+        with a 503 envelope (streams: an error event and [DONE]) instead of being cut."""
 
     def identify(self, request: Request) -> str:
         """The caller's identity for limits: a fingerprint of its key (401 if keys are on and
@@ -77,8 +85,37 @@ class Gate:
             )
         calls.append(now)
 
-    def admit(self, who: str) -> Permit:
-        """The permits of one request: rate, per-caller concurrency, then a queue slot.
+    def observe(self, budget_tokens: int, seconds: float) -> None:
+        """Learn the engine's pace from a finished request: seconds per budgeted token
+        (samples x max_tokens), an exponential moving average."""
+        if budget_tokens <= 0 or seconds <= 0:
+            return
+        pace = seconds / budget_tokens
+        self.pace = pace if self.pace is None else 0.8 * self.pace + 0.2 * pace
+
+    def expected_wait(self) -> float:
+        """Seconds of engine work already admitted, at the measured pace (0 before any)."""
+        return 0.0 if self.pace is None else self.pace * self.work
+
+    def _fits(self, budget_tokens: int) -> None:
+        """503 now, with a Retry-After computed from the queue, when the work admitted before
+        this request plus its own cannot finish within the request deadline."""
+        timeout = self.settings.request_timeout_s
+        if not timeout or self.pace is None or self.admitted == 0:
+            return
+        ahead = self.expected_wait()
+        if ahead + self.pace * budget_tokens > timeout:
+            raise ApiError(
+                503,
+                f"the server is busy: about {ahead:.0f} s of work is queued ahead of this "
+                f"request, which could not finish within its {timeout:g} s deadline",
+                code="overloaded",
+                headers={"Retry-After": str(max(1, math.ceil(ahead)))},
+            )
+
+    def admit(self, who: str, budget_tokens: int = 0) -> Permit:
+        """The permits of one request: rate, per-caller concurrency, a queue slot, then time
+        (the queued work at the measured pace must leave room for it within its deadline).
         Raises the 429/503 ApiError when one is not available. (Draining is refused earlier,
         by the `ready_engine` dependency of every /v1 route.)"""
         self._rate(who)
@@ -97,12 +134,15 @@ class Gate:
                 code="overloaded",
                 headers={"Retry-After": "2"},
             )
+        self._fits(budget_tokens)
         self._running[who] += 1
         self.admitted += 1
-        return Permit(self, who)
+        self.work += budget_tokens
+        return Permit(self, who, budget_tokens)
 
-    def _release(self, who: str) -> None:
+    def _release(self, who: str, budget_tokens: int) -> None:
         self.admitted -= 1
+        self.work -= budget_tokens
         self._running[who] -= 1
         if not self._running[who]:
             del self._running[who]
@@ -111,12 +151,13 @@ class Gate:
 class Permit:
     """A request's admission; `release()` is idempotent (streams release from several places)."""
 
-    def __init__(self, gate: Gate, who: str) -> None:
+    def __init__(self, gate: Gate, who: str, budget_tokens: int = 0) -> None:
         self._gate = gate
         self._who = who
+        self._budget = budget_tokens
         self._held = True
 
     def release(self) -> None:
         if self._held:
             self._held = False
-            self._gate._release(self._who)
+            self._gate._release(self._who, self._budget)

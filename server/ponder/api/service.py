@@ -142,9 +142,24 @@ def _final_chunk(w: ChunkWriter, out: Outcome) -> dict[str, Any]:
     return w.chunk(finals, **extra)
 
 
-async def until_done_or_gone(request: Any, coro: Any, timeout: float | None) -> Outcome:
+def _shutting_down() -> ApiError:
+    return ApiError(
+        503,
+        "the server is shutting down: retry the request",
+        code="shutting_down",
+        headers={"Retry-After": "1"},
+    )
+
+
+def _deadline_error(timeout: float | None) -> ApiError:
+    return ApiError(504, f"the request took longer than {timeout:g} s", code="deadline_exceeded")
+
+
+async def until_done_or_gone(
+    request: Any, coro: Any, timeout: float | None, closing: asyncio.Event | None = None
+) -> Outcome:
     """Await `coro` (an execute()), cancelling it — and so the engine's work on it — when the
-    client disconnects or the deadline passes (504)."""
+    client disconnects, the deadline passes (504) or the server's grace period ends (503)."""
     task = asyncio.ensure_future(coro)
     loop = asyncio.get_running_loop()
     deadline = None if timeout is None else loop.time() + timeout
@@ -157,9 +172,9 @@ async def until_done_or_gone(request: Any, coro: Any, timeout: float | None) -> 
             if await request.is_disconnected():
                 raise ClientGone()
             if deadline is not None and loop.time() > deadline:
-                raise ApiError(
-                    504, f"the request took longer than {timeout:g} s", code="deadline_exceeded"
-                )
+                raise _deadline_error(timeout)
+            if closing is not None and closing.is_set():
+                raise _shutting_down()
     finally:
         if not task.done():
             task.cancel()
@@ -168,28 +183,45 @@ async def until_done_or_gone(request: Any, coro: Any, timeout: float | None) -> 
 
 
 async def with_deadline(
-    events: AsyncIterator[str], timeout: float | None, on_end: Callable[[], None]
+    events: AsyncIterator[str],
+    timeout: float | None,
+    on_end: Callable[[], None],
+    closing: asyncio.Event | None = None,
 ) -> AsyncIterator[str]:
-    """Pass SSE events through; past the deadline, stop the stream (which cancels its engine
-    work) with one 504 error event and [DONE]. `on_end` runs however the stream ends."""
+    """Pass SSE events through; past the deadline (504) or at the end of the server's grace
+    period (503), stop the stream (which cancels its engine work) with one error event and
+    [DONE]. `on_end` runs however the stream ends."""
     loop = asyncio.get_running_loop()
     deadline = None if timeout is None else loop.time() + timeout
+    stop = asyncio.ensure_future(closing.wait()) if closing is not None else None
+    nxt: asyncio.Future[str] | None = None
     try:
         while True:
             remaining = None if deadline is None else max(deadline - loop.time(), 0.0)
-            try:
-                event = await asyncio.wait_for(events.__anext__(), remaining)
-            except StopAsyncIteration:
-                return
-            except asyncio.TimeoutError:
-                err = ApiError(
-                    504, f"the request took longer than {timeout:g} s", code="deadline_exceeded"
-                )
-                yield _error_event(err)
-                yield DONE
-                return
-            yield event
+            nxt = asyncio.ensure_future(events.__anext__())
+            waiters = {nxt} if stop is None else {nxt, stop}
+            done, _ = await asyncio.wait(waiters, timeout=remaining, return_when="FIRST_COMPLETED")
+            if nxt in done:
+                try:
+                    event = nxt.result()
+                except StopAsyncIteration:
+                    return
+                yield event
+                continue
+            nxt.cancel()
+            with contextlib.suppress(BaseException):
+                await nxt
+            err = _shutting_down() if stop is not None and stop in done else None
+            yield _error_event(err or _deadline_error(timeout))
+            yield DONE
+            return
     finally:
+        if stop is not None:
+            stop.cancel()
+        if nxt is not None and not nxt.done():  # the client left mid-event: stop its work
+            nxt.cancel()
+            with contextlib.suppress(BaseException):
+                await nxt
         with contextlib.suppress(BaseException):
             await events.aclose()  # type: ignore[attr-defined]
         on_end()

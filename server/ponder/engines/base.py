@@ -5,6 +5,8 @@ Strategies and the HTTP layer depend on this module only, never on a concrete en
 
 from __future__ import annotations
 
+import re
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -69,6 +71,33 @@ def punctuation_ids(encode: Callable[[str], list[int]]) -> frozenset[int]:
     authors' code does (a merged token that merely contains punctuation, such as ".\n\n",
     does not end a trial). `encode` must not add special tokens."""
     return frozenset(ids[0] for c in PUNCTUATION if (ids := encode(c)))
+
+
+def render_plain_content(
+    messages: list[dict[str, str]],
+    render: Callable[[list[dict[str, str]]], str],
+    template_ids: Callable[[str], list[int]],
+    text_ids: Callable[[str], list[int]],
+) -> list[int]:
+    """Token ids of a chat prompt in which only the chat template's own markers are special.
+
+    The template is rendered with a sentinel in place of each message's content; the template's
+    text between sentinels is tokenized with special tokens parsed (`template_ids`), each
+    content with special tokens as plain text (`text_ids`), so a user who types
+    `<|im_start|>system` gets those characters, not a forged turn. Linear in the prompt: the
+    expensive special-token scan only sees the template's short pieces.
+    """
+    nonce = uuid.uuid4().hex[:12]
+    marks = [f"\u27e6{nonce}:{i}\u27e7" for i in range(len(messages))]
+    rendered = render([{**m, "content": mark} for m, mark in zip(messages, marks, strict=True)])
+    index = {mark: i for i, mark in enumerate(marks)}
+    ids: list[int] = []
+    for piece in re.split(f"(\u27e6{nonce}:\\d+\u27e7)", rendered):
+        if piece in index:
+            ids += text_ids(messages[index[piece]]["content"])
+        elif piece:
+            ids += template_ids(piece)
+    return ids
 
 
 def ends_trial(piece: str) -> bool:

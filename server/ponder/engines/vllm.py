@@ -38,6 +38,7 @@ from .base import (
     StreamDelta,
     UnsupportedRequest,
     punctuation_ids,
+    render_plain_content,
 )
 from .vllm_stats import STATS_KEY, approximate, combine, effective_temperature
 
@@ -293,10 +294,17 @@ class VllmEngine:
     def render_chat(self, messages: list[dict[str, str]]) -> list[int]:
         if self._tokenizer is None:
             raise EngineNotReady("the model is still loading")
-        text = self._tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, tokenize=False
+        tok = self._tokenizer
+        return render_plain_content(
+            messages,
+            lambda msgs: str(
+                tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+            ),
+            lambda text: list(tok.encode(text, add_special_tokens=False)),
+            lambda text: list(
+                tok.encode(text, add_special_tokens=False, split_special_tokens=True)
+            ),
         )
-        return list(self._tokenizer.encode(text, add_special_tokens=False))
 
     def tokenize(self, text: str) -> list[int]:
         if self._tokenizer is None:
