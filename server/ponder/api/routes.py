@@ -17,9 +17,12 @@ from .errors import ApiError
 from .plan import Plan, build_plan, check_bounds
 from .render import response_body
 from .schemas import (
+    CHAT_RESPONSES,
     COMPLETION_RESPONSES,
     ChatCompletionRequest,
     CompletionRequest,
+    ModelList,
+    Status,
     error_responses,
 )
 from .security import Gate
@@ -110,7 +113,7 @@ async def _plan(request: Request, body: Any, settings: Settings, engine: Engine)
     return plan
 
 
-@router.post("/v1/chat/completions", responses=COMPLETION_RESPONSES)
+@router.post("/v1/chat/completions", responses=CHAT_RESPONSES)
 async def chat_completions(
     body: ChatCompletionRequest,
     request: Request,
@@ -132,7 +135,7 @@ async def completions(
     return await _respond(request, await _plan(request, body, settings, engine), engine, who)
 
 
-@router.get("/v1/models", responses=error_responses(401, 413))
+@router.get("/v1/models", responses={200: {"model": ModelList}, **error_responses(401, 413)})
 async def models(engine: EngineDep, request: Request, who: CallerDep) -> dict[str, Any]:
     created = request.app.state.started
     name = engine.model_name
@@ -153,11 +156,11 @@ async def prometheus_metrics(request: Request, settings: SettingsDep) -> Respons
     return Response(metrics.render(), media_type=metrics.CONTENT_TYPE_LATEST)
 
 
-@router.get("/health", responses=error_responses(413))
+@router.get("/health", responses={200: {"model": Status}, **error_responses(413)})
 async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/ready", responses=error_responses(413, 503))
+@router.get("/ready", responses={200: {"model": Status}, **error_responses(413, 503)})
 async def ready(engine: ReadyEngineDep) -> dict[str, str]:
     return {"status": "ready", "model": engine.model_name}

@@ -118,10 +118,129 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {s: {"model": ErrorResponse, "description": "OpenAI error envelope"} for s in statuses}
 
 
-COMPLETION_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {
-        "description": "A completion (JSON), or server-sent events when `stream` is true",
-        "content": {"application/json": {}, "text/event-stream": {}},
-    },
-    **error_responses(400, 401, 404, 413, 422, 429, 500, 503, 504),
-}
+# ---------------------------------------------------------------- success bodies
+# What render.py writes, published in /openapi.json so clients (and the fuzz tests' response
+# checks) see the real shapes. Extra fields are allowed: OpenAI adds fields over time.
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class TallyEntry(BaseModel):
+    answer: str
+    votes: int
+    score: float
+    share: float
+
+
+class CandidateOut(BaseModel):
+    """One sample (`include_candidates`), plus the strategy's own per-sample scores."""
+
+    model_config = ConfigDict(extra="allow")
+
+    index: int
+    answer: str | None
+    text: str
+    tokens: int
+    finish_reason: str
+    mean_logprob: float
+    self_certainty: float
+    pruned: bool
+
+
+class Timing(BaseModel):
+    queue_s: float
+    generate_s: float
+    select_s: float
+
+
+class PonderMeta(BaseModel):
+    """The `ponder` object (docs/api.md): present whenever a strategy other than `none` ran."""
+
+    strategy: str
+    samples: int
+    generated: int
+    answer: str | None
+    confidence: float
+    chosen: int
+    tally: list[TallyEntry]
+    unanswered: int
+    exact: bool
+    notes: dict[str, Any] | None = None
+    candidates: list[CandidateOut] | None = None
+    timing: Timing
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"]
+    content: str
+
+
+class ChatChoice(BaseModel):
+    index: int
+    finish_reason: str
+    message: AssistantMessage
+    logprobs: dict[str, Any] | None = None
+
+
+class CompletionChoice(BaseModel):
+    index: int
+    finish_reason: str
+    text: str
+    logprobs: dict[str, Any] | None = None
+
+
+class ChatCompletionResponse(BaseModel):
+    id: str
+    object: Literal["chat.completion"]
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage
+    ponder: PonderMeta | None = None
+
+
+class CompletionResponse(BaseModel):
+    id: str
+    object: Literal["text_completion"]
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: Usage
+    ponder: PonderMeta | None = None
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"]
+    created: int
+    owned_by: str
+    root: str
+
+
+class ModelList(BaseModel):
+    object: Literal["list"]
+    data: list[ModelCard]
+
+
+class Status(BaseModel):
+    status: str
+    model: str | None = None
+
+
+def _completion_responses(model: type[BaseModel]) -> dict[int | str, dict[str, Any]]:
+    return {
+        200: {
+            "model": model,
+            "description": "A completion (JSON), or server-sent events when `stream` is true",
+            "content": {"text/event-stream": {}},
+        },
+        **error_responses(400, 401, 404, 413, 422, 429, 499, 500, 503, 504),
+    }
+
+
+CHAT_RESPONSES = _completion_responses(ChatCompletionResponse)
+COMPLETION_RESPONSES = _completion_responses(CompletionResponse)
