@@ -39,6 +39,8 @@ class Plan:
     include_usage: bool
     logprobs: int | None
     prompt_ids: list[int]
+    notes: tuple[tuple[str, str], ...] = ()
+    """Said in the response's `ponder.notes` (e.g. why fewer samples were drawn)."""
 
 
 def parse_model(name: str, served: str) -> tuple[str | None, int | None]:
@@ -196,9 +198,61 @@ def _texts(req: ChatCompletionRequest | CompletionRequest) -> list[tuple[str, st
     return out
 
 
+_NEUTRAL: dict[str, tuple[Any, ...]] = {
+    "presence_penalty": (None, 0, 0.0),
+    "frequency_penalty": (None, 0, 0.0),
+    "repetition_penalty": (None, 1, 1.0),
+    "logit_bias": (None, {}),
+    "tools": (None, []),
+    "functions": (None, []),
+    "tool_choice": (None, "none", "auto"),
+    "function_call": (None, "none", "auto"),
+    "response_format": (None, {"type": "text"}),
+    "guided_json": (None,),
+    "guided_regex": (None,),
+    "guided_choice": (None,),
+    "guided_grammar": (None,),
+    "best_of": (None, 1),
+    "suffix": (None, ""),
+    "echo": (None, False),
+    "min_tokens": (None, 0),
+    "prompt_logprobs": (None,),
+}
+"""OpenAI/vLLM request fields Ponder does not implement yet, with the values that ask for
+nothing (accepted). Any other value is refused, never ignored."""
+
+
+def refuse_unsupported(req: ChatCompletionRequest | CompletionRequest) -> None:
+    """400 `unsupported_parameter` for a field this server would otherwise ignore."""
+    fields = {**(req.model_extra or {})}
+    if isinstance(req, CompletionRequest):
+        fields["echo"] = req.echo
+    for name, neutral in _NEUTRAL.items():
+        if name in fields and not any(fields[name] == v for v in neutral):
+            raise ApiError(
+                400,
+                f"`{name}` is not supported by this server yet; remove it (a silent drop "
+                "would give a plausible wrong result)",
+                param=name,
+                code="unsupported_parameter",
+            )
+    if isinstance(req, ChatCompletionRequest):
+        for i, m in enumerate(req.messages):
+            extra = m.model_extra or {}
+            for name in ("tool_calls", "function_call"):
+                if extra.get(name):
+                    raise ApiError(
+                        400,
+                        f"`messages.{i}.{name}` is not supported by this server yet",
+                        param=f"messages.{i}.{name}",
+                        code="unsupported_parameter",
+                    )
+
+
 def build_plan(
     req: ChatCompletionRequest | CompletionRequest, settings: Settings, engine: Engine
 ) -> Plan:
+    refuse_unsupported(req)
     alias_strategy, alias_samples = parse_model(req.model, engine.model_name)
     ponder = req.ponder
     strategy = (ponder and ponder.strategy) or alias_strategy or settings.default_strategy
@@ -243,6 +297,12 @@ def build_plan(
                 param="n",
                 code="invalid_value",
             )
+    notes: tuple[tuple[str, str], ...] = ()
+    if strategy in SELECTORS and req.temperature == 0 and samples > 1:
+        # Greedy samples are all the same sample: N of them would cost N times as much and
+        # report confidence 1.0 whatever the answer. One is drawn, and the response says so.
+        notes = (("temperature", f"temperature 0 is greedy: 1 sample drawn, not {samples}"),)
+        samples = 1
     if samples > settings.max_samples:
         raise ApiError(
             400,
@@ -336,4 +396,5 @@ def build_plan(
         include_usage=bool(req.stream_options and req.stream_options.include_usage),
         logprobs=logprobs,
         prompt_ids=prompt_ids,
+        notes=notes,
     )

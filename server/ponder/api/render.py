@@ -107,8 +107,9 @@ def ponder_object(out: Outcome) -> dict[str, Any] | None:
         "unanswered": d.unanswered,
         "exact": out.exact,
     }
-    if d.notes:
-        obj["notes"] = d.notes
+    notes = {**d.notes, **dict(out.plan.notes)}
+    if notes:
+        obj["notes"] = notes
     if out.plan.include_candidates:
         obj["candidates"] = [candidate(out, s) for s in samples]
     obj["timing"] = {

@@ -1,0 +1,99 @@
+"""Fields Ponder does not act on are refused with a 400 that names them, never ignored; neutral
+values (what SDKs send by default) are accepted. Through the openai SDK, real server."""
+
+from __future__ import annotations
+
+import openai
+import pytest
+
+from ..conftest import Server
+
+Q = [{"role": "user", "content": "What is 2 + 3? Answer with the number."}]
+
+
+@pytest.fixture(scope="module")
+def client(server: Server) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="unused", max_retries=0)
+
+
+TOOL = {
+    "type": "function",
+    "function": {"name": "add", "parameters": {"type": "object", "properties": {}}},
+}
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("tools", [TOOL]),
+        ("tool_choice", "required"),
+        ("response_format", {"type": "json_object"}),
+        ("presence_penalty", 0.5),
+        ("frequency_penalty", -1.0),
+        ("logit_bias", {"42": 5}),
+    ],
+)
+def test_chat_fields_that_would_be_ignored_are_refused(
+    client: openai.OpenAI, field: str, value: object
+) -> None:
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(model="smollm2", messages=Q, max_tokens=2, **{field: value})  # type: ignore[call-overload]
+    body = err.value.body
+    assert isinstance(body, dict)
+    assert body["code"] == "unsupported_parameter" and body["param"] == field
+
+
+def test_neutral_values_are_accepted(client: openai.OpenAI) -> None:
+    r = client.chat.completions.create(
+        model="smollm2",
+        messages=Q,
+        max_tokens=2,
+        presence_penalty=0,
+        frequency_penalty=0,
+        response_format={"type": "text"},
+        tools=[],
+        logit_bias={},
+    )  # type: ignore[call-overload]
+    assert r.choices[0].message.content is not None
+
+
+def test_echo_is_refused_on_completions(client: openai.OpenAI) -> None:
+    """lm-evaluation-harness's loglikelihood shape: it needs the prompt's logprobs, which
+    Ponder does not return yet; a 400 instead of a silently wrong score."""
+    with pytest.raises(openai.BadRequestError) as err:
+        client.completions.create(
+            model="smollm2", prompt="The sky is blue", max_tokens=1, logprobs=1, echo=True
+        )
+    assert isinstance(err.value.body, dict) and err.value.body["param"] == "echo"
+
+
+def test_tool_calls_in_history_are_refused(client: openai.OpenAI) -> None:
+    history = [
+        *Q,
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "add", "arguments": "{}"}}
+            ],
+        },
+    ]
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(model="smollm2", messages=history, max_tokens=2)  # type: ignore[arg-type]
+    assert isinstance(err.value.body, dict) and err.value.body["param"] == "messages.1.tool_calls"
+
+
+def test_temperature_zero_with_a_selection_strategy_draws_one_greedy_sample(
+    client: openai.OpenAI,
+) -> None:
+    r = client.chat.completions.create(
+        model="smollm2",
+        messages=Q,
+        max_tokens=16,
+        temperature=0,
+        extra_body={"ponder": {"strategy": "majority_vote", "samples": 8}},
+    )
+    p = r.model_extra["ponder"]
+    assert p["generated"] == 1 and p["samples"] == 1
+    assert "greedy" in p["notes"]["temperature"]
+    assert r.usage.completion_tokens <= 16  # one sample's tokens, not eight
