@@ -73,6 +73,11 @@ def punctuation_ids(encode: Callable[[str], list[int]]) -> frozenset[int]:
     return frozenset(ids[0] for c in PUNCTUATION if (ids := encode(c)))
 
 
+_SENTINEL = re.compile("(\u27e6[0-9a-f]{12}:\\d+\u27e7)")
+"""A content placeholder of render_plain_content (its nonce is checked by lookup, so one
+pattern serves every request)."""
+
+
 def render_plain_content(
     messages: list[dict[str, str]],
     render: Callable[[list[dict[str, str]]], str],
@@ -92,7 +97,7 @@ def render_plain_content(
     rendered = render([{**m, "content": mark} for m, mark in zip(messages, marks, strict=True)])
     index = {mark: i for i, mark in enumerate(marks)}
     ids: list[int] = []
-    for piece in re.split(f"(\u27e6{nonce}:\\d+\u27e7)", rendered):
+    for piece in _SENTINEL.split(rendered):
         if piece in index:
             ids += text_ids(messages[index[piece]]["content"])
         elif piece:

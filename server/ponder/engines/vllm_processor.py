@@ -114,7 +114,6 @@ class PonderStatsProcessor(*INTERFACES):  # type: ignore[misc]
             size = max(size, int(self.req_states.max_num_reqs))
         self.table = _SlotTable(size, device)
         self.batch_size = 0
-        self.tracked = 0
 
     @classmethod
     def validate_params(cls, sampling_params: Any) -> None:
