@@ -70,9 +70,18 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+class AskError(Exception):
+    """A request `ponder ask` cannot run, with the message a server would answer."""
+
+
 def _ask_in_process(args: argparse.Namespace, body: dict[str, Any]) -> dict[str, Any]:
-    """Run one request on the embedded engine without HTTP: plan, execute, render."""
-    from .api.plan import build_plan
+    """Run one request on the embedded engine without HTTP: the request is checked before
+    the model loads (a typo costs no load), then planned, executed and rendered; every
+    failure is an AskError carrying the message the server would send."""
+    from pydantic import ValidationError
+
+    from .api.errors import to_api_error, validation_error
+    from .api.plan import build_plan, check_request
     from .api.render import response_body
     from .api.schemas import ChatCompletionRequest
     from .api.service import execute
@@ -80,21 +89,31 @@ def _ask_in_process(args: argparse.Namespace, body: dict[str, Any]) -> dict[str,
 
     settings = Settings(model=args.model) if args.model else Settings()
     engine = create_engine(settings)
+    try:
+        req = ChatCompletionRequest.model_validate({**body, "model": engine.model_name})
+        check_request(req, settings, engine.model_name, engine.continues_chat)
+    except ValidationError as exc:
+        raise AskError(validation_error(exc.errors()).message) from None
+    except Exception as exc:
+        raise AskError(to_api_error(exc).message) from None
 
     async def run() -> dict[str, Any]:
         await engine.start()
         try:
-            body["model"] = engine.model_name
-            plan = build_plan(ChatCompletionRequest.model_validate(body), settings, engine)
+            plan = build_plan(req, settings, engine)
             return response_body(await execute(plan, engine))
         finally:
             await engine.close()
 
-    return asyncio.run(run())
+    try:
+        return asyncio.run(run())
+    except Exception as exc:
+        raise AskError(to_api_error(exc).message) from None
 
 
 def _ask(args: argparse.Namespace) -> int:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from ponder_client import Ponder, PonderError, Result, ponder_options
@@ -120,23 +139,23 @@ def _ask(args: argparse.Namespace) -> int:
             }
             with console.status("generating on the embedded engine..."):
                 result = Result.from_response(_ask_in_process(args, body))
-    except PonderError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+    except (PonderError, AskError) as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}")
         return 1
     if args.json:
         print(json.dumps(result.raw, indent=2))
         return 0
-    console.print(result.text.strip(), highlight=False)
+    console.print(escape(result.text.strip()), highlight=False)
     console.print()
     conf = "-" if result.confidence is None else f"{result.confidence:.3f}"
     console.print(
-        f"[bold]answer:[/bold] {result.answer}   [bold]confidence:[/bold] {conf}   "
+        f"[bold]answer:[/bold] {escape(str(result.answer))}   [bold]confidence:[/bold] {conf}   "
         f"[bold]strategy:[/bold] {result.strategy}"
     )
     if result.tally:
         table = Table("answer", "votes", "score", "share")
         for t in result.tally:
-            table.add_row(t.answer, str(t.votes), f"{t.score:.3f}", f"{t.share:.3f}")
+            table.add_row(escape(t.answer), str(t.votes), f"{t.score:.3f}", f"{t.share:.3f}")
         console.print(table)
     u = result.usage
     console.print(f"tokens: prompt {u.prompt_tokens}, completion {u.completion_tokens}")

@@ -63,12 +63,13 @@ def test_cntp_streams_segments_equal_to_the_whole(client: openai.OpenAI) -> None
         c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content
     ]
     assert len(pieces) > 1
-    final = chunks[-1]
+    final, last = chunks[-2], chunks[-1]
     assert final.choices[0].finish_reason in ("stop", "length")
     assert final.model_extra["ponder"]["strategy"] == "cntp"
+    assert last.choices == [] and last.usage is not None  # usage on its own chunk
     whole = client.chat.completions.create(**kw)
     assert "".join(pieces) == whole.choices[0].message.content
-    assert final.usage.completion_tokens == whole.usage.completion_tokens
+    assert last.usage.completion_tokens == whole.usage.completion_tokens
 
 
 def test_cntp_with_self_consistency(client: openai.OpenAI) -> None:

@@ -148,14 +148,16 @@ def test_stream_majority_vote_buffered(server: Server, client: openai.OpenAI) ->
         "POST", f"{server.base_url}/v1/chat/completions", json=body, timeout=120
     ) as resp:
         lines = [ln for ln in resp.iter_lines() if ln]
-    assert any(ln.startswith(": progress") for ln in lines)
     assert lines[-1] == "data: [DONE]"
     events = [json.loads(ln[6:]) for ln in lines if ln.startswith("data: {")]
-    assert events[0]["choices"][0]["delta"]["role"] == "assistant"
+    assert events[0]["choices"][0]["delta"]["role"] == "assistant"  # at once, before sampling
+    progress = [e["ponder"]["progress"] for e in events if "progress" in e.get("ponder", {})]
+    assert progress[0] == {"done": 0, "total": 4} and progress[-1] == {"done": 4, "total": 4}
     text = "".join(e["choices"][0]["delta"].get("content", "") for e in events if e["choices"])
-    final = events[-1]
+    final, last = events[-2], events[-1]
     assert final["choices"][0]["finish_reason"] in ("stop", "length")
-    assert final["ponder"]["generated"] == 4 and final["usage"]["completion_tokens"] > 0
+    assert final["ponder"]["generated"] == 4
+    assert last["choices"] == [] and last["usage"]["completion_tokens"] > 0
     plain = dict(body, stream=False)
     plain.pop("stream_options")
     full = httpx.post(f"{server.base_url}/v1/chat/completions", json=plain, timeout=120).json()
@@ -222,7 +224,14 @@ def test_errors_are_openai_envelopes(server: Server, client: openai.OpenAI) -> N
         content=b"{not json",
         headers={"content-type": "application/json"},
     )
-    assert raw.status_code == 422 and raw.json()["error"]["code"] == "invalid_json"
+    assert raw.status_code == 400 and raw.json()["error"]["code"] == "invalid_json"
+    nan = httpx.post(
+        f"{server.base_url}/v1/chat/completions",
+        content=b'{"model": "smollm2", "messages": [{"role": "user", "content": "hi"}], '
+        b'"temperature": NaN}',
+        headers={"content-type": "application/json"},
+    )
+    assert nan.status_code == 400 and "finite" in nan.json()["error"]["message"]
     assert httpx.get(f"{server.base_url}/nope").json()["error"]["type"]
     assert httpx.get(f"{server.base_url}/ready").status_code == 200
 
@@ -232,6 +241,15 @@ def test_unknown_fields_from_other_tools_are_accepted(client: openai.OpenAI) -> 
         model="smollm2",
         messages=Q,
         max_tokens=4,
-        extra_body={"optillm_approach": "bon", "k": 3, "top_k": 40},
+        extra_body={"optillm_approach": "bon", "k": 3, "top_k": 40, "user": "u1"},
     )
     assert r.choices[0].message.content is not None
+    # accepted, and said: fields no server defines are named in a header (not `user`,
+    # which changes nothing, nor `top_k`, which Ponder implements)
+    raw = client.chat.completions.with_raw_response.create(
+        model="smollm2",
+        messages=Q,
+        max_tokens=4,
+        extra_body={"optillm_approach": "bon", "k": 3, "top_k": 40, "user": "u1"},
+    )
+    assert raw.headers["x-ponder-ignored-fields"] == "k, optillm_approach"

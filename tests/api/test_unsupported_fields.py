@@ -57,12 +57,11 @@ def test_neutral_values_are_accepted(client: openai.OpenAI) -> None:
     assert r.choices[0].message.content is not None
 
 
-def test_echo_is_refused_on_completions(client: openai.OpenAI) -> None:
-    """lm-evaluation-harness's loglikelihood shape: it needs the prompt's logprobs, which
-    Ponder does not return yet; a 400 instead of a silently wrong score."""
+def test_echo_on_chat_is_refused(client: openai.OpenAI) -> None:
+    """vLLM's chat extension `echo` (prepend the last message) is not implemented: a 400."""
     with pytest.raises(openai.BadRequestError) as err:
-        client.completions.create(
-            model="smollm2", prompt="The sky is blue", max_tokens=1, logprobs=1, echo=True
+        client.chat.completions.create(
+            model="smollm2", messages=Q, max_tokens=1, extra_body={"echo": True}
         )
     assert isinstance(err.value.body, dict) and err.value.body["param"] == "echo"
 

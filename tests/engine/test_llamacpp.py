@@ -148,3 +148,58 @@ def test_concurrent_requests_are_queued_not_interleaved(engine: LlamaCppEngine) 
     a, b = asyncio.run(both())
     assert a.samples[0].token_ids == b.samples[0].token_ids
     assert max(a.queue_s, b.queue_s) > 0.5 * min(a.generate_s, b.generate_s)
+
+
+def test_prompt_logprobs_equal_llama_cpps_own_forward_pass(engine: LlamaCppEngine) -> None:
+    """Scoring a prompt (echo + logprobs) gives llama-cpp-python's own numbers for the same
+    model and attention kernel: its high-level `Llama` with every row's logits kept."""
+    from llama_cpp import Llama
+    from scipy.special import log_softmax
+
+    text = " ".join(f"Item {i} is a small red box." for i in range(20))  # > one prefill chunk
+    ids = engine.tokenize(text)
+    params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=3)
+    gen = asyncio.run(engine.sample(ids, params, 1))
+    scored = gen.prompt_logprobs
+    assert scored is not None and len(scored.logprob) == len(ids) > 128
+    assert scored.logprob[0] is None and scored.top[0] is None
+    assert "".join(scored.tokens_text) == text
+    ref = Llama(
+        model_path=str(embedded_model_path()),
+        n_ctx=1024,
+        n_batch=64,
+        flash_attn=True,  # the kernel llama.cpp picks for Ponder's context here
+        logits_all=True,
+        verbose=False,
+    )
+    try:
+        ref.eval(ids)
+        z = log_softmax(np.asarray(ref.scores[: len(ids)], dtype=np.float64), axis=1)
+    finally:
+        ref.close()
+    want = z[np.arange(len(ids) - 1), ids[1:]]
+    np.testing.assert_allclose(np.array(scored.logprob[1:], dtype=np.float64), want, atol=1e-4)
+    for i in (1, 70, len(ids) - 1):
+        top = scored.top[i]
+        assert top is not None and len(top) == 3
+        best = int(np.argmax(z[i - 1]))
+        assert top[0][0] == engine.detokenize([best], special=True)
+        assert top[0][1] == pytest.approx(z[i - 1, best], abs=1e-4)
+
+
+def test_long_token_pieces_keep_their_text(engine: LlamaCppEngine) -> None:
+    """Pieces longer than 64 bytes exist in SmolLM2's vocabulary (80 '#'s is one token)."""
+    ids = engine.tokenize("#" * 80, add_special=False)
+    assert len(ids) == 1
+    assert engine.detokenize(ids) == "#" * 80
+
+
+def test_raw_text_parses_special_tokens_chat_content_does_not(engine: LlamaCppEngine) -> None:
+    """A completion prompt is the caller's own text: template markers in it are special
+    tokens (as in vLLM and llama.cpp's server); chat content cannot forge them."""
+    eos = engine.tokenizer_info()["eos_token"]
+    assert engine.tokenize(eos, add_special=False) == [engine._llama.token_eos()]
+    raw = engine.tokenize("<|im_start|>user\nhi<|im_end|>\n", add_special=False)
+    assert engine.detokenize(raw, special=True) == "<|im_start|>user\nhi<|im_end|>\n"
+    chat = engine.render_chat([{"role": "user", "content": "<|im_end|>"}])
+    assert chat.count(engine._llama.token_eos()) == 2  # the system turn's and the user turn's

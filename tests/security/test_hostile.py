@@ -260,7 +260,7 @@ def test_past_the_grace_period_requests_end_with_an_error_not_a_cut(
 @pytest.mark.parametrize(
     ("prompt", "message"),
     [
-        ([True], "Input should be a valid"),
+        ([True], "a list of token ids, or a list of one list of token ids"),
         ([], "must not be empty"),
         ([[]], "must not be empty"),
         ([[1, 2], [3]], "exactly one prompt"),

@@ -331,7 +331,11 @@ class FakeAsyncLLM:
         key = (sp.get("extra_args") or {}).get("ponder_stats")
         if key:  # the processor's record for the one generated token
             self.store.record([key], [0], np.array([[2.0 + i, 0.3, 1.0, 1.0]], dtype=np.float32))
-        yield type("RO", (), {"outputs": [_out([10 + i], [-0.5])], "finished": True})()
+        scored = None
+        if sp.get("prompt_logprobs") is not None:  # vLLM: None, then {id: Logprob} per token
+            scored = [None] + [{t: _LP(-1.0 - t), 99: _LP(-0.1)} for t in prompt[1:]]
+        out = {"outputs": [_out([10 + i], [-0.5])], "finished": True, "prompt_logprobs": scored}
+        yield type("RO", (), out)()
 
     async def abort(self, ids: Any) -> None:
         self.aborted += list(ids)
@@ -390,6 +394,23 @@ def test_cancelled_request_aborts_every_sample() -> None:
     assert len(fake.aborted) == 4 and all(a.startswith("ponder-") for a in fake.aborted)
     assert eng.in_flight == 0
     assert len(fake.store) == 0  # what the worker recorded for them was dropped
+
+
+@dataclass
+class _LP:  # vllm.logprobs.Logprob's field the engine reads
+    logprob: float
+
+
+def test_echo_scores_the_prompt_once_with_the_first_sample() -> None:
+    eng = _engine(FakeAsyncLLM())
+    eng._full_piece = piece  # type: ignore[method-assign]
+    gen = asyncio.run(eng.sample([5, 6, 7], SamplingParams(prompt_logprobs=1), 3))
+    scored = gen.prompt_logprobs
+    assert scored is not None and scored.logprob == [None, -7.0, -8.0]
+    assert scored.top == [None, [(piece(99), -0.1)], [(piece(99), -0.1)]]
+    assert scored.tokens_text == [piece(t) for t in (5, 6, 7)]
+    plain = asyncio.run(eng.sample([5, 6, 7], SamplingParams(), 1))
+    assert plain.prompt_logprobs is None
 
 
 def test_engine_failure_becomes_engine_error() -> None:

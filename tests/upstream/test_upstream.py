@@ -155,6 +155,24 @@ def test_plain_streaming_and_completions(front: Server) -> None:
     assert r.model_extra["ponder"]["generated"] == 2
 
 
+def test_what_needs_a_tokenizer_is_a_clear_400(front: Server) -> None:
+    """The upstream engine has no tokenizer: token-id prompts, prompt scoring (echo with
+    logprobs) and the tokenizer endpoints are refused by name, never a 500."""
+    c = client(front)
+    model = c.models.list().data[0].id
+    for kw, param in (
+        ({"prompt": [[1, 2, 3]]}, "prompt"),
+        ({"prompt": "Hi", "echo": True, "logprobs": 1}, "echo"),
+    ):
+        with pytest.raises(openai.BadRequestError) as err:
+            c.completions.create(model=model, max_tokens=2, **kw)  # type: ignore[call-overload]
+        assert err.value.body["param"] == param  # type: ignore[index]
+    echo = c.completions.create(model=model, prompt="One, two,", echo=True, max_tokens=2)
+    assert echo.choices[0].text.startswith("One, two,")
+    r = httpx.post(f"{front.base_url}/tokenize", json={"prompt": "Hi"})
+    assert r.status_code == 400 and "no tokenizer" in r.json()["error"]["message"]
+
+
 def test_cntp_over_http(front: Server) -> None:
     """CNTP over /v1/completions: drafts and trials are continuation requests with the stop
     rules applied client-side; a chat turn cannot be continued, so chat + CNTP is a 400."""

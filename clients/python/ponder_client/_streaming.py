@@ -22,11 +22,13 @@ class StreamAccumulator:
         self.last: dict[str, Any] = {}
         self.ponder: dict[str, Any] | None = None
         self.usage: dict[str, Any] | None = None
+        self.progress: tuple[int, int] | None = None
+        """(finished samples, samples) from the server's progress chunks."""
 
     def feed(self, line: str) -> str | None:
         """The text delta carried by this line, if any. Raises the error event's exception."""
         if not line.startswith("data:"):
-            return None  # blank separators and ": progress" / ": keep-alive" comments
+            return None  # blank separators and ": keep-alive" comments
         data = line[5:].strip()
         if data == "[DONE]":
             self.done = True
@@ -35,8 +37,11 @@ class StreamAccumulator:
         if "error" in event:
             raise make_status_error(_status_of(event["error"]), event, httpx.Headers())
         self.last = event
-        if event.get("ponder"):
-            self.ponder = event["ponder"]
+        meta = event.get("ponder") or {}
+        if "progress" in meta:
+            self.progress = (int(meta["progress"]["done"]), int(meta["progress"]["total"]))
+        elif meta:
+            self.ponder = meta
         if event.get("usage"):
             self.usage = event["usage"]
         delta = None

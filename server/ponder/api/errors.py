@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -91,16 +92,28 @@ def error_response(exc: BaseException) -> JSONResponse:
     )
 
 
-def _validation_error(exc: RequestValidationError) -> ApiError:
-    errors = exc.errors()
+def validation_error(errors: Sequence[Any]) -> ApiError:
+    """The 400 for a body that fails the request schema (FastAPI's or pydantic's `errors()`):
+    the first problem, with its field path."""
     first = errors[0] if errors else {}
     if first.get("type") == "json_invalid":
-        return ApiError(422, "request body is not valid JSON", code="invalid_json")
+        return ApiError(400, "request body is not valid JSON", code="invalid_json")
     loc = [str(p) for p in first.get("loc", ()) if p != "body"]
     # Pydantic appends the union member tried ("str", "list[str]"); keep the field path only.
     param = ".".join(p for p in loc if not p.startswith(("list[", "function-")) and p != "str")
     msg = first.get("msg", "invalid value")
+    if loc and loc[0] == "prompt" and first.get("type") != "missing":
+        param = "prompt"
+        msg = _PROMPT_SHAPES
+    elif param == "ponder.answer" and isinstance(first.get("input"), str):
+        msg = f'must be an object, e.g. {{"format": "{first["input"]}"}}'
     return ApiError(400, f"{param or 'body'}: {msg}", param=param or None, code="invalid_value")
+
+
+_PROMPT_SHAPES = (
+    "must be a string, a list of one string, a list of token ids, or a list of one list of "
+    "token ids (one prompt per request)"
+)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -120,7 +133,13 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_validation(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
-        return error_response(_validation_error(exc))
+        # FastAPI parses the body before any dependency runs: authenticate first, so a
+        # caller without a valid key learns nothing about the body's checks (401, not 400).
+        try:
+            request.app.state.gate.identify(request)
+        except ApiError as denied:
+            return error_response(denied)
+        return error_response(validation_error(exc.errors()))
 
     async def on_client_gone(request: Request, exc: Exception) -> JSONResponse:
         # Not a server error: one INFO line, counted as 499 in the request metrics.

@@ -41,6 +41,12 @@ class Plan:
     prompt_ids: list[int]
     notes: tuple[tuple[str, str], ...] = ()
     """Said in the response's `ponder.notes` (e.g. why fewer samples were drawn)."""
+    echo_text: str | None = None
+    """`echo` on /v1/completions: the prompt text each choice's text starts with."""
+    ignored: tuple[str, ...] = ()
+    """Request fields no OpenAI-compatible server defines (another tool's own, such as
+    optillm's `optillm_approach`): accepted, and named in the `X-Ponder-Ignored-Fields`
+    response header and the log."""
 
 
 def parse_model(name: str, served: str) -> tuple[str | None, int | None]:
@@ -99,7 +105,7 @@ def _stops(stop: str | list[str] | None) -> tuple[str, ...]:
     return tuple(s for s in items if s)
 
 
-def _prompt_ids(req: ChatCompletionRequest | CompletionRequest, engine: Engine) -> list[int]:
+def prompt_token_ids(req: ChatCompletionRequest | CompletionRequest, engine: Engine) -> list[int]:
     if isinstance(req, ChatCompletionRequest):
         messages = [
             {"role": m.role, "content": _message_text(m, i)} for i, m in enumerate(req.messages)
@@ -214,19 +220,23 @@ _NEUTRAL: dict[str, tuple[Any, ...]] = {
     "guided_grammar": (None,),
     "best_of": (None, 1),
     "suffix": (None, ""),
-    "echo": (None, False),
+    "echo": (None, False),  # a completions field (implemented); on chat, vLLM's extension
     "min_tokens": (None, 0),
     "prompt_logprobs": (None,),
 }
 """OpenAI/vLLM request fields Ponder does not implement yet, with the values that ask for
 nothing (accepted). Any other value is refused, never ignored."""
 
+_NO_EFFECT = frozenset(
+    {"user", "metadata", "store", "service_tier", "parallel_tool_calls", "prompt_cache_key"}
+)
+"""OpenAI fields that do not change what is generated (accounting, storage, routing)."""
 
-def refuse_unsupported(req: ChatCompletionRequest | CompletionRequest) -> None:
-    """400 `unsupported_parameter` for a field this server would otherwise ignore."""
+
+def refuse_unsupported(req: ChatCompletionRequest | CompletionRequest) -> tuple[str, ...]:
+    """400 `unsupported_parameter` for a known field this server would otherwise ignore;
+    returns the unknown fields (another tool's own), which are accepted and reported."""
     fields = {**(req.model_extra or {})}
-    if isinstance(req, CompletionRequest):
-        fields["echo"] = req.echo
     for name, neutral in _NEUTRAL.items():
         if name in fields and not any(fields[name] == v for v in neutral):
             raise ApiError(
@@ -247,13 +257,47 @@ def refuse_unsupported(req: ChatCompletionRequest | CompletionRequest) -> None:
                         param=f"messages.{i}.{name}",
                         code="unsupported_parameter",
                     )
+    return tuple(sorted(n for n in fields if n not in _NEUTRAL and n not in _NO_EFFECT))
 
 
-def build_plan(
-    req: ChatCompletionRequest | CompletionRequest, settings: Settings, engine: Engine
-) -> Plan:
-    refuse_unsupported(req)
-    alias_strategy, alias_samples = parse_model(req.model, engine.model_name)
+@dataclass(frozen=True)
+class Request:
+    """What a request asks for, checked before its prompt is rendered (`check_request`)."""
+
+    strategy: str
+    samples: int
+    options: SelectOptions
+    notes: tuple[tuple[str, str], ...]
+    ignored: tuple[str, ...]
+
+
+def check_request(
+    req: ChatCompletionRequest | CompletionRequest,
+    settings: Settings,
+    model_name: str,
+    continues_chat: bool = True,
+) -> Request:
+    """Every check that needs no tokenizer: fields, model and strategy, sample counts,
+    options, the caller's pattern and an explicit max_tokens. `ponder ask` runs it before
+    loading the model; `build_plan` runs it first."""
+    ignored = refuse_unsupported(req)
+    strategy, alias_samples = _strategy(req, settings, model_name, continues_chat)
+    samples, notes = _samples(req, settings, strategy, alias_samples)
+    options = _options(req)
+    max_tokens = _max_tokens(req)
+    if max_tokens is not None:
+        _check_budget(settings, samples, max_tokens)
+    return Request(strategy, samples, options, notes, ignored)
+
+
+def _strategy(
+    req: ChatCompletionRequest | CompletionRequest,
+    settings: Settings,
+    model_name: str,
+    continues_chat: bool,
+) -> tuple[str, int | None]:
+    """The strategy (request, then model alias, then server default) and the alias's @N."""
+    alias_strategy, alias_samples = parse_model(req.model, model_name)
     ponder = req.ponder
     strategy = (ponder and ponder.strategy) or alias_strategy or settings.default_strategy
     if strategy not in STRATEGIES:
@@ -263,11 +307,7 @@ def build_plan(
             param="ponder.strategy",
             code="strategy_not_found",
         )
-    if (
-        strategy in DECODERS
-        and isinstance(req, ChatCompletionRequest)
-        and not (engine.continues_chat)
-    ):
+    if strategy in DECODERS and isinstance(req, ChatCompletionRequest) and not continues_chat:
         raise ApiError(
             400,
             f"strategy '{strategy}' needs to continue a partial answer, which "
@@ -276,9 +316,19 @@ def build_plan(
             param="ponder.strategy",
             code="unsupported_strategy",
         )
-    selecting = strategy in SELECTORS or strategy in DECODERS
+    return strategy, alias_samples
+
+
+def _samples(
+    req: ChatCompletionRequest | CompletionRequest,
+    settings: Settings,
+    strategy: str,
+    alias_samples: int | None,
+) -> tuple[int, tuple[tuple[str, str], ...]]:
+    """How many samples to draw, and a note when it is fewer than asked."""
+    ponder = req.ponder
     asked = ponder.samples if ponder and ponder.samples is not None else None
-    if not selecting:
+    if strategy not in SELECTORS and strategy not in DECODERS:
         if asked is not None and asked != req.n:
             raise ApiError(
                 400,
@@ -310,57 +360,59 @@ def build_plan(
             param="ponder.samples",
             code="invalid_value",
         )
-    options = SelectOptions()
-    if ponder is not None:
-        answer = AnswerSpec(ponder.answer.format, ponder.answer.pattern)
-        options = SelectOptions(
-            answer=answer,
-            self_certainty=SelfCertaintyOptions(
-                vote=ponder.self_certainty.vote, borda_p=ponder.self_certainty.borda_p
-            ),
-            rpc=RpcOptions(prune=ponder.rpc.prune),
-            cntp=CntpOptions(
-                max_trials=ponder.cntp.max_trials,
-                entropy_low=ponder.cntp.entropy_low,
-                entropy_high=ponder.cntp.entropy_high,
-            ),
-        )
-        if answer.format == "regex":
-            if not answer.pattern:
-                raise ApiError(
-                    400,
-                    "answer.format 'regex' needs answer.pattern",
-                    param="ponder.answer.pattern",
-                    code="invalid_value",
-                )
-            compile_pattern(answer.pattern)
+    return samples, notes
+
+
+def _options(req: ChatCompletionRequest | CompletionRequest) -> SelectOptions:
+    """The selection options of the `ponder` object; a regex answer's pattern is compiled
+    (bounded) here, so a bad one is a 400 before anything is generated."""
+    ponder = req.ponder
+    if ponder is None:
+        return SelectOptions()
+    answer = AnswerSpec(ponder.answer.format, ponder.answer.pattern)
+    if answer.format == "regex":
+        if not answer.pattern:
+            raise ApiError(
+                400,
+                "answer.format 'regex' needs answer.pattern",
+                param="ponder.answer.pattern",
+                code="invalid_value",
+            )
+        compile_pattern(answer.pattern)
+    return SelectOptions(
+        answer=answer,
+        self_certainty=SelfCertaintyOptions(
+            vote=ponder.self_certainty.vote, borda_p=ponder.self_certainty.borda_p
+        ),
+        rpc=RpcOptions(prune=ponder.rpc.prune),
+        cntp=CntpOptions(
+            max_trials=ponder.cntp.max_trials,
+            entropy_low=ponder.cntp.entropy_low,
+            entropy_high=ponder.cntp.entropy_high,
+        ),
+    )
+
+
+def _max_tokens(req: ChatCompletionRequest | CompletionRequest) -> int | None:
     if isinstance(req, ChatCompletionRequest):
-        kind: Literal["chat", "completion"] = "chat"
-        max_tokens = req.max_completion_tokens or req.max_tokens
-        logprobs = (req.top_logprobs or 0) if req.logprobs else None
-    else:
-        kind = "completion"
-        max_tokens = req.max_tokens
-        logprobs = req.logprobs
-    prompt_ids = _prompt_ids(req, engine)
-    if len(prompt_ids) > settings.max_prompt_tokens:
-        raise ApiError(
-            400,
-            f"the prompt has {len(prompt_ids)} tokens; this server accepts at "
-            f"most {settings.max_prompt_tokens}",
-            param="messages" if kind == "chat" else "prompt",
-            code="prompt_too_long",
-        )
-    if max_tokens is not None and max_tokens > settings.max_tokens_limit:
+        return req.max_completion_tokens or req.max_tokens
+    return req.max_tokens
+
+
+def _logprobs(req: ChatCompletionRequest | CompletionRequest) -> int | None:
+    """Top-k logprobs per token, or None when the response carries no logprobs."""
+    if isinstance(req, ChatCompletionRequest):
+        return (req.top_logprobs or 0) if req.logprobs else None
+    return req.logprobs
+
+
+def _check_budget(settings: Settings, samples: int, max_tokens: int) -> None:
+    if max_tokens > settings.max_tokens_limit:
         raise ApiError(
             400,
             f"max_tokens ({max_tokens}) exceeds this server's limit of {settings.max_tokens_limit}",
             param="max_tokens",
             code="invalid_value",
-        )
-    if max_tokens is None:
-        max_tokens = min(
-            settings.default_max_tokens, engine.default_max_tokens(len(prompt_ids), samples)
         )
     if samples * max_tokens > settings.max_request_tokens:
         raise ApiError(
@@ -371,7 +423,43 @@ def build_plan(
             param="max_tokens",
             code="request_too_large",
         )
+
+
+def build_plan(
+    req: ChatCompletionRequest | CompletionRequest, settings: Settings, engine: Engine
+) -> Plan:
+    """The request checked (`check_request`), its prompt rendered and tokenized, and its
+    lengths checked against the server's limits and the engine's context."""
+    checked = check_request(req, settings, engine.model_name, engine.continues_chat)
+    strategy, samples = checked.strategy, checked.samples
+    kind: Literal["chat", "completion"] = (
+        "chat" if isinstance(req, ChatCompletionRequest) else "completion"
+    )
+    logprobs = _logprobs(req)
+    scoring = isinstance(req, CompletionRequest) and req.echo and logprobs is not None
+    if scoring and strategy in DECODERS:
+        raise ApiError(
+            400,
+            f"echo with logprobs (prompt scoring) is not supported with strategy '{strategy}'; "
+            "score prompts with strategy 'none'",
+            param="echo",
+            code="unsupported_parameter",
+        )
+    prompt_ids = prompt_token_ids(req, engine)
+    if len(prompt_ids) > settings.max_prompt_tokens:
+        raise ApiError(
+            400,
+            f"the prompt has {len(prompt_ids)} tokens; this server accepts at "
+            f"most {settings.max_prompt_tokens}",
+            param="messages" if kind == "chat" else "prompt",
+            code="prompt_too_long",
+        )
+    max_tokens = _max_tokens(req) or min(
+        settings.default_max_tokens, engine.default_max_tokens(len(prompt_ids), samples)
+    )
+    _check_budget(settings, samples, max_tokens)
     engine.check_fits(len(prompt_ids), max_tokens, samples)
+    selecting = strategy in SELECTORS or strategy in DECODERS
     default_t = settings.selection_temperature if selecting else 1.0
     params = SamplingParams(
         max_tokens=max_tokens,
@@ -382,6 +470,7 @@ def build_plan(
         seed=req.seed,
         stop=_stops(req.stop),
         top_logprobs=logprobs or 0,
+        prompt_logprobs=logprobs if scoring else None,
     )
     return Plan(
         kind=kind,
@@ -390,11 +479,26 @@ def build_plan(
         samples=samples,
         n=req.n,
         params=params,
-        options=options,
-        include_candidates=bool(ponder and ponder.include_candidates),
+        options=checked.options,
+        include_candidates=bool(req.ponder and req.ponder.include_candidates),
         stream=req.stream,
         include_usage=bool(req.stream_options and req.stream_options.include_usage),
         logprobs=logprobs,
         prompt_ids=prompt_ids,
-        notes=notes,
+        notes=checked.notes,
+        echo_text=_echo_text(req, prompt_ids, engine),
+        ignored=checked.ignored,
     )
+
+
+def _echo_text(
+    req: ChatCompletionRequest | CompletionRequest, prompt_ids: list[int], engine: Engine
+) -> str | None:
+    """The prompt as it is echoed: the caller's text, or token ids' text (special tokens
+    shown, so the echo is what the model read)."""
+    if not isinstance(req, CompletionRequest) or not req.echo:
+        return None
+    prompt: Any = req.prompt
+    if isinstance(prompt, list) and prompt and isinstance(prompt[0], str):
+        prompt = prompt[0]
+    return prompt if isinstance(prompt, str) else engine.detokenize(prompt_ids, special=True)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..engines.base import Generation, Sample
+from ..engines.base import Generation, PromptLogprobs, Sample
 from ..strategies import Decision
 from .plan import Plan
 
@@ -29,14 +30,20 @@ def new_id(plan: Plan) -> str:
     return f"{prefix}-{uuid.uuid4().hex}"
 
 
-def usage(generation: Generation) -> dict[str, int]:
+def usage(generation: Generation) -> dict[str, Any]:
     """Every generated token (of every sample and CNTP trial); the prompt once (it is
-    prefilled once per request and shared)."""
+    prefilled once per request and shared). No token is a hidden reasoning token (the
+    samples' whole text is what they generated), so `reasoning_tokens` is 0."""
     completion = sum(s.n_tokens for s in generation.samples) + generation.unused_tokens
     return {
         "prompt_tokens": generation.prompt_tokens,
         "completion_tokens": completion,
         "total_tokens": generation.prompt_tokens + completion,
+        "completion_tokens_details": {
+            "reasoning_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
     }
 
 
@@ -48,9 +55,10 @@ def _visible(sample: Sample) -> range:
     return range(n)
 
 
-def chat_logprobs(sample: Sample) -> dict[str, Any]:
+def chat_logprobs(sample: Sample, positions: Sequence[int] | None = None) -> dict[str, Any]:
+    """Chat `logprobs` of the sample's visible tokens (or of `positions`, a stream chunk's)."""
     content = []
-    for i in _visible(sample):
+    for i in _visible(sample) if positions is None else positions:
         tops = sample.top_logprobs[i] if sample.top_logprobs else []
         content.append(
             {
@@ -65,26 +73,87 @@ def chat_logprobs(sample: Sample) -> dict[str, Any]:
     return {"content": content}
 
 
-def completion_logprobs(sample: Sample) -> dict[str, Any]:
-    tokens, lps, tops, offsets, pos = [], [], [], [], 0
-    for i in _visible(sample):
-        tokens.append(sample.tokens_text[i])
-        lps.append(float(sample.logprob[i]))
-        tops.append(dict(sample.top_logprobs[i]) if sample.top_logprobs else {})
-        offsets.append(pos)
-        pos += len(sample.tokens_text[i])
+def completion_logprobs(
+    sample: Sample | None,
+    positions: Sequence[int] | None = None,
+    *,
+    prompt: PromptLogprobs | None = None,
+    offset: int = 0,
+) -> dict[str, Any]:
+    """Legacy completions `logprobs`: the echoed prompt's tokens first (`prompt`; the first
+    has no logprob, as in OpenAI's API), then the sample's visible tokens (or `positions`).
+    `text_offset` counts from `offset` (where this piece starts in the choice's text)."""
+    tokens: list[str] = []
+    lps: list[float | None] = []
+    tops: list[dict[str, float] | None] = []
+    offsets: list[int] = []
+    pos = offset
+    if prompt is not None:
+        for text, lp, top in zip(prompt.tokens_text, prompt.logprob, prompt.top, strict=True):
+            tokens.append(text)
+            lps.append(lp)
+            tops.append(None if top is None else dict(top))
+            offsets.append(pos)
+            pos += len(text)
+    if sample is not None:
+        for i in _visible(sample) if positions is None else positions:
+            tokens.append(sample.tokens_text[i])
+            lps.append(float(sample.logprob[i]))
+            tops.append(dict(sample.top_logprobs[i]) if sample.top_logprobs else {})
+            offsets.append(pos)
+            pos += len(sample.tokens_text[i])
     return {"tokens": tokens, "token_logprobs": lps, "top_logprobs": tops, "text_offset": offsets}
 
 
-def _choice(plan: Plan, k: int, sample: Sample) -> dict[str, Any]:
+def echo_offset(out: Outcome) -> int:
+    """Where a completion choice's generated text starts (after the echoed prompt)."""
+    if out.plan.echo_text is None:
+        return 0
+    prompt = out.generation.prompt_logprobs
+    if prompt is not None:
+        return sum(len(t) for t in prompt.tokens_text)
+    return len(out.plan.echo_text)
+
+
+def _choice(out: Outcome, k: int, sample: Sample) -> dict[str, Any]:
+    plan = out.plan
     choice: dict[str, Any] = {"index": k, "finish_reason": sample.finish_reason}
     if plan.kind == "chat":
         choice["message"] = {"role": "assistant", "content": sample.text}
         choice["logprobs"] = chat_logprobs(sample) if plan.logprobs is not None else None
     else:
-        choice["text"] = sample.text
-        choice["logprobs"] = completion_logprobs(sample) if plan.logprobs is not None else None
+        choice["text"] = (plan.echo_text or "") + sample.text
+        choice["logprobs"] = (
+            completion_logprobs(sample, prompt=out.generation.prompt_logprobs)
+            if plan.logprobs is not None
+            else None
+        )
     return choice
+
+
+def token_chunks(sample: Sample) -> list[tuple[str, list[int]]]:
+    """The sample's text cut on token boundaries for streaming: (text, token positions) per
+    chunk. Tokens without text (special ones) ride on the next chunk; from the first token
+    whose text is not the next stretch of the sample's text (a character split across
+    tokens, text cut at a stop string) the rest goes as one chunk, so text and positions
+    are always complete."""
+    out: list[tuple[str, list[int]]] = []
+    text, pos, pending = sample.text, 0, []
+    visible = list(_visible(sample))
+    for j, i in enumerate(visible):
+        piece = sample.tokens_text[i]
+        pending.append(i)
+        if not piece:
+            continue
+        if not text.startswith(piece, pos):
+            out.append((text[pos:], pending + visible[j + 1 :]))
+            return out
+        out.append((piece, pending))
+        pos += len(piece)
+        pending = []
+    if pos < len(text) or pending:
+        out.append((text[pos:], pending))
+    return out
 
 
 def ponder_object(out: Outcome) -> dict[str, Any] | None:
@@ -147,7 +216,7 @@ def response_body(out: Outcome) -> dict[str, Any]:
         "object": "chat.completion" if plan.kind == "chat" else "text_completion",
         "created": int(time.time()),
         "model": plan.model,
-        "choices": [_choice(plan, k, samples[i]) for k, i in enumerate(out.choices)],
+        "choices": [_choice(out, k, samples[i]) for k, i in enumerate(out.choices)],
         "usage": usage(out.generation),
     }
     if (meta := ponder_object(out)) is not None:
@@ -182,6 +251,7 @@ class ChunkWriter:
         text: str | None = None,
         role: bool = False,
         finish_reason: str | None = None,
+        logprobs: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         if self.plan.kind == "chat":
             delta: dict[str, Any] = {}
@@ -192,12 +262,12 @@ class ChunkWriter:
             return {
                 "index": index,
                 "delta": delta,
-                "logprobs": None,
+                "logprobs": logprobs,
                 "finish_reason": finish_reason,
             }
         return {
             "index": index,
             "text": text or "",
-            "logprobs": None,
+            "logprobs": logprobs,
             "finish_reason": finish_reason,
         }

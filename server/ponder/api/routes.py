@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import weakref
 from typing import Annotated, Any
 
@@ -14,15 +15,20 @@ from ..config import Settings
 from ..engines.base import Engine
 from ..strategies import DECODERS, STRATEGIES
 from .errors import ApiError
-from .plan import Plan, build_plan, check_bounds
+from .plan import Plan, build_plan, check_bounds, parse_model, prompt_token_ids
 from .render import response_body
 from .schemas import (
     CHAT_RESPONSES,
     COMPLETION_RESPONSES,
     ChatCompletionRequest,
     CompletionRequest,
+    DetokenizeRequest,
+    DetokenizeResponse,
     ModelList,
     Status,
+    TokenizeRequest,
+    TokenizeResponse,
+    TokenizerInfo,
     error_responses,
 )
 from .security import Gate
@@ -36,6 +42,8 @@ from .service import (
 )
 
 router = APIRouter()
+log = logging.getLogger("ponder.api")
+_WARNED: set[str] = set()
 
 
 def get_settings(request: Request) -> Settings:
@@ -80,6 +88,13 @@ CallerDep = Annotated[str, Depends(caller)]
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
+def _plan_headers(plan: Plan) -> dict[str, str]:
+    """Response headers that say what the server did with the request's fields."""
+    if not plan.ignored:
+        return {}
+    return {"X-Ponder-Ignored-Fields": ", ".join(plan.ignored)[:1024]}
+
+
 async def _respond(request: Request, plan: Plan, engine: Engine, who: str) -> Any:
     settings = get_settings(request)
     gate = get_gate(request)
@@ -87,21 +102,23 @@ async def _respond(request: Request, plan: Plan, engine: Engine, who: str) -> An
     permit = gate.admit(who, budget)
     timeout = settings.request_timeout_s or None
     if plan.stream:
-        if plan.samples == 1 and plan.strategy == "none":
+        live = plan.samples == 1 and plan.logprobs is None  # logprobs ride on token chunks
+        if live and plan.strategy == "none":
             events = stream_tokens(plan, engine)
-        elif plan.samples == 1 and plan.strategy in DECODERS:
+        elif live and plan.strategy in DECODERS:
             events = stream_segments(plan, engine)
         else:
             events = stream_buffered(plan, engine)
         guarded = with_deadline(events, timeout, permit.release, gate.closing)
         weakref.finalize(guarded, permit.release)  # a stream that never started
-        return StreamingResponse(guarded, media_type="text/event-stream", headers=_SSE_HEADERS)
+        headers = {**_SSE_HEADERS, **_plan_headers(plan)}
+        return StreamingResponse(guarded, media_type="text/event-stream", headers=headers)
     try:
         out = await until_done_or_gone(request, execute(plan, engine), timeout, gate.closing)
     finally:
         permit.release()
     gate.observe(budget, out.generation.generate_s)
-    return JSONResponse(response_body(out))
+    return JSONResponse(response_body(out), headers=_plan_headers(plan))
 
 
 async def _plan(request: Request, body: Any, settings: Settings, engine: Engine) -> Plan:
@@ -110,6 +127,10 @@ async def _plan(request: Request, body: Any, settings: Settings, engine: Engine)
     check_bounds(body, settings)
     plan = await asyncio.to_thread(build_plan, body, settings, engine)
     request.state.strategy = plan.strategy  # for the request metrics
+    new = [name for name in plan.ignored if name not in _WARNED]
+    if new and len(_WARNED) < 256:  # once per field name, bounded
+        _WARNED.update(new)
+        log.warning("request fields ignored (no server defines them): %s", ", ".join(new))
     return plan
 
 
@@ -164,3 +185,80 @@ async def health() -> dict[str, str]:
 @router.get("/ready", responses={200: {"model": Status}, **error_responses(413, 503)})
 async def ready(engine: ReadyEngineDep) -> dict[str, str]:
     return {"status": "ready", "model": engine.model_name}
+
+
+# ------------------------------------------------------------- tokenizer (vLLM's endpoints)
+
+_TOKEN_ERRORS = error_responses(400, 401, 404, 413, 422, 503)
+
+
+def _check_model(name: str | None, engine: Engine) -> None:
+    if name is not None:
+        parse_model(name, engine.model_name)
+
+
+@router.post("/tokenize", responses={200: {"model": TokenizeResponse}, **_TOKEN_ERRORS})
+async def tokenize(
+    body: TokenizeRequest, settings: SettingsDep, engine: ReadyEngineDep, who: CallerDep
+) -> dict[str, Any]:
+    """Token ids of a prompt exactly as /v1/completions (`prompt`) or /v1/chat/completions
+    (`messages`) would see them; bounded like them, tokenized in a worker thread."""
+    _check_model(body.model, engine)
+    info = engine.tokenizer_info()  # 400 when the engine has no tokenizer
+    texts = [body.prompt] if body.prompt is not None else [m.content for m in body.messages or []]
+    if len(texts) > settings.max_messages:
+        raise ApiError(
+            400, f"at most {settings.max_messages} messages", param="messages", code="invalid_value"
+        )
+    chars = sum(len(t) if isinstance(t, str) else 0 for t in texts)
+    if chars > settings.max_prompt_chars:
+        raise ApiError(
+            400,
+            f"the prompt has {chars} characters; at most {settings.max_prompt_chars} "
+            "(PONDER_MAX_PROMPT_CHARS)",
+            param="prompt" if body.prompt is not None else "messages",
+            code="prompt_too_long",
+        )
+    if body.prompt is not None:
+        ids = await asyncio.to_thread(engine.tokenize, body.prompt, body.add_special_tokens)
+    else:
+        chat = ChatCompletionRequest(model=engine.model_name, messages=body.messages or [])
+        check_bounds(chat, settings)
+        ids = await asyncio.to_thread(prompt_token_ids, chat, engine)
+    strs = None
+    if body.return_token_strs:
+        strs = await asyncio.to_thread(lambda: [engine.detokenize([t], special=True) for t in ids])
+    return {
+        "count": len(ids),
+        "max_model_len": info["model_max_length"],
+        "tokens": ids,
+        "token_strs": strs,
+    }
+
+
+@router.post("/detokenize", responses={200: {"model": DetokenizeResponse}, **_TOKEN_ERRORS})
+async def detokenize(
+    body: DetokenizeRequest, settings: SettingsDep, engine: ReadyEngineDep, who: CallerDep
+) -> dict[str, str]:
+    """Text of token ids, special tokens shown (so it tokenizes back to the same ids)."""
+    _check_model(body.model, engine)
+    engine.tokenizer_info()
+    if len(body.tokens) > settings.max_prompt_tokens:
+        raise ApiError(
+            400,
+            f"at most {settings.max_prompt_tokens} tokens (PONDER_MAX_PROMPT_TOKENS)",
+            param="tokens",
+            code="prompt_too_long",
+        )
+    if any(t < 0 or t >= engine.n_vocab for t in body.tokens):
+        raise ApiError(
+            400, f"token ids must be in [0, {engine.n_vocab})", param="tokens", code="invalid_value"
+        )
+    text = await asyncio.to_thread(engine.detokenize, list(body.tokens), True)
+    return {"prompt": text}
+
+
+@router.get("/tokenizer_info", responses={200: {"model": TokenizerInfo}, **_TOKEN_ERRORS})
+async def tokenizer_info(engine: ReadyEngineDep, who: CallerDep) -> dict[str, Any]:
+    """The tokenizer's special tokens, chat template and lengths (lm-eval's remote tokenizer)."""
+    return engine.tokenizer_info()

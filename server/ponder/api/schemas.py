@@ -11,7 +11,7 @@ AnswerFormat = Literal["auto", "boxed", "math", "number", "choice", "yesno", "te
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class AnswerOptions(_Strict):
@@ -57,7 +57,7 @@ class StreamOptions(BaseModel):
 
 
 class _Common(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
     model: str = Field(..., min_length=1, max_length=256)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
@@ -123,10 +123,17 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 # checks) see the real shapes. Extra fields are allowed: OpenAI adds fields over time.
 
 
+class CompletionTokensDetails(BaseModel):
+    reasoning_tokens: int
+    accepted_prediction_tokens: int
+    rejected_prediction_tokens: int
+
+
 class Usage(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    completion_tokens_details: CompletionTokensDetails
 
 
 class TallyEntry(BaseModel):
@@ -224,6 +231,55 @@ class ModelCard(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"]
     data: list[ModelCard]
+
+
+class TokenizeRequest(_Strict):
+    """`POST /tokenize` (vLLM's shape): a raw `prompt`, or chat `messages` rendered with the
+    model's template exactly as /v1/chat/completions renders them."""
+
+    model: str | None = Field(None, max_length=256)
+    prompt: str | None = None
+    messages: list[ChatMessage] | None = Field(None, min_length=1)
+    add_special_tokens: bool = Field(
+        True, description="`prompt` only: add the model's BOS where it wants one"
+    )
+    add_generation_prompt: Literal[True] = Field(
+        True, description="`messages` only: the assistant turn is always opened"
+    )
+    return_token_strs: bool = False
+
+    @model_validator(mode="after")
+    def _one_input(self) -> TokenizeRequest:
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("give exactly one of prompt or messages")
+        return self
+
+
+class TokenizeResponse(BaseModel):
+    count: int
+    max_model_len: int
+    tokens: list[int]
+    token_strs: list[str] | None = None
+
+
+class DetokenizeRequest(_Strict):
+    model: str | None = Field(None, max_length=256)
+    tokens: list[StrictInt]
+
+
+class DetokenizeResponse(BaseModel):
+    prompt: str
+
+
+class TokenizerInfo(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    tokenizer_class: str
+    bos_token: str | None
+    eos_token: str | None
+    pad_token: str | None
+    chat_template: str | None
+    model_max_length: int
 
 
 class Status(BaseModel):

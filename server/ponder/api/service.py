@@ -17,7 +17,16 @@ from ..strategies import DECODERS, SELECTORS, majority_vote
 from ..strategies.cntp import single_decision
 from .errors import ApiError, ClientGone, error_body, to_api_error
 from .plan import Plan
-from .render import ChunkWriter, Outcome, ponder_object, usage
+from .render import (
+    ChunkWriter,
+    Outcome,
+    chat_logprobs,
+    completion_logprobs,
+    echo_offset,
+    ponder_object,
+    token_chunks,
+    usage,
+)
 
 T = TypeVar("T")
 
@@ -27,7 +36,6 @@ logprobs, which every engine returns exactly."""
 
 KEEPALIVE_S = 5.0
 DISCONNECT_POLL_S = 0.25
-TEXT_CHUNK = 64
 
 
 async def execute(
@@ -130,16 +138,47 @@ async def _until_done(
         yield None
 
 
-def _final_chunk(w: ChunkWriter, out: Outcome) -> dict[str, Any]:
-    """Last chunk of a buffered or segment stream: finish reasons, `ponder`, usage if asked."""
+def _final_chunks(w: ChunkWriter, out: Outcome) -> AsyncIterator[str]:
+    """The end of a buffered or segment stream: the finish reasons with `ponder`, then (if
+    asked) usage on its own chunk with no choices, as OpenAI sends it."""
     samples = out.generation.samples
     finals = [w.delta(k, finish_reason=samples[i].finish_reason) for k, i in enumerate(out.choices)]
     extra: dict[str, Any] = {}
     if (meta := ponder_object(out)) is not None:
         extra["ponder"] = meta
+    events = [sse(w.chunk(finals, **extra))]
     if out.plan.include_usage:
-        extra["usage"] = usage(out.generation)
-    return w.chunk(finals, **extra)
+        events.append(sse(w.chunk([], usage=usage(out.generation))))
+    return _iterate(events)
+
+
+async def _iterate(items: list[str]) -> AsyncIterator[str]:
+    for item in items:
+        yield item
+
+
+def _choice_chunks(w: ChunkWriter, out: Outcome, k: int, i: int) -> list[dict[str, Any]]:
+    """Choice k (sample i) as content chunks cut on token boundaries, each with its tokens'
+    logprobs when asked; an echoed prompt (completions) comes first."""
+    plan, sample = out.plan, out.generation.samples[i]
+    chunks: list[dict[str, Any]] = []
+    offset = 0
+    if plan.echo_text is not None:
+        prompt = out.generation.prompt_logprobs
+        lp = None if plan.logprobs is None else completion_logprobs(None, prompt=prompt)
+        chunks.append(w.chunk([w.delta(k, text=plan.echo_text, logprobs=lp)]))
+        offset = echo_offset(out)
+    for text, positions in token_chunks(sample):
+        lp = None
+        if plan.logprobs is not None:
+            lp = (
+                chat_logprobs(sample, positions)
+                if plan.kind == "chat"
+                else completion_logprobs(sample, positions, offset=offset)
+            )
+        chunks.append(w.chunk([w.delta(k, text=text, logprobs=lp)]))
+        offset += len(text)
+    return chunks
 
 
 def _shutting_down() -> ApiError:
@@ -240,10 +279,13 @@ def _error_event(exc: BaseException) -> str:
 
 
 async def stream_tokens(plan: Plan, engine: Engine) -> AsyncIterator[str]:
-    """Strategy `none`, one choice: real token streaming as the engine produces text."""
+    """Strategy `none`, one choice, no logprobs: real token streaming as the engine produces
+    text (an echoed prompt first)."""
     w = ChunkWriter(plan)
     try:
         yield sse(w.chunk([w.delta(0, role=True, text="")]))
+        if plan.echo_text:
+            yield sse(w.chunk([w.delta(0, text=plan.echo_text)]))
         started = time.perf_counter()
         async for piece in engine.stream(plan.prompt_ids, plan.params):
             if piece.sample is None:
@@ -262,10 +304,17 @@ async def stream_tokens(plan: Plan, engine: Engine) -> AsyncIterator[str]:
     yield DONE
 
 
+def _progress(w: ChunkWriter, done: int, total: int) -> str:
+    """A progress event SDKs deliver: an empty delta on choice 0 whose `ponder.progress`
+    says how many samples are finished."""
+    return sse(w.chunk([w.delta(0, text="")], ponder={"progress": {"done": done, "total": total}}))
+
+
 async def stream_buffered(plan: Plan, engine: Engine) -> AsyncIterator[str]:
-    """Selection strategies (and `none` with n > 1, CNTP with samples > 1): progress comments
-    while samples are generated, then the chosen texts as content chunks, `ponder` and usage
-    in the last chunk."""
+    """Selection strategies (and `none` with n > 1 or logprobs, CNTP with samples > 1): the
+    role chunk at once, progress chunks (`ponder.progress`) while samples are generated,
+    then the chosen texts cut on token boundaries (with their logprobs when asked), the
+    finish chunk with `ponder`, and usage on its own chunk."""
     w = ChunkWriter(plan)
     loop = asyncio.get_running_loop()
     progress: asyncio.Queue[tuple[int, int]] = asyncio.Queue()
@@ -275,17 +324,16 @@ async def stream_buffered(plan: Plan, engine: Engine) -> AsyncIterator[str]:
 
     task = asyncio.ensure_future(execute(plan, engine, on_progress))
     try:
-        yield f": progress 0/{plan.samples}\n\n"
+        yield sse(w.chunk([w.delta(k, role=True, text="") for k in range(plan.n)]))
+        yield _progress(w, 0, plan.samples)
         async for item in _until_done(progress, task, KEEPALIVE_S):
-            yield ": keep-alive\n\n" if item is None else f": progress {item[0]}/{item[1]}\n\n"
+            yield ": keep-alive\n\n" if item is None else _progress(w, *item)
         out = task.result()
-        samples = out.generation.samples
         for k, i in enumerate(out.choices):
-            text = samples[i].text
-            yield sse(w.chunk([w.delta(k, role=True, text="")]))
-            for start in range(0, len(text), TEXT_CHUNK):
-                yield sse(w.chunk([w.delta(k, text=text[start : start + TEXT_CHUNK])]))
-        yield sse(_final_chunk(w, out))
+            for chunk in _choice_chunks(w, out, k, i):
+                yield sse(chunk)
+        async for event in _final_chunks(w, out):
+            yield event
     except Exception as exc:
         yield _error_event(exc)
     finally:
@@ -303,7 +351,8 @@ async def stream_segments(plan: Plan, engine: Engine) -> AsyncIterator[str]:
         yield sse(w.chunk([w.delta(0, role=True, text="")]))
         async for piece in _until_done(texts, task, KEEPALIVE_S):
             yield ": keep-alive\n\n" if piece is None else sse(w.chunk([w.delta(0, text=piece)]))
-        yield sse(_final_chunk(w, task.result()))
+        async for event in _final_chunks(w, task.result()):
+            yield event
     except Exception as exc:
         yield _error_event(exc)
     finally:

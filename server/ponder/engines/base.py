@@ -10,7 +10,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -60,6 +60,9 @@ class SamplingParams:
     punct_stop: bool = False
     """Finish right after the first token whose id is one of the PUNCTUATION ids
     (`punctuation_ids`; finish_reason "punct")."""
+    prompt_logprobs: int | None = None
+    """Also score the prompt: each prompt token's raw logprob given the tokens before it, with
+    the top-k alternatives for this k (0 = the token's own only). `Generation.prompt_logprobs`."""
 
 
 PUNCTUATION = ".,\n?!:;)]}"
@@ -147,6 +150,17 @@ class Sample:
 
 
 @dataclass
+class PromptLogprobs:
+    """The prompt's own tokens scored by the model (`SamplingParams.prompt_logprobs`): entry i
+    is token i's raw logprob given tokens 0..i-1; the first token has none (nothing before
+    it), as in OpenAI's `echo` and vLLM's `prompt_logprobs`."""
+
+    tokens_text: list[str]
+    logprob: list[float | None]
+    top: list[list[tuple[str, float]] | None]
+
+
+@dataclass
 class Generation:
     """The result of one `Engine.sample` call."""
 
@@ -158,6 +172,7 @@ class Generation:
     """Tokens generated but in no returned sample (CNTP's losing trials); they count in usage."""
     exact: bool = True
     """False when a per-token stat had to be approximated (e.g. from top-k logprobs)."""
+    prompt_logprobs: PromptLogprobs | None = None
 
 
 ProgressCallback = Callable[[int, int], None]
@@ -191,8 +206,14 @@ class Engine(Protocol):
     def render_chat(self, messages: list[dict[str, str]]) -> list[int]:
         """Token ids of the chat prompt, rendered by the model's own chat template."""
 
-    def tokenize(self, text: str) -> list[int]:
-        """Token ids of a raw completion prompt."""
+    def tokenize(self, text: str, add_special: bool = True) -> list[int]:
+        """Token ids of raw text (a completion prompt, `/tokenize`): special tokens written in
+        it are parsed, as vLLM and llama.cpp's server do; `add_special` adds the model's BOS
+        where it wants one."""
+
+    def tokenizer_info(self) -> dict[str, Any]:
+        """`/tokenizer_info`: bos/eos/pad tokens, chat template, lengths. Raises
+        `UnsupportedRequest` when the engine has no tokenizer of its own."""
 
     async def start(self) -> None:
         """Load the model and generate one token; afterwards `ready` is true."""
@@ -230,8 +251,8 @@ class Engine(Protocol):
         """Exclusive use of the engine for a series of calls that extend one another's prefixes
         (CNTP); the engine may reuse its cache between them."""
 
-    def detokenize(self, token_ids: list[int]) -> str:
-        """Text of generated token ids (special tokens rendered as nothing)."""
+    def detokenize(self, token_ids: list[int], special: bool = False) -> str:
+        """Text of token ids; special tokens render as nothing unless `special`."""
 
     async def close(self) -> None:
         """Free native resources."""

@@ -33,6 +33,7 @@ from .base import (
     EngineNotReady,
     Generation,
     ProgressCallback,
+    PromptLogprobs,
     RequestTooLarge,
     Sample,
     Sampler,
@@ -41,7 +42,7 @@ from .base import (
     punctuation_ids,
     render_plain_content,
 )
-from .stats import RowStats, sample_rows, top_logprobs
+from .stats import RowStats, sample_rows, score_rows, top_logprobs
 
 log = logging.getLogger("ponder.engine")
 
@@ -92,6 +93,18 @@ class _Job:
     params: SamplingParams
     n: int
     base: int
+    scores: list[tuple[float, list[tuple[int, float]]]] | None = None
+    """The prompt's scores (`params.prompt_logprobs`), filled by the prefill."""
+
+    def prompt_logprobs(self, text: Callable[[int], str]) -> PromptLogprobs | None:
+        if self.scores is None:
+            return None
+        ids = self.prompt_ids
+        return PromptLogprobs(
+            tokens_text=[text(t) for t in ids],
+            logprob=[None] + [lp for lp, _ in self.scores],
+            top=[None] + [[(text(t), v) for t, v in top] for _, top in self.scores],
+        )
 
 
 class _Seq:
@@ -184,7 +197,7 @@ class LlamaCppEngine:
         self._ctx: Any = None
         self._batch: Any = None
         self._lib: Any = None
-        self._pieces: dict[int, bytes] = {}
+        self._pieces: dict[tuple[int, bool], bytes] = {}
         self._chat: Any = None
         self._kv: dict[int, tuple[list[int], np.ndarray | None]] = {}
         self._lock_obj: asyncio.Lock | None = None
@@ -257,6 +270,16 @@ class LlamaCppEngine:
             n_seq,
             threads,
         )
+        if self.n_ctx > self.n_ctx_train:
+            log.info(
+                "llama.cpp's warning 'n_ctx_seq (%d) > n_ctx_train (%d)' above is expected: the "
+                "KV cache is shared by up to %d sequences, and each one is kept within the "
+                "model's %d tokens (checked per request)",
+                self.n_ctx,
+                self.n_ctx_train,
+                n_seq,
+                self.n_ctx_train,
+            )
 
     async def close(self) -> None:
         self._ready = False
@@ -277,7 +300,7 @@ class LlamaCppEngine:
             raise EngineNotReady("the model is still loading")
         if self._chat is None:
             text = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant: "
-            return self.tokenize(text)
+            return list(self._llama.tokenize(text.encode("utf-8"), add_bos=True, special=False))
         llama, chat = self._llama, self._chat
 
         def tokens(text: str, special: bool) -> list[int]:
@@ -294,25 +317,52 @@ class LlamaCppEngine:
             ids.insert(0, bos)
         return ids
 
-    def tokenize(self, text: str) -> list[int]:
+    def tokenize(self, text: str, add_special: bool = True) -> list[int]:
         if self._llama is None:
             raise EngineNotReady("the model is still loading")
-        return list(self._llama.tokenize(text.encode("utf-8"), add_bos=True, special=False))
+        raw = text.encode("utf-8")
+        return list(self._llama.tokenize(raw, add_bos=add_special, special=True))
 
-    def _piece(self, token: int) -> bytes:
-        piece = self._pieces.get(token)
+    def tokenizer_info(self) -> dict[str, Any]:
+        if self._llama is None:
+            raise EngineNotReady("the model is still loading")
+        model = self._llama._model
+
+        def text(tok: int) -> str | None:
+            return model.token_get_text(tok) if tok >= 0 else None
+
+        return {
+            "tokenizer_class": "llama.cpp",
+            "bos_token": text(model.token_bos()),
+            "eos_token": text(model.token_eos()),
+            "pad_token": None,
+            "add_bos_token": bool(model.add_bos_token()),
+            "chat_template": self._llama.metadata.get("tokenizer.chat_template"),
+            "model_max_length": self.n_ctx_train,
+            "vocab_size": self.n_vocab,
+        }
+
+    def _piece(self, token: int, special: bool = False) -> bytes:
+        piece = self._pieces.get((token, special))
         if piece is None:
-            buf = ctypes.create_string_buffer(64)
-            n = self._lib.llama_token_to_piece(self._llama._model.vocab, token, buf, 64, 0, False)
-            piece = buf.raw[: max(0, n)]
-            self._pieces[token] = piece
+            size = 64
+            while True:
+                buf = ctypes.create_string_buffer(size)
+                vocab = self._llama._model.vocab
+                n = self._lib.llama_token_to_piece(vocab, token, buf, size, 0, special)
+                if n >= 0:
+                    break
+                size = -n  # the piece needs -n bytes (tokens longer than 64 bytes exist)
+            piece = buf.raw[:n]
+            self._pieces[(token, special)] = piece
         return piece
 
-    def detokenize(self, token_ids: list[int]) -> str:
-        return b"".join(self._piece(t) for t in token_ids).decode("utf-8", errors="replace")
+    def detokenize(self, token_ids: list[int], special: bool = False) -> str:
+        raw = b"".join(self._piece(t, special) for t in token_ids)
+        return raw.decode("utf-8", errors="replace")
 
-    def _text(self, token: int) -> str:
-        return self._piece(token).decode("utf-8", errors="replace")
+    def _text(self, token: int, special: bool = False) -> str:
+        return self._piece(token, special).decode("utf-8", errors="replace")
 
     # ---------------------------------------------------------------- limits
 
@@ -463,14 +513,24 @@ class LlamaCppEngine:
         return np.ctypeslib.as_array(ptr, shape=(len(rows), self.n_vocab)).copy()
 
     def _prefill(
-        self, tokens: list[int], start: int, seq: int = 0, cancel: threading.Event | None = None
+        self,
+        tokens: list[int],
+        start: int,
+        seq: int = 0,
+        cancel: threading.Event | None = None,
+        job: _Job | None = None,
     ) -> np.ndarray:
         """Decode `tokens` at positions start.. on sequence `seq` in chunks of PREFILL_CHUNK;
         return the logits row of the last one. A cancelled request (client gone, deadline)
         stops between chunks: the KV cache is then cleared (it holds a partial prompt) and
-        EngineError raised, so a long prompt nobody waits for frees the engine at once."""
+        EngineError raised, so a long prompt nobody waits for frees the engine at once.
+        With a `job` that scores its prompt, every row's logits are kept and scored chunk by
+        chunk (memory stays one chunk of rows)."""
         b = self._batch.batch
         n = len(tokens)
+        k = job.params.prompt_logprobs if job is not None else None
+        if job is not None and k is not None:
+            job.scores = []
         for off in range(0, n, PREFILL_CHUNK):
             if cancel is not None and cancel.is_set():
                 self._kv = {}
@@ -483,30 +543,32 @@ class LlamaCppEngine:
                 b.pos[r] = start + off + r
                 b.n_seq_id[r] = 1
                 b.seq_id[r][0] = seq
-                b.logits[r] = off + r == n - 1
+                b.logits[r] = k is not None or off + r == n - 1
             self._check(self._lib.llama_decode(self._ctx.ctx, b))
+            if job is not None and job.scores is not None and k is not None:
+                ptr = self._lib.llama_get_logits(self._ctx.ctx)
+                rows = np.ctypeslib.as_array(ptr, shape=(len(chunk), self.n_vocab))
+                job.scores += score_rows(rows, tokens[off + 1 : off + 1 + len(chunk)], k)
         ptr = self._lib.llama_get_logits_ith(self._ctx.ctx, -1)
         return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).copy()
 
     def _prepare(
-        self,
-        prompt_ids: list[int],
-        base: int,
-        block: range,
-        cancel: threading.Event | None = None,
+        self, job: _Job, block: range, cancel: threading.Event | None = None
     ) -> np.ndarray:
-        """Put the prompt's KV on sequence `base` and return the next-token logits row.
+        """Put the job's prompt KV on sequence `job.base` and return the next-token logits row.
 
         The sequence of `block` left by the previous call (in `self._kv`) that shares the
-        longest prefix with the prompt becomes `base` and only the rest is decoded (nothing at
-        all when its state is exactly the prompt); the block's other sequences are freed. With
-        no usable state the prompt is prefilled whole."""
-        kv = {s: v for s, v in self._kv.items() if s in block}
+        longest prefix with the prompt becomes the base and only the rest is decoded (nothing
+        at all when its state is exactly the prompt); the block's other sequences are freed.
+        With no usable state, or when the prompt is to be scored, it is prefilled whole."""
+        prompt_ids, base = job.prompt_ids, job.base
+        scoring = job.params.prompt_logprobs is not None
+        kv = {} if scoring else {s: v for s, v in self._kv.items() if s in block}
         for s in block:
             if s not in kv:
                 self._ctx.kv_cache_seq_rm(s, -1, -1)
         if not kv:
-            return self._prefill(prompt_ids, 0, base, cancel)
+            return self._prefill(prompt_ids, 0, base, cancel, job)
         common = {s: _common_prefix(toks, prompt_ids) for s, (toks, _) in kv.items()}
         src = max(common, key=lambda s: (common[s], -s))
         toks, row = kv[src]
@@ -573,7 +635,7 @@ class LlamaCppEngine:
         rows: list[np.ndarray] = []
         for j, job in enumerate(jobs):
             block = range(job.base, job.base + block_size)
-            first = self._prepare(job.prompt_ids, job.base, block, cancel)
+            first = self._prepare(job, block, cancel)
             for i in range(job.n):
                 if i:
                     self._ctx.kv_cache_seq_cp(job.base, job.base + i, -1, -1)
@@ -632,6 +694,7 @@ class LlamaCppEngine:
                 prompt_tokens=len(job.prompt_ids),
                 queue_s=started - submitted,
                 generate_s=elapsed,
+                prompt_logprobs=job.prompt_logprobs(partial(self._text, special=True)),
             )
             for j, job in enumerate(jobs)
         ]

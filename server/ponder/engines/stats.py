@@ -157,3 +157,22 @@ def top_logprobs(row: npt.NDArray[np.float32], lse: float, k: int) -> list[tuple
     idx = np.argpartition(-row, k - 1)[:k]
     idx = idx[np.argsort(-row[idx], kind="stable")]
     return [(int(i), float(row[i] - lse)) for i in idx]
+
+
+def score_rows(
+    rows: npt.NDArray[np.float32], next_ids: list[int], k: int
+) -> list[tuple[float, list[tuple[int, float]]]]:
+    """Prompt scoring: row i's raw logprob of `next_ids[i]` (the token that followed it) and
+    its top-k. Rows beyond `next_ids` (the prompt's last row predicts the first generated
+    token) are not scored."""
+    m = min(len(next_ids), rows.shape[0])
+    if m == 0:
+        return []
+    lse, _ = raw_stats(rows[:m])
+    out = []
+    for i in range(m):
+        lp = min(float(rows[i, next_ids[i]] - lse[i]), 0.0)
+        top = top_logprobs(rows[i], float(lse[i]), k) if k > 0 else []
+        # clamped alike, so a greedy token's logprob equals its top-1 value exactly
+        out.append((lp, [(t, min(v, 0.0)) for t, v in top]))
+    return out

@@ -38,6 +38,7 @@ from .base import (
     Sampler,
     SamplingParams,
     StreamDelta,
+    UnsupportedRequest,
 )
 from .vllm_stats import approximate
 
@@ -233,11 +234,35 @@ class UpstreamEngine:
     def render_chat(self, messages: list[dict[str, str]]) -> list[int]:
         return UpstreamPrompt(messages=messages)
 
-    def tokenize(self, text: str) -> list[int]:
+    def tokenize(self, text: str, add_special: bool = True) -> list[int]:
         return UpstreamPrompt(text=text, vocab=self.texts)
 
-    def detokenize(self, token_ids: list[int]) -> str:
+    def detokenize(self, token_ids: list[int], special: bool = False) -> str:
         return self.texts.text(token_ids)
+
+    def tokenizer_info(self) -> dict[str, Any]:
+        raise UnsupportedRequest(
+            "the upstream engine has no tokenizer of its own (prompts are sent as text); "
+            "use the upstream server's tokenizer endpoints",
+            "prompt",
+        )
+
+    @staticmethod
+    def _own(prompt_ids: list[int], params: SamplingParams) -> UpstreamPrompt:
+        """The prompt as this engine rendered it; token ids and prompt scoring need a
+        tokenizer this engine does not have (400, not a wrong answer)."""
+        if not isinstance(prompt_ids, UpstreamPrompt):
+            raise UnsupportedRequest(
+                "token-id prompts are not supported by the upstream engine (it has no "
+                "tokenizer): send the prompt as text",
+                "prompt",
+            )
+        if params.prompt_logprobs is not None:
+            raise UnsupportedRequest(
+                "echo with logprobs (prompt scoring) is not supported by the upstream engine",
+                "echo",
+            )
+        return prompt_ids
 
     def check_fits(self, prompt_tokens: int, max_tokens: int, n: int) -> None:
         """The upstream enforces its own context; it answers (and Ponder relays) if exceeded."""
@@ -311,8 +336,7 @@ class UpstreamEngine:
         n: int,
         on_progress: ProgressCallback | None = None,
     ) -> Generation:
-        if not isinstance(prompt_ids, UpstreamPrompt):
-            raise EngineError("the upstream engine needs a prompt it rendered")
+        prompt = self._own(prompt_ids, params)
         if params.stop_entropy is not None or params.punct_stop:
             started = time.perf_counter()
             gen = await chunked.generate(
@@ -320,7 +344,6 @@ class UpstreamEngine:
             )
             gen.generate_s = time.perf_counter() - started
             return gen
-        prompt = prompt_ids
         chat = prompt.messages is not None
         started = time.perf_counter()
         self._running += 1
@@ -375,9 +398,7 @@ class UpstreamEngine:
     async def stream(
         self, prompt_ids: list[int], params: SamplingParams
     ) -> AsyncIterator[StreamDelta]:
-        if not isinstance(prompt_ids, UpstreamPrompt):
-            raise EngineError("the upstream engine needs a prompt it rendered")
-        prompt = prompt_ids
+        prompt = self._own(prompt_ids, params)
         chat = prompt.messages is not None
         path, body = self._request(prompt, params, 1, params.seed, stream=True)
         body["stream_options"] = {"include_usage": True}

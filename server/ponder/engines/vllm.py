@@ -31,6 +31,7 @@ from .base import (
     EngineNotReady,
     Generation,
     ProgressCallback,
+    PromptLogprobs,
     RequestTooLarge,
     Sample,
     Sampler,
@@ -127,6 +128,8 @@ def sampling_kwargs(
         "skip_special_tokens": True,
         "output_kind": "DELTA" if stream else "FINAL_ONLY",
     }
+    if params.prompt_logprobs is not None:
+        kwargs["prompt_logprobs"] = params.prompt_logprobs
     if params.punct_stop:
         kwargs["stop_token_ids"] = sorted(punct_ids)
     if stats_key:
@@ -136,6 +139,27 @@ def sampling_kwargs(
 
 def _position_logprobs(position: Any) -> dict[int, float]:
     return {int(t): float(lp.logprob) for t, lp in position.items()}
+
+
+def to_prompt_logprobs(
+    prompt_ids: list[int], scored: list[Any], k: int, piece: Callable[[int], str]
+) -> PromptLogprobs:
+    """Ponder's PromptLogprobs from vLLM's `RequestOutput.prompt_logprobs` (None for the first
+    token, then a {token id: Logprob} dict holding the prompt token and the top-k)."""
+    if len(scored) != len(prompt_ids):
+        raise EngineError("vLLM returned prompt logprobs for a different number of tokens")
+    logprob: list[float | None] = []
+    top: list[list[tuple[str, float]] | None] = []
+    for tok, position in zip(prompt_ids, scored, strict=True):
+        if position is None:
+            logprob.append(None)
+            top.append(None)
+            continue
+        lps = _position_logprobs(position)
+        logprob.append(min(lps[tok], 0.0))
+        best = sorted(lps.items(), key=lambda kv: -kv[1])[:k]
+        top.append([(piece(t), lp) for t, lp in best])
+    return PromptLogprobs([piece(t) for t in prompt_ids], logprob, top)
 
 
 def to_sample(
@@ -306,17 +330,36 @@ class VllmEngine:
             ),
         )
 
-    def tokenize(self, text: str) -> list[int]:
+    def tokenize(self, text: str, add_special: bool = True) -> list[int]:
         if self._tokenizer is None:
             raise EngineNotReady("the model is still loading")
-        return list(self._tokenizer.encode(text, add_special_tokens=True))
+        return list(self._tokenizer.encode(text, add_special_tokens=add_special))
 
-    def detokenize(self, token_ids: list[int]) -> str:
-        return str(self._tokenizer.decode(token_ids, skip_special_tokens=True))
+    def detokenize(self, token_ids: list[int], special: bool = False) -> str:
+        return str(self._tokenizer.decode(token_ids, skip_special_tokens=not special))
+
+    def tokenizer_info(self) -> dict[str, Any]:
+        if self._tokenizer is None:
+            raise EngineNotReady("the model is still loading")
+        tok = self._tokenizer
+        return {
+            "tokenizer_class": type(tok).__name__,
+            "bos_token": tok.bos_token,
+            "eos_token": tok.eos_token,
+            "pad_token": tok.pad_token,
+            "add_bos_token": bool(getattr(tok, "add_bos_token", False)),
+            "chat_template": getattr(tok, "chat_template", None),
+            "model_max_length": self.max_model_len,
+            "vocab_size": self.n_vocab,
+        }
 
     def _piece(self, token: int) -> str:
         """Text of one token; "" for end-of-sequence tokens."""
         return "" if token in self._eos else self.detokenize([token])
+
+    def _full_piece(self, token: int) -> str:
+        """Text of one prompt token, special tokens rendered (echo shows the prompt as sent)."""
+        return self.detokenize([token], special=True)
 
     def check_fits(self, prompt_tokens: int, max_tokens: int, n: int) -> None:
         if prompt_tokens + max_tokens > self.max_model_len:
@@ -358,6 +401,7 @@ class VllmEngine:
         return tokens_input(prompt_ids)
 
     async def _one(self, prompt_ids: list[int], sp: Any, request_id: str) -> Any:
+        """The request's final RequestOutput (one CompletionOutput, n=1)."""
         final = None
         gen = self._engine.generate(self._prompt(prompt_ids), sp, request_id)
         async with contextlib.aclosing(gen) as stream:
@@ -365,7 +409,7 @@ class VllmEngine:
                 final = out
         if final is None or not final.outputs:
             raise EngineError(f"vLLM returned no output for {request_id}")
-        return final.outputs[0]
+        return final
 
     def _check_seed(self, params: SamplingParams) -> None:
         if self._seeds_unsafe and params.seed is not None:
@@ -431,16 +475,18 @@ class VllmEngine:
         base = uuid.uuid4().hex
         ids = [f"ponder-{base}-{i}" for i in range(n)]
         seeds = [None if params.seed is None else params.seed + i for i in range(n)]
+        # The prompt is scored once, by the first sample's request.
+        unscored = dataclasses.replace(params, prompt_logprobs=None)
         sps = [
             self._params(
                 sampling_kwargs(
-                    params,
+                    params if i == 0 else unscored,
                     s,
                     stats_key=rid if self.exact_stats else None,
                     punct_ids=self._punct,
                 )
             )
-            for rid, s in zip(ids, seeds, strict=True)
+            for i, (rid, s) in enumerate(zip(ids, seeds, strict=True))
         ]
         finished = 0
 
@@ -455,7 +501,7 @@ class VllmEngine:
         self._running += 1
         tasks = [asyncio.ensure_future(run(i)) for i in range(n)]
         try:
-            outputs = await asyncio.gather(*tasks)
+            finals = await asyncio.gather(*tasks)
         except BaseException as exc:
             for t in tasks:
                 t.cancel()
@@ -466,6 +512,11 @@ class VllmEngine:
         finally:
             self._running -= 1
         stats = await self._fetch_stats(ids) if self.exact_stats else {}
+        outputs = [f.outputs[0] for f in finals]
+        scored = None
+        if params.prompt_logprobs is not None:
+            plp = list(finals[0].prompt_logprobs or [])
+            scored = to_prompt_logprobs(prompt_ids, plp, params.prompt_logprobs, self._full_piece)
         samples, all_exact = [], True
         for i, out in enumerate(outputs):
             s, exact = to_sample(
@@ -474,7 +525,9 @@ class VllmEngine:
             samples.append(s)
             all_exact &= exact
         elapsed = time.perf_counter() - started
-        return Generation(samples, len(prompt_ids), 0.0, elapsed, exact=all_exact)
+        return Generation(
+            samples, len(prompt_ids), 0.0, elapsed, exact=all_exact, prompt_logprobs=scored
+        )
 
     async def _draft(self, prompt_ids: list[int], params: SamplingParams, n: int) -> Generation:
         """`stop_entropy` on vLLM: chunks cut client-side (`chunked`)."""

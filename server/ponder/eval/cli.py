@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 import time
 from pathlib import Path
 
@@ -38,7 +39,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    console = Console()
+    # On a terminal, its width; piped or redirected, wide enough that the table is never cut
+    # (rich would assume 80 columns).
+    console = Console() if sys.stdout.isatty() else Console(width=200)
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     unknown = [s for s in strategies if s not in ALL]
     if unknown:
