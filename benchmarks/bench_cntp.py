@@ -17,10 +17,10 @@ import dataclasses
 import statistics
 import time
 
-from ponder.decoding import cntp_decode, cntp_run
-from ponder.engines.base import Generation, Sampler, SamplingParams
 from ponder.engines.llamacpp import LlamaCppEngine
 from ponder.strategies import CntpOptions
+from ponder.strategies.cntp_decode import cntp_decode, cntp_run
+from ponder.types import Generation, Sampler, SamplingParams
 
 PROMPTS = [
     "Explain why the sky is blue.",

@@ -16,9 +16,9 @@ import time
 import numpy as np
 
 from ponder.answers import AnswerSpec
-from ponder.engines.base import Sample, SamplingParams
 from ponder.engines.llamacpp import LlamaCppEngine
-from ponder.strategies import SELECTORS, SelectOptions
+from ponder.strategies import REGISTRY, SelectOptions
+from ponder.types import Sample, SamplingParams
 
 PROMPT = [{"role": "user", "content": "Tell me a long story about a lighthouse keeper."}]
 
@@ -78,11 +78,13 @@ def _synthetic(n: int, rng: np.random.Generator) -> list[Sample]:
 def bench_selection(n: int = 64, repeats: int = 200) -> None:
     samples = _synthetic(n, np.random.default_rng(0))
     opts = SelectOptions(answer=AnswerSpec("auto"))
-    for name, select in SELECTORS.items():
+    for name, strategy in REGISTRY.items():
+        if strategy.kind != "select":
+            continue
         times = []
         for _ in range(repeats):
             t0 = time.perf_counter()
-            select(samples, opts)
+            strategy.decide(samples, opts)
             times.append(time.perf_counter() - t0)
         print(f"selection {name} N={n}: median {statistics.median(times) * 1e3:.2f} ms")
 

@@ -20,9 +20,9 @@ import time
 from pathlib import Path
 
 from ponder.answers import AnswerSpec, equivalent, extract
-from ponder.engines.base import SamplingParams
 from ponder.engines.llamacpp import LlamaCppEngine
-from ponder.strategies import SELECTORS, RpcOptions, SelectOptions, SelfCertaintyOptions
+from ponder.strategies import REGISTRY, RpcOptions, SelectOptions, SelfCertaintyOptions
+from ponder.types import SamplingParams
 
 DEFAULT_DATA = (
     Path(__file__).resolve().parents[2] / "shared" / "data" / "arith" / "arith_fewshot.jsonl"
@@ -77,7 +77,7 @@ def main() -> int:
         hits["sample-1 (mean over the N)"] += sum(ok) / len(ok)
         for name, (strategy, opts) in VARIANTS.items():
             t = time.perf_counter()
-            d = SELECTORS[strategy](gen.samples, opts)
+            d = REGISTRY[strategy].decide(gen.samples, opts)
             sel_times[name].append(time.perf_counter() - t)
             hits[name] += correct(d.answer, row["answer"])
     wall = time.perf_counter() - t0

@@ -22,11 +22,11 @@ from pathlib import Path
 import httpx
 
 from ponder.answers import AnswerSpec
-from ponder.engines.base import SamplingParams
 from ponder.engines.llamacpp import LlamaCppEngine, embedded_model_path
 from ponder.engines.upstream import UpstreamEngine
 from ponder.eval.datasets import read_aqua
-from ponder.strategies import SELECTORS, SelectOptions
+from ponder.strategies import REGISTRY, SelectOptions
+from ponder.types import SamplingParams
 
 AQUA = Path(__file__).resolve().parents[2] / "shared" / "data" / "aqua" / "test.json"
 
@@ -57,8 +57,8 @@ async def run(args: argparse.Namespace, url: str) -> None:
         t0 = time.perf_counter()
         g_local = await local.sample(local.render_chat(messages), seeded, 8)
         t_local = time.perf_counter() - t0
-        a_up = SELECTORS["majority_vote"](g_up.samples, opts).answer
-        a_local = SELECTORS["majority_vote"](g_local.samples, opts).answer
+        a_up = REGISTRY["majority_vote"].decide(g_up.samples, opts).answer
+        a_local = REGISTRY["majority_vote"].decide(g_local.samples, opts).answer
         tok_up = sum(s.n_tokens for s in g_up.samples)
         tok_local = sum(s.n_tokens for s in g_local.samples)
         rows.append((t_up, t_local, requests, tok_up, tok_local))

@@ -19,7 +19,7 @@ import statistics
 import time
 from typing import Any
 
-from ponder.engines.base import SamplingParams
+from ponder.types import SamplingParams
 
 PROMPT = [{"role": "user", "content": "Tell me a long story about a lighthouse keeper."}]
 

@@ -17,6 +17,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from .api import create_app
+    from .strategies import STRATEGIES
 
     overrides = {
         k: v
@@ -31,6 +32,13 @@ def _serve(args: argparse.Namespace) -> int:
         if v is not None
     }
     settings = Settings(**overrides)
+    if settings.default_strategy not in STRATEGIES:
+        print(
+            f"error: unknown strategy {settings.default_strategy!r}; "
+            f"available: {', '.join(STRATEGIES)}",
+            file=sys.stderr,
+        )
+        return 2
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -80,11 +88,11 @@ def _ask_in_process(args: argparse.Namespace, body: dict[str, Any]) -> dict[str,
     failure is an AskError carrying the message the server would send."""
     from pydantic import ValidationError
 
+    from . import runner
     from .api.errors import to_api_error, validation_error
     from .api.plan import build_plan, check_request
     from .api.render import response_body
     from .api.schemas import ChatCompletionRequest
-    from .api.service import execute
     from .engines import create_engine
 
     settings = Settings(model=args.model) if args.model else Settings()
@@ -101,7 +109,7 @@ def _ask_in_process(args: argparse.Namespace, body: dict[str, Any]) -> dict[str,
         await engine.start()
         try:
             plan = build_plan(req, settings, engine)
-            return response_body(await execute(plan, engine))
+            return response_body(plan, await runner.run(plan.job, engine))
         finally:
             await engine.close()
 

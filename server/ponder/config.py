@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -119,12 +119,3 @@ class Settings(BaseSettings):
         else:
             items = raw.split(",")
         return frozenset(k.strip() for k in items if k.strip() and not k.startswith("#"))
-
-    @field_validator("default_strategy")
-    @classmethod
-    def _known_strategy(cls, value: str) -> str:
-        from .strategies import STRATEGIES
-
-        if value not in STRATEGIES:
-            raise ValueError(f"unknown strategy {value!r}; available: {', '.join(STRATEGIES)}")
-        return value

@@ -1,4 +1,4 @@
-"""CNTP decoding on the real SmolLM2 (ponder.decoding over the llama.cpp engine)."""
+"""CNTP decoding on the real SmolLM2 (ponder.strategies.cntp_decode over the llama.cpp engine)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import math
 
 import pytest
 
-from ponder.decoding import cntp_run
-from ponder.engines.base import PUNCTUATION, SamplingParams
 from ponder.engines.llamacpp import LlamaCppEngine
 from ponder.strategies import CntpOptions
+from ponder.strategies.cntp_decode import cntp_run
+from ponder.types import PUNCTUATION, SamplingParams
 
 MESSAGES = [{"role": "user", "content": "Name three colours and say why you like them."}]
 NEVER = CntpOptions(entropy_low=100.0, entropy_high=200.0)

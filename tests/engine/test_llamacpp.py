@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from scipy.special import logsumexp, softmax
 
-from ponder.engines.base import RequestTooLarge, SamplingParams
 from ponder.engines.llamacpp import LlamaCppEngine, embedded_model_path
+from ponder.errors import RequestTooLarge
+from ponder.types import SamplingParams
 
 MESSAGES = [{"role": "user", "content": "Write one sentence about the sea."}]
 

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 from ponder.answers import AnswerSpec, as_answer
-from ponder.engines.base import Sample
 from ponder.eval.datasets import detect, load, read_replay
 from ponder.eval.metrics import bootstrap_ci, brier, ece, reliability
 from ponder.eval.runner import Candidate, ProblemRecord, evaluate, judge, subsets, to_samples
-from ponder.strategies import SELECTORS, SelectOptions
+from ponder.strategies import REGISTRY, SelectOptions
+from ponder.types import Sample
 
 from ..conftest import ROOT, SHARED_DATA, Server
 
@@ -88,8 +88,8 @@ def test_subset_evaluation_equals_calling_the_strategy(strategy: str) -> None:
     full = _samples(texts, rng)
     cands = [Candidate(s.text, s.n_tokens, s.mean_logprob, s.self_certainty) for s in full]
     opts = SelectOptions(answer=AnswerSpec("number"))
-    direct = SELECTORS[strategy](full, opts)
-    via = SELECTORS[strategy](to_samples(cands), opts)
+    direct = REGISTRY[strategy].decide(full, opts)
+    via = REGISTRY[strategy].decide(to_samples(cands), opts)
     assert (via.answer, via.chosen) == (direct.answer, direct.chosen)
     assert via.confidence == pytest.approx(direct.confidence, rel=1e-5)
     gold = as_answer("4", "number")

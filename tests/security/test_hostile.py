@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ponder.engines.base import SamplingParams
 from ponder.engines.llamacpp import LlamaCppEngine
+from ponder.types import SamplingParams
 
 from ..conftest import Server
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ponder.engines.base import Sample
+from ponder.types import Sample
 
 
 def make_sample(

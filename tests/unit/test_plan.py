@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from pydantic import ValidationError
 
 from ponder.api.errors import ApiError
 from ponder.api.plan import parse_model
@@ -25,7 +24,8 @@ def test_parse_model_aliases() -> None:
         assert err.value.status == status and err.value.param == "model"
 
 
-def test_settings_reject_an_unknown_default_strategy() -> None:
-    assert Settings(default_strategy="cntp").default_strategy == "cntp"
-    with pytest.raises(ValidationError):
-        Settings(default_strategy="magic")
+def test_an_unknown_default_strategy_stops_the_app_factory() -> None:
+    from ponder.api import create_app
+
+    with pytest.raises(ValueError, match="unknown default strategy 'magic'"):
+        create_app(Settings(default_strategy="magic"))

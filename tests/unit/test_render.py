@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 
 from ponder.api.render import completion_logprobs, token_chunks
-from ponder.engines.base import PromptLogprobs
+from ponder.types import PromptLogprobs
 
 from .factories import make_sample
 

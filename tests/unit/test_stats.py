@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from scipy.special import logsumexp, softmax
 
-from ponder.engines.base import SamplingParams
 from ponder.engines.stats import processed_distribution, raw_stats, sample_rows, top_logprobs
+from ponder.types import SamplingParams
 
 
 def rows(m: int = 3, v: int = 1000, seed: int = 0) -> np.ndarray:

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from scipy.special import logsumexp
 
-from ponder.engines.base import EngineError, SamplingParams, punctuation_ids
+from ponder.engines.base import punctuation_ids
 from ponder.engines.chunked import cut
 from ponder.engines.stats import processed_distribution, raw_stats
 from ponder.engines.vllm import (
@@ -27,6 +27,8 @@ from ponder.engines.vllm import (
     to_sample,
 )
 from ponder.engines.vllm_stats import StatsStore, approximate, combine
+from ponder.errors import EngineError
+from ponder.types import SamplingParams
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
 HAS_TORCH = importlib.util.find_spec("torch") is not None

@@ -14,9 +14,9 @@ import numpy as np
 import openai
 import pytest
 
-from ponder.engines.base import SamplingParams
 from ponder.engines.llamacpp import embedded_model_path
 from ponder.engines.upstream import UpstreamEngine, UpstreamPrompt
+from ponder.types import SamplingParams
 
 from ..conftest import Server, free_port, start_server, stop_server
 

@@ -33,7 +33,7 @@ if importlib.util.find_spec("vllm") is None:
 
 import openai
 
-from ponder.engines.base import SamplingParams
+from ponder.types import SamplingParams
 
 BATCHED_TOKENS = 256
 VLLM_ENV = {
@@ -240,7 +240,7 @@ def test_temperature_below_vllms_floor_is_computed_at_the_floor(engine: object, 
 
 
 def test_seeds_are_refused_where_vllms_cpu_build_would_stop(engine: object) -> None:
-    from ponder.engines.base import UnsupportedRequest
+    from ponder.errors import UnsupportedRequest
 
     prompt = engine.render_chat(Q)  # type: ignore[attr-defined]
     with pytest.raises(UnsupportedRequest, match="seed") as err:

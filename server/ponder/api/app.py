@@ -14,7 +14,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .. import __version__, metrics
 from ..answers import default_worker
 from ..config import Settings
-from ..engines import Engine, create_engine
+from ..engines import create_engine
+from ..strategies import STRATEGIES
+from ..types import Engine
 from .errors import ApiError, error_response, install_error_handlers
 from .routes import router
 from .security import Gate
@@ -110,6 +112,11 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     """The ASGI app. The engine loads in the background: /health answers at once, /ready
     and the /v1 routes answer 503 until the model has produced its first token."""
     settings = settings or Settings()
+    if settings.default_strategy not in STRATEGIES:
+        raise ValueError(
+            f"unknown default strategy {settings.default_strategy!r} "
+            f"(PONDER_DEFAULT_STRATEGY); available: {', '.join(STRATEGIES)}"
+        )
     engine = engine or create_engine(settings)
 
     @contextlib.asynccontextmanager

@@ -12,8 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..answers import AnswerPatternError
-from ..engines.base import EngineError, EngineNotReady, RequestTooLarge, UnsupportedRequest
-from ..engines.upstream import UpstreamError
+from ..errors import EngineError, EngineNotReady, RequestTooLarge, UnsupportedRequest, UpstreamError
 
 log = logging.getLogger("ponder.api")
 

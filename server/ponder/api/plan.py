@@ -1,4 +1,6 @@
-"""Turn an OpenAI request + `ponder` object into one validated Plan. All input checks live here."""
+"""Turn an OpenAI request + `ponder` object into one validated Plan: the runner's `Job` plus
+how to reply. All input checks live here; none of them names a strategy (each strategy's
+kind and defaults come from its object in the registry)."""
 
 from __future__ import annotations
 
@@ -7,16 +9,17 @@ from typing import Any, Literal
 
 from ..answers import AnswerSpec, compile_pattern
 from ..config import Settings
-from ..engines.base import Engine, SamplingParams
 from ..strategies import (
-    DECODERS,
-    SELECTORS,
+    REGISTRY,
     STRATEGIES,
     CntpOptions,
+    Job,
     RpcOptions,
     SelectOptions,
     SelfCertaintyOptions,
+    Strategy,
 )
+from ..types import Engine, SamplingParams
 from .errors import ApiError
 from .schemas import ChatCompletionRequest, ChatMessage, CompletionRequest
 
@@ -25,20 +28,14 @@ MAX_STOP = 16
 
 @dataclass(frozen=True)
 class Plan:
-    """Everything a request asks for, checked: what to generate, how to select, how to reply."""
+    """Everything a request asks for, checked: the job to run and how to reply."""
 
     kind: Literal["chat", "completion"]
     model: str
-    strategy: str
-    samples: int
-    n: int
-    params: SamplingParams
-    options: SelectOptions
+    job: Job
     include_candidates: bool
     stream: bool
     include_usage: bool
-    logprobs: int | None
-    prompt_ids: list[int]
     notes: tuple[tuple[str, str], ...] = ()
     """Said in the response's `ponder.notes` (e.g. why fewer samples were drawn)."""
     echo_text: str | None = None
@@ -47,6 +44,23 @@ class Plan:
     """Request fields no OpenAI-compatible server defines (another tool's own, such as
     optillm's `optillm_approach`): accepted, and named in the `X-Ponder-Ignored-Fields`
     response header and the log."""
+
+    @property
+    def strategy(self) -> str:
+        return self.job.strategy
+
+    @property
+    def samples(self) -> int:
+        return self.job.samples
+
+    @property
+    def n(self) -> int:
+        """OpenAI's `n`: choices returned."""
+        return self.job.choices
+
+    @property
+    def logprobs(self) -> int | None:
+        return self.job.logprobs
 
 
 def parse_model(name: str, served: str) -> tuple[str | None, int | None]:
@@ -264,7 +278,7 @@ def refuse_unsupported(req: ChatCompletionRequest | CompletionRequest) -> tuple[
 class Request:
     """What a request asks for, checked before its prompt is rendered (`check_request`)."""
 
-    strategy: str
+    strategy: Strategy
     samples: int
     options: SelectOptions
     notes: tuple[tuple[str, str], ...]
@@ -295,22 +309,24 @@ def _strategy(
     settings: Settings,
     model_name: str,
     continues_chat: bool,
-) -> tuple[str, int | None]:
+) -> tuple[Strategy, int | None]:
     """The strategy (request, then model alias, then server default) and the alias's @N."""
     alias_strategy, alias_samples = parse_model(req.model, model_name)
     ponder = req.ponder
-    strategy = (ponder and ponder.strategy) or alias_strategy or settings.default_strategy
-    if strategy not in STRATEGIES:
+    name = (ponder and ponder.strategy) or alias_strategy or settings.default_strategy
+    strategy = REGISTRY.get(name)
+    if strategy is None:
         raise ApiError(
             404,
-            f"unknown strategy '{strategy}'; available: {', '.join(STRATEGIES)}",
+            f"unknown strategy '{name}'; available: {', '.join(STRATEGIES)}",
             param="ponder.strategy",
             code="strategy_not_found",
         )
-    if strategy in DECODERS and isinstance(req, ChatCompletionRequest) and not continues_chat:
+    decodes = strategy.kind == "decode"
+    if decodes and isinstance(req, ChatCompletionRequest) and not continues_chat:
         raise ApiError(
             400,
-            f"strategy '{strategy}' needs to continue a partial answer, which "
+            f"strategy '{name}' needs to continue a partial answer, which "
             "this engine cannot do for a chat turn; send the prompt (with your chat "
             "template) to /v1/completions",
             param="ponder.strategy",
@@ -322,13 +338,13 @@ def _strategy(
 def _samples(
     req: ChatCompletionRequest | CompletionRequest,
     settings: Settings,
-    strategy: str,
+    strategy: Strategy,
     alias_samples: int | None,
 ) -> tuple[int, tuple[tuple[str, str], ...]]:
     """How many samples to draw, and a note when it is fewer than asked."""
     ponder = req.ponder
     asked = ponder.samples if ponder and ponder.samples is not None else None
-    if strategy not in SELECTORS and strategy not in DECODERS:
+    if strategy.kind == "plain":
         if asked is not None and asked != req.n:
             raise ApiError(
                 400,
@@ -338,7 +354,7 @@ def _samples(
             )
         samples = req.n
     else:
-        default = 1 if strategy in DECODERS else settings.default_samples
+        default = strategy.default_samples or settings.default_samples
         samples = asked or alias_samples or default
         if req.n > samples:
             raise ApiError(
@@ -348,7 +364,7 @@ def _samples(
                 code="invalid_value",
             )
     notes: tuple[tuple[str, str], ...] = ()
-    if strategy in SELECTORS and req.temperature == 0 and samples > 1:
+    if strategy.kind == "select" and req.temperature == 0 and samples > 1:
         # Greedy samples are all the same sample: N of them would cost N times as much and
         # report confidence 1.0 whatever the answer. One is drawn, and the response says so.
         notes = (("temperature", f"temperature 0 is greedy: 1 sample drawn, not {samples}"),)
@@ -437,10 +453,11 @@ def build_plan(
     )
     logprobs = _logprobs(req)
     scoring = isinstance(req, CompletionRequest) and req.echo and logprobs is not None
-    if scoring and strategy in DECODERS:
+    if scoring and strategy.kind == "decode":
         raise ApiError(
             400,
-            f"echo with logprobs (prompt scoring) is not supported with strategy '{strategy}'; "
+            f"echo with logprobs (prompt scoring) is not supported with strategy "
+            f"'{strategy.name}'; "
             "score prompts with strategy 'none'",
             param="echo",
             code="unsupported_parameter",
@@ -459,8 +476,7 @@ def build_plan(
     )
     _check_budget(settings, samples, max_tokens)
     engine.check_fits(len(prompt_ids), max_tokens, samples)
-    selecting = strategy in SELECTORS or strategy in DECODERS
-    default_t = settings.selection_temperature if selecting else 1.0
+    default_t = settings.selection_temperature if strategy.kind != "plain" else 1.0
     params = SamplingParams(
         max_tokens=max_tokens,
         temperature=default_t if req.temperature is None else req.temperature,
@@ -472,19 +488,24 @@ def build_plan(
         top_logprobs=logprobs or 0,
         prompt_logprobs=logprobs if scoring else None,
     )
+    include_candidates = bool(req.ponder and req.ponder.include_candidates)
+    job = Job(
+        strategy=strategy.name,
+        prompt_ids=prompt_ids,
+        params=params,
+        samples=samples,
+        choices=req.n,
+        options=checked.options,
+        logprobs=logprobs,
+        details=include_candidates,
+    )
     return Plan(
         kind=kind,
         model=req.model,
-        strategy=strategy,
-        samples=samples,
-        n=req.n,
-        params=params,
-        options=checked.options,
-        include_candidates=bool(req.ponder and req.ponder.include_candidates),
+        job=job,
+        include_candidates=include_candidates,
         stream=req.stream,
         include_usage=bool(req.stream_options and req.stream_options.include_usage),
-        logprobs=logprobs,
-        prompt_ids=prompt_ids,
         notes=checked.notes,
         echo_text=_echo_text(req, prompt_ids, engine),
         ignored=checked.ignored,

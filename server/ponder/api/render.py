@@ -5,24 +5,11 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from ..engines.base import Generation, PromptLogprobs, Sample
-from ..strategies import Decision
+from ..runner import Outcome
+from ..types import Generation, PromptLogprobs, Sample
 from .plan import Plan
-
-
-@dataclass
-class Outcome:
-    """A finished request: what was generated, what was decided, which samples are the choices."""
-
-    plan: Plan
-    generation: Generation
-    decision: Decision | None
-    choices: list[int]
-    select_s: float
-    exact: bool
 
 
 def new_id(plan: Plan) -> str:
@@ -34,7 +21,7 @@ def usage(generation: Generation) -> dict[str, Any]:
     """Every generated token (of every sample and CNTP trial); the prompt once (it is
     prefilled once per request and shared). No token is a hidden reasoning token (the
     samples' whole text is what they generated), so `reasoning_tokens` is 0."""
-    completion = sum(s.n_tokens for s in generation.samples) + generation.unused_tokens
+    completion = generation.completion_tokens
     return {
         "prompt_tokens": generation.prompt_tokens,
         "completion_tokens": completion,
@@ -105,18 +92,17 @@ def completion_logprobs(
     return {"tokens": tokens, "token_logprobs": lps, "top_logprobs": tops, "text_offset": offsets}
 
 
-def echo_offset(out: Outcome) -> int:
+def echo_offset(plan: Plan, out: Outcome) -> int:
     """Where a completion choice's generated text starts (after the echoed prompt)."""
-    if out.plan.echo_text is None:
+    if plan.echo_text is None:
         return 0
     prompt = out.generation.prompt_logprobs
     if prompt is not None:
         return sum(len(t) for t in prompt.tokens_text)
-    return len(out.plan.echo_text)
+    return len(plan.echo_text)
 
 
-def _choice(out: Outcome, k: int, sample: Sample) -> dict[str, Any]:
-    plan = out.plan
+def _choice(plan: Plan, out: Outcome, k: int, sample: Sample) -> dict[str, Any]:
     choice: dict[str, Any] = {"index": k, "finish_reason": sample.finish_reason}
     if plan.kind == "chat":
         choice["message"] = {"role": "assistant", "content": sample.text}
@@ -156,7 +142,7 @@ def token_chunks(sample: Sample) -> list[tuple[str, list[int]]]:
     return out
 
 
-def ponder_object(out: Outcome) -> dict[str, Any] | None:
+def ponder_object(plan: Plan, out: Outcome) -> dict[str, Any] | None:
     """The response's `ponder` metadata, or None for strategy `none`."""
     d = out.decision
     if d is None:
@@ -164,7 +150,7 @@ def ponder_object(out: Outcome) -> dict[str, Any] | None:
     samples = out.generation.samples
     obj: dict[str, Any] = {
         "strategy": d.strategy,
-        "samples": out.plan.samples,
+        "samples": plan.samples,
         "generated": len(samples),
         "answer": d.answer,
         "confidence": d.confidence,
@@ -176,10 +162,10 @@ def ponder_object(out: Outcome) -> dict[str, Any] | None:
         "unanswered": d.unanswered,
         "exact": out.exact,
     }
-    notes = {**d.notes, **dict(out.plan.notes)}
+    notes = {**d.notes, **dict(plan.notes)}
     if notes:
         obj["notes"] = notes
-    if out.plan.include_candidates:
+    if plan.include_candidates:
         obj["candidates"] = [candidate(out, s) for s in samples]
     obj["timing"] = {
         "queue_s": round(out.generation.queue_s, 6),
@@ -208,18 +194,17 @@ def candidate(out: Outcome, s: Sample) -> dict[str, Any]:
     return entry
 
 
-def response_body(out: Outcome) -> dict[str, Any]:
-    plan = out.plan
+def response_body(plan: Plan, out: Outcome) -> dict[str, Any]:
     samples = out.generation.samples
     body: dict[str, Any] = {
         "id": new_id(plan),
         "object": "chat.completion" if plan.kind == "chat" else "text_completion",
         "created": int(time.time()),
         "model": plan.model,
-        "choices": [_choice(out, k, samples[i]) for k, i in enumerate(out.choices)],
+        "choices": [_choice(plan, out, k, samples[i]) for k, i in enumerate(out.choices)],
         "usage": usage(out.generation),
     }
-    if (meta := ponder_object(out)) is not None:
+    if (meta := ponder_object(plan, out)) is not None:
         body["ponder"] = meta
     return body
 

@@ -10,10 +10,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from .. import metrics
+from .. import metrics, runner
 from ..config import Settings
-from ..engines.base import Engine
-from ..strategies import DECODERS, STRATEGIES
+from ..strategies import REGISTRY
+from ..types import Engine
 from .errors import ApiError
 from .plan import Plan, build_plan, check_bounds, parse_model, prompt_token_ids
 from .render import response_body
@@ -32,14 +32,7 @@ from .schemas import (
     error_responses,
 )
 from .security import Gate
-from .service import (
-    execute,
-    stream_buffered,
-    stream_segments,
-    stream_tokens,
-    until_done_or_gone,
-    with_deadline,
-)
+from .service import stream, until_done_or_gone, with_deadline
 
 router = APIRouter()
 log = logging.getLogger("ponder.api")
@@ -98,27 +91,20 @@ def _plan_headers(plan: Plan) -> dict[str, str]:
 async def _respond(request: Request, plan: Plan, engine: Engine, who: str) -> Any:
     settings = get_settings(request)
     gate = get_gate(request)
-    budget = plan.samples * plan.params.max_tokens
+    budget = plan.samples * plan.job.params.max_tokens
     permit = gate.admit(who, budget)
     timeout = settings.request_timeout_s or None
     if plan.stream:
-        live = plan.samples == 1 and plan.logprobs is None  # logprobs ride on token chunks
-        if live and plan.strategy == "none":
-            events = stream_tokens(plan, engine)
-        elif live and plan.strategy in DECODERS:
-            events = stream_segments(plan, engine)
-        else:
-            events = stream_buffered(plan, engine)
-        guarded = with_deadline(events, timeout, permit.release, gate.closing)
+        guarded = with_deadline(stream(plan, engine), timeout, permit.release, gate.closing)
         weakref.finalize(guarded, permit.release)  # a stream that never started
         headers = {**_SSE_HEADERS, **_plan_headers(plan)}
         return StreamingResponse(guarded, media_type="text/event-stream", headers=headers)
     try:
-        out = await until_done_or_gone(request, execute(plan, engine), timeout, gate.closing)
+        out = await until_done_or_gone(request, runner.run(plan.job, engine), timeout, gate.closing)
     finally:
         permit.release()
     gate.observe(budget, out.generation.generate_s)
-    return JSONResponse(response_body(out), headers=_plan_headers(plan))
+    return JSONResponse(response_body(plan, out), headers=_plan_headers(plan))
 
 
 async def _plan(request: Request, body: Any, settings: Settings, engine: Engine) -> Plan:
@@ -160,7 +146,7 @@ async def completions(
 async def models(engine: EngineDep, request: Request, who: CallerDep) -> dict[str, Any]:
     created = request.app.state.started
     name = engine.model_name
-    ids = [name] + [f"{name}+{s}" for s in STRATEGIES if s != "none"]
+    ids = [name] + [f"{name}+{s.name}" for s in REGISTRY.values() if s.kind != "plain"]
     return {
         "object": "list",
         "data": [

@@ -3,16 +3,8 @@
 from __future__ import annotations
 
 from ..config import Settings
-from .base import (
-    Engine,
-    EngineError,
-    EngineNotReady,
-    Generation,
-    RequestTooLarge,
-    Sample,
-    SamplingParams,
-    StreamDelta,
-)
+from ..errors import EngineError
+from ..types import Engine
 
 
 def create_engine(settings: Settings) -> Engine:
@@ -69,14 +61,4 @@ def create_engine(settings: Settings) -> Engine:
     raise EngineError(f"unknown engine {settings.engine!r}")
 
 
-__all__ = [
-    "Engine",
-    "EngineError",
-    "EngineNotReady",
-    "Generation",
-    "RequestTooLarge",
-    "Sample",
-    "SamplingParams",
-    "StreamDelta",
-    "create_engine",
-]
+__all__ = ["create_engine"]

@@ -15,7 +15,8 @@ from collections.abc import Awaitable, Callable
 
 import numpy as np
 
-from .base import Generation, Sample, SamplingParams, ends_trial
+from ..types import Generation, Sample, SamplingParams
+from .base import ends_trial
 
 CHUNK = 16
 """Tokens drawn per call while looking for a cut."""

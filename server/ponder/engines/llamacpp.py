@@ -27,21 +27,18 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from ..errors import EngineError, EngineNotReady, RequestTooLarge
 from ..stops import holdback, stop_index
-from .base import (
-    EngineError,
-    EngineNotReady,
+from ..types import (
     Generation,
     ProgressCallback,
     PromptLogprobs,
-    RequestTooLarge,
     Sample,
     Sampler,
     SamplingParams,
     StreamDelta,
-    punctuation_ids,
-    render_plain_content,
 )
+from .base import punctuation_ids, render_plain_content
 from .stats import RowStats, sample_rows, score_rows, top_logprobs
 
 log = logging.getLogger("ponder.engine")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from .base import SamplingParams
+from ..types import SamplingParams
 
 _NUCLEUS_START = 64
 

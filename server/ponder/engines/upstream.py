@@ -29,31 +29,15 @@ from typing import Any
 import httpx
 import numpy as np
 
+from ..errors import EngineError, UnsupportedRequest, UpstreamError
+from ..types import Generation, ProgressCallback, Sample, Sampler, SamplingParams, StreamDelta
 from . import chunked
-from .base import (
-    EngineError,
-    Generation,
-    ProgressCallback,
-    Sample,
-    Sampler,
-    SamplingParams,
-    StreamDelta,
-    UnsupportedRequest,
-)
 from .vllm_stats import approximate
 
 log = logging.getLogger("ponder.engine")
 
 CHARS_PER_TOKEN = 4
 """Prompt lengths are estimated locally (for Ponder's limits); usage uses the upstream's count."""
-
-
-class UpstreamError(EngineError):
-    """The upstream failed; `status` is what Ponder answers (502, or 504 for a timeout)."""
-
-    def __init__(self, message: str, status: int = 502) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 class TokenTexts:

@@ -24,23 +24,19 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import EngineError, EngineNotReady, RequestTooLarge, UnsupportedRequest
 from ..stops import holdback, stop_index
-from . import chunked
-from .base import (
-    EngineError,
-    EngineNotReady,
+from ..types import (
     Generation,
     ProgressCallback,
     PromptLogprobs,
-    RequestTooLarge,
     Sample,
     Sampler,
     SamplingParams,
     StreamDelta,
-    UnsupportedRequest,
-    punctuation_ids,
-    render_plain_content,
 )
+from . import chunked
+from .base import punctuation_ids, render_plain_content
 from .vllm_stats import STATS_KEY, approximate, combine, effective_temperature
 
 log = logging.getLogger("ponder.engine")

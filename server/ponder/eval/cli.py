@@ -12,10 +12,21 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from ..strategies import REGISTRY
 from .datasets import READERS, load, read_replay
-from .runner import CandidateSource, evaluate, replay_records, sample_all, summarize, write_outputs
+from .runner import (
+    SAMPLING,
+    CandidateSource,
+    evaluate,
+    pool_of,
+    replay_fields,
+    replay_records,
+    sample_all,
+    summarize,
+    write_outputs,
+)
 
-ALL = ("majority_vote", "self_certainty", "rpc", "cntp")
+ALL = tuple(name for name, s in REGISTRY.items() if s.kind != "plain")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -53,56 +64,68 @@ def run_eval(args: argparse.Namespace) -> int:
         return 2
     started = time.perf_counter()
     if args.replay:
-        problems = read_replay(args.replay)[: args.limit]
-        records = replay_records(problems)
-        have = records[0].candidates["sampling"][0] if records else None
-        for name, field in (("self_certainty", "self_certainty"), ("rpc", "mean_logprob")):
-            if name in strategies and (have is None or getattr(have, field) is None):
-                console.print(f"skipping {name}: the replay file has no per-sample {field}")
-                strategies.remove(name)
-        if "cntp" in strategies:
-            console.print("skipping cntp: it needs its own decoding, not stored samples")
-            strategies.remove("cntp")
+        records = _replayed(args, strategies, console)
+    elif args.data is None:
+        console.print("[red]give --data FILE or --replay FILE[/red]")
+        return 2
     else:
-        if args.data is None:
-            console.print("[red]give --data FILE or --replay FILE[/red]")
-            return 2
-        problems_in = load(args.data, args.reader)[: args.limit]
-        sampler = CandidateSource(args.url, args.temperature, args.seed, args.model)
-        with_cntp = "cntp" in strategies
-        with_sampling = any(s != "cntp" for s in strategies)
-
-        async def go() -> list:
-            await sampler.start()
-            try:
-                with Progress(
-                    TextColumn("sampling"),
-                    BarColumn(),
-                    MofNCompleteColumn(),
-                    TimeRemainingColumn(),
-                    console=console,
-                ) as bar:
-                    task = bar.add_task("sampling", total=len(problems_in))
-                    return await sample_all(
-                        problems_in,
-                        sampler,
-                        max(budgets),
-                        with_cntp,
-                        with_sampling,
-                        lambda: bar.advance(task),
-                    )
-            finally:
-                await sampler.close()
-
-        try:
-            records = asyncio.run(go())
-        except KeyboardInterrupt:
-            records = []
-        if len(records) < len(problems_in):
-            console.print(f"stopped early: evaluating the {len(records)} finished problems")
+        records = _sampled(args, strategies, max(budgets), console)
     if not records:
         console.print("[red]no problems to evaluate[/red]")
         return 1
+    return _report(args, records, strategies, budgets, console, started)
+
+
+def _replayed(args: argparse.Namespace, strategies: list[str], console: Console) -> list:
+    """Records from a replay file; strategies it cannot serve are dropped (said)."""
+    problems = read_replay(args.replay)[: args.limit]
+    records = replay_records(problems)
+    have = records[0].candidates[SAMPLING][0] if records else None
+    for name in list(strategies):
+        missing = [f for f in replay_fields(name) if have is None or getattr(have, f) is None]
+        if missing:
+            console.print(f"skipping {name}: the replay file has no per-sample {missing[0]}")
+            strategies.remove(name)
+    for name in [s for s in strategies if pool_of(s) != SAMPLING]:
+        console.print(f"skipping {name}: it needs its own decoding, not stored samples")
+        strategies.remove(name)
+    return records
+
+
+def _sampled(args: argparse.Namespace, strategies: list[str], n: int, console: Console) -> list:
+    """Records sampled now, in process or from a server, one candidate pool per need."""
+    problems_in = load(args.data, args.reader)[: args.limit]
+    sampler = CandidateSource(args.url, args.temperature, args.seed, args.model)
+    pools = sorted({pool_of(s) for s in strategies})
+
+    async def go() -> list:
+        await sampler.start()
+        try:
+            columns = (TextColumn("sampling"), BarColumn(), MofNCompleteColumn())
+            with Progress(*columns, TimeRemainingColumn(), console=console) as bar:
+                task = bar.add_task("sampling", total=len(problems_in))
+                advance = lambda: bar.advance(task)  # noqa: E731
+                return await sample_all(problems_in, sampler, n, pools, advance)
+        finally:
+            await sampler.close()
+
+    try:
+        records = asyncio.run(go())
+    except KeyboardInterrupt:
+        records = []
+    if len(records) < len(problems_in):
+        console.print(f"stopped early: evaluating the {len(records)} finished problems")
+    return records
+
+
+def _report(
+    args: argparse.Namespace,
+    records: list,
+    strategies: list[str],
+    budgets: list[int],
+    console: Console,
+    started: float,
+) -> int:
     trials = {r.id: evaluate(r, strategies, budgets, args.subsets, args.seed) for r in records}
     rows = summarize(trials, args.seed, args.subsets)
     files = write_outputs(args.out, records, rows, trials)

@@ -22,9 +22,8 @@ from typing import Any
 import numpy as np
 
 from ..answers import Answer, AnswerSpec, as_answer, equivalent
-from ..engines.base import Sample
-from ..strategies import SELECTORS, SelectOptions, majority_vote
-from ..strategies.cntp import single_decision
+from ..strategies import REGISTRY, SelectOptions
+from ..types import Sample
 from .datasets import Problem, ReplayProblem
 from .metrics import bootstrap_ci, brier, ece, reliability
 
@@ -44,7 +43,7 @@ class ProblemRecord:
     id: str
     gold: str
     format: str
-    candidates: dict[str, list[Candidate]] = field(default_factory=dict)  # "sampling" / "cntp"
+    candidates: dict[str, list[Candidate]] = field(default_factory=dict)  # by pool_of()
     results: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)
     gold_parsed: str | None = None
     """The gold answer as the grader reads it (problems.jsonl), next to each chosen answer."""
@@ -75,18 +74,32 @@ def judge(
 ) -> Trial:
     """Run one strategy on one set of candidates and grade its answer against the gold."""
     samples = to_samples(cands)
-    if strategy == "cntp":
-        d = (
-            single_decision(samples[0], options.answer)
-            if len(samples) == 1
-            else majority_vote.select(samples, options)
-        )
-    else:
-        d = SELECTORS[strategy](samples, options)
+    d = REGISTRY[strategy].decide(samples, options)
+    if d is None:
+        raise ValueError(f"strategy {strategy!r} makes no decision to evaluate")
     got = d.answers[d.chosen] if d.answer is not None else None
     ok = bool(got is not None and gold is not None and equivalent(got, gold))
     tokens = float(sum(c.tokens for c in cands))
     return Trial(ok, float(d.confidence), tokens, got.text if got is not None else None)
+
+
+SAMPLING = "sampling"
+
+
+def pool_of(strategy: str) -> str:
+    """Which stored candidates a strategy is evaluated on: selection strategies share one
+    pool of plain samples; a decoding strategy (CNTP) needs its own decodes."""
+    return strategy if REGISTRY[strategy].kind == "decode" else SAMPLING
+
+
+_CANDIDATE_FIELD = {"logprob": "mean_logprob", "kl_uniform": "self_certainty"}
+"""The stored candidate field that carries each per-token stat (as its mean)."""
+
+
+def replay_fields(strategy: str) -> list[str]:
+    """Candidate fields a strategy's scores need from stored samples (its `stats`)."""
+    stats = REGISTRY[strategy].stats
+    return [_CANDIDATE_FIELD[s] for s in sorted(stats) if s in _CANDIDATE_FIELD]
 
 
 def subsets(n_total: int, n: int, count: int, rng: np.random.Generator) -> list[list[int]]:
@@ -105,7 +118,7 @@ def evaluate(
     record.gold_parsed = gold.text if gold is not None else None
     out: dict[str, dict[int, list[Trial]]] = {}
     for strategy in strategies:
-        pool = record.candidates.get("cntp" if strategy == "cntp" else "sampling", [])
+        pool = record.candidates.get(pool_of(strategy), [])
         if not pool:
             continue
         rng = np.random.default_rng([seed, len(record.id), hash_id(record.id)])
@@ -325,13 +338,15 @@ class CandidateSource:
         if self._engine is not None:
             await self._engine.close()
 
-    async def draw(self, p: Problem, k: int, n: int, cntp: bool) -> list[Candidate]:
+    async def draw(self, p: Problem, k: int, n: int, pool: str) -> list[Candidate]:
+        """n candidates of problem k for `pool` (see pool_of), through the runner in
+        process or a server over HTTP."""
         seed = self.seed + 100_003 * k
         if self._client is not None:
-            return await self._draw_http(p, n, cntp, seed)
-        from ..decoding import cntp_run
-        from ..engines.base import SamplingParams
-        from ..strategies import CntpOptions
+            return await self._draw_http(p, n, pool, seed)
+        from .. import runner
+        from ..strategies import Job
+        from ..types import SamplingParams
 
         eng = self._engine
         ids = (
@@ -342,27 +357,20 @@ class CandidateSource:
         params = SamplingParams(
             max_tokens=p.max_tokens, temperature=self.temperature, seed=seed, stop=p.stop
         )
-        if cntp:
-            res = await cntp_run(eng, ids, params, CntpOptions(), n)
-            return [
-                Candidate(
-                    r.sample.text,
-                    r.sample.n_tokens + r.unused_tokens,
-                    r.sample.mean_logprob,
-                    r.sample.self_certainty,
-                )
-                for r in res
-            ]
-        gen = await eng.sample(ids, params, n)
+        strategy = "none" if pool == SAMPLING else pool
+        out = await runner.run(Job(strategy, ids, params, n, choices=n), eng)
+        gen = out.generation
+        extra = gen.unused_tokens / max(len(gen.samples), 1)  # trials, spread evenly (as HTTP)
         return [
-            Candidate(s.text, s.n_tokens, s.mean_logprob, s.self_certainty) for s in gen.samples
+            Candidate(s.text, s.n_tokens + extra, s.mean_logprob, s.self_certainty)
+            for s in gen.samples
         ]
 
-    async def _draw_http(self, p: Problem, n: int, cntp: bool, seed: int) -> list[Candidate]:
+    async def _draw_http(self, p: Problem, n: int, pool: str, seed: int) -> list[Candidate]:
         call = self._client.chat if p.kind == "chat" else self._client.complete
         r = await call(
             p.prompt,
-            strategy="cntp" if cntp else "majority_vote",
+            strategy="majority_vote" if pool == SAMPLING else pool,
             samples=n,
             include_candidates=True,
             max_tokens=p.max_tokens,
@@ -385,19 +393,17 @@ async def sample_all(
     problems: Sequence[Problem],
     sampler: CandidateSource,
     n: int,
-    with_cntp: bool,
-    with_sampling: bool,
+    pools: Sequence[str],
     progress: Any = None,
 ) -> list[ProblemRecord]:
-    """Draw every problem's candidates; Ctrl-C stops and keeps the problems finished so far."""
+    """Draw every problem's candidates for each pool (`pool_of` the strategies evaluated);
+    Ctrl-C stops and keeps the problems finished so far."""
     records: list[ProblemRecord] = []
     try:
         for k, p in enumerate(problems):
             rec = ProblemRecord(p.id, p.gold, p.format)
-            if with_sampling:
-                rec.candidates["sampling"] = await sampler.draw(p, k, n, cntp=False)
-            if with_cntp:
-                rec.candidates["cntp"] = await sampler.draw(p, k, n, cntp=True)
+            for pool in pools:
+                rec.candidates[pool] = await sampler.draw(p, k, n, pool)
             records.append(rec)
             if progress is not None:
                 progress()

@@ -1,11 +1,10 @@
-"""Selection strategies: each a pure function `select(samples, options) -> Decision`."""
+"""Strategies: each an object with a small protocol (`strategy.Strategy`), found in one
+registry. Adding one = a module with a `STRATEGY` object + one line in `_ALL` below
+(docs/architecture.md, "Adding a strategy")."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-
-from ..engines.base import Sample
-from . import majority_vote, rpc, self_certainty
+from . import cntp_decode, majority_vote, rpc, self_certainty
 from .base import (
     CntpOptions,
     Decision,
@@ -16,33 +15,43 @@ from .base import (
     TallyEntry,
     group_answers,
 )
+from .strategy import Decided, Hooks, Job, Kind, Plain, Selection, Strategy
 
-Selector = Callable[[Sequence[Sample], SelectOptions], Decision]
+_ALL: tuple[Strategy, ...] = (
+    Plain(),
+    majority_vote.STRATEGY,
+    self_certainty.STRATEGY,
+    rpc.STRATEGY,
+    cntp_decode.STRATEGY,
+)
 
-SELECTORS: dict[str, Selector] = {
-    majority_vote.NAME: majority_vote.select,
-    self_certainty.NAME: self_certainty.select,
-    rpc.NAME: rpc.select,
-}
-"""Best-of-N selection strategies available on this server."""
+REGISTRY: dict[str, Strategy] = {s.name: s for s in _ALL}
+"""Every strategy a request may name, by name (`none` = plain generation)."""
 
-DECODERS: tuple[str, ...] = ("cntp",)
-"""Decoding strategies: they drive the engine step by step (ponder.decoding)."""
+STRATEGIES: tuple[str, ...] = tuple(REGISTRY)
 
-STRATEGIES: tuple[str, ...] = ("none", *SELECTORS, *DECODERS)
-"""Every strategy a request may name (`none` = plain generation)."""
+
+def get_strategy(name: str) -> Strategy | None:
+    return REGISTRY.get(name)
+
 
 __all__ = [
-    "DECODERS",
-    "SELECTORS",
+    "REGISTRY",
     "STRATEGIES",
     "CntpOptions",
+    "Decided",
     "Decision",
     "Group",
+    "Hooks",
+    "Job",
+    "Kind",
+    "Plain",
     "RpcOptions",
     "SelectOptions",
-    "Selector",
+    "Selection",
     "SelfCertaintyOptions",
+    "Strategy",
     "TallyEntry",
+    "get_strategy",
     "group_answers",
 ]

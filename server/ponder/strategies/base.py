@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ..answers import Answer, AnswerSpec, equivalent, extract
-from ..engines.base import Sample
+from ..types import Sample
 
 Equal = Callable[[Answer, Answer], bool]
 

@@ -1,9 +1,10 @@
 """CNTP, Cautious Next Token Prediction (Wang et al. 2025), docs/strategies.md section 5: the pure
-parts. The loop that drives the engine is `ponder.decoding`.
+parts. The loop that drives the engine, and the strategy object, are in `cntp_decode`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 
@@ -11,8 +12,9 @@ import numpy as np
 import numpy.typing as npt
 
 from ..answers import AnswerSpec, extract
-from ..engines.base import Sample
-from .base import CntpOptions, Decision, TallyEntry
+from ..types import Sample
+from . import majority_vote
+from .base import CntpOptions, Decision, SelectOptions, TallyEntry
 
 NAME = "cntp"
 
@@ -65,3 +67,11 @@ def single_decision(sample: Sample, spec: AnswerSpec) -> Decision:
         answers=[answer],
         unanswered=0 if answer else 1,
     )
+
+
+def decide(samples: Sequence[Sample], options: SelectOptions) -> Decision:
+    """One decode is reported as is (`single_decision`); several are majority-voted (CNTP +
+    self-consistency, the paper's section 4.4)."""
+    if len(samples) == 1:
+        return single_decision(samples[0], options.answer)
+    return dataclasses.replace(majority_vote.select(samples, options), strategy=NAME)

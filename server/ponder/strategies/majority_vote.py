@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..answers import equivalent
-from ..engines.base import Sample
+from ..types import Sample
 from .base import (
     Decision,
     Equal,
@@ -15,6 +15,7 @@ from .base import (
     extract_all,
     group_answers,
 )
+from .strategy import Selection
 
 NAME = "majority_vote"
 
@@ -53,3 +54,6 @@ def select(
         answers=answers,
         unanswered=unanswered,
     )
+
+
+STRATEGY = Selection(NAME, select)  # votes; mean logprob only picks the text shown

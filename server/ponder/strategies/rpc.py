@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..answers import equivalent
-from ..engines.base import Sample
+from ..types import Sample
 from . import weibull
 from .base import (
     Decision,
@@ -20,6 +20,7 @@ from .base import (
     group_answers,
     score_tally,
 )
+from .strategy import Selection
 
 NAME = "rpc"
 MIN_SAMPLES_TO_PRUNE = 4
@@ -111,3 +112,6 @@ def select(
         pruned=pruned,
         notes=notes,
     )
+
+
+STRATEGY = Selection(NAME, select, stats=frozenset({"logprob"}))

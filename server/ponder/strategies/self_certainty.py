@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..answers import equivalent
-from ..engines.base import Sample
+from ..types import Sample
 from .base import (
     Decision,
     Equal,
@@ -21,6 +21,7 @@ from .base import (
     group_answers,
     score_tally,
 )
+from .strategy import Selection
 
 NAME = "self_certainty"
 
@@ -82,3 +83,6 @@ def select(
         scores={"borda_points": points},
         notes={"mode": "borda" if opts.vote else "best_of_n", "borda_p": opts.borda_p},
     )
+
+
+STRATEGY = Selection(NAME, select, stats=frozenset({"kl_uniform"}))

@@ -1,4 +1,4 @@
-"""Decoding strategies that drive the engine step by step: CNTP (docs/strategies.md section 5).
+"""CNTP as a strategy that drives the engine step by step (docs/strategies.md section 5).
 
 The loop needs one engine ability beyond plain sampling: stop a sample before a
 high-entropy position (`stop_entropy`) and after a punctuation token (`punct_stop`). Draft with
@@ -9,17 +9,20 @@ engine session, so the growing prefix is never prefilled twice on engines that c
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .engines.base import Engine, Generation, Sample, Sampler, SamplingParams
-from .stops import holdback, stop_index
-from .strategies.base import CntpOptions
-from .strategies.cntp import branch_threshold, perplexity, pick_trial, trial_count
+from ..stops import holdback, stop_index
+from ..types import Engine, Generation, Sample, Sampler, SamplingParams
+from . import cntp
+from .base import CntpOptions, Decision, SelectOptions
+from .cntp import NAME, branch_threshold, perplexity, pick_trial, trial_count
+from .strategy import Decided, Hooks, Job, Kind
 
 SEED_STRIDE = 1 << 32
 CALL_STRIDE = 1 << 10
@@ -237,9 +240,8 @@ async def cntp_run(
     on_text: Callable[[str], None] | None = None,
 ) -> list[CntpResult]:
     """N CNTP decodes, decode i seeded with seed + i, in one session. Where the session can
-    batch several prompts (`sample_many`), the decodes run in lockstep: each round sends
-    every live decode's next draft or trial call as one batch (groups of as many decodes as
-    the engine has room for max_trials sequences each); otherwise one after another."""
+    batch several prompts (`sample_many`), the decodes run in lockstep (`_lockstep`);
+    otherwise one after another."""
     decoders = [
         CntpDecoder(
             engine.detokenize,
@@ -251,7 +253,7 @@ async def cntp_run(
         )
         for i in range(n)
     ]
-    done = 0
+    finished = _Finished(n, on_progress)
     waited = time.perf_counter()
     async with engine.session() as session:
         waited = time.perf_counter() - waited
@@ -260,29 +262,91 @@ async def cntp_run(
         if n == 1 or batch is None or group == 1:
             for d in decoders:
                 await _drive(d, session)
-                done += 1
-                if on_progress is not None:
-                    on_progress(done, n)
+                finished.one()
         else:
             for start in range(0, n, group):
-                members = decoders[start : start + group]
-                while True:
-                    live = [
-                        (slot, d, r)
-                        for slot, d in enumerate(members)
-                        if (r := d.request()) is not None
-                    ]
-                    if not live:
-                        break
-                    gens = await batch(
-                        [r for _, _, r in live], [slot for slot, _, _ in live], opts.max_trials
-                    )
-                    for (_, d, _), g in zip(live, gens, strict=True):
-                        d.receive(g)
-                        if d.done:
-                            done += 1
-                            if on_progress is not None:
-                                on_progress(done, n)
+                await _lockstep(decoders[start : start + group], batch, opts.max_trials, finished)
     results = [d.result for d in decoders]
     results[0].queue_s += waited
     return results
+
+
+@dataclass
+class _Finished:
+    """Counts finished decodes and reports them."""
+
+    total: int
+    on_progress: Callable[[int, int], None] | None
+    done: int = 0
+
+    def one(self) -> None:
+        self.done += 1
+        if self.on_progress is not None:
+            self.on_progress(self.done, self.total)
+
+
+async def _lockstep(
+    members: list[CntpDecoder],
+    batch: Callable[..., Awaitable[list[Generation]]],
+    block_size: int,
+    finished: _Finished,
+) -> None:
+    """Run a group of decodes together: each round sends every live decode's next draft or
+    trial call as one batch, decode k on its own block of `block_size` sequences."""
+    while True:
+        live = [(slot, d, r) for slot, d in enumerate(members) if (r := d.request()) is not None]
+        if not live:
+            return
+        gens = await batch([r for _, _, r in live], [slot for slot, _, _ in live], block_size)
+        for (_, d, _), g in zip(live, gens, strict=True):
+            d.receive(g)
+            if d.done:
+                finished.one()
+
+
+@dataclass(frozen=True)
+class Cntp:
+    """The CNTP strategy: N decodes (`cntp_run`), combined by `cntp.decide`."""
+
+    name: str = NAME
+    kind: Kind = "decode"
+    stats: frozenset[str] = frozenset({"logprob", "logprob_processed", "entropy_processed"})
+    default_samples: int | None = 1
+
+    def decide(self, samples: Sequence[Sample], options: SelectOptions) -> Decision | None:
+        return cntp.decide(samples, options)
+
+    async def run(self, job: Job, engine: Engine, hooks: Hooks) -> Decided:
+        opts = job.options
+        results = await cntp_run(
+            engine,
+            job.prompt_ids,
+            job.params,
+            opts.cntp,
+            job.samples,
+            hooks.on_progress,
+            hooks.on_text,
+        )
+        samples = [r.sample for r in results]
+        gen = Generation(
+            samples=samples,
+            prompt_tokens=results[0].prompt_tokens,
+            queue_s=sum(r.queue_s for r in results),
+            generate_s=sum(r.generate_s for r in results),
+            unused_tokens=sum(r.unused_tokens for r in results),
+            exact=all(r.exact for r in results),
+        )
+        t0 = time.perf_counter()
+        decision = await asyncio.to_thread(cntp.decide, samples, opts)
+        if len(results) == 1:
+            notes = results[0].stats(with_steps=job.details)
+        else:
+            counts = [r.counts() for r in results]
+            notes = {k: sum(c[k] for c in counts) for k in counts[0]}
+            for key in notes:
+                decision.scores[key] = [float(c[key]) for c in counts]
+        decision = dataclasses.replace(decision, notes={**decision.notes, **notes})
+        return Decided(gen, decision, time.perf_counter() - t0)
+
+
+STRATEGY = Cntp()

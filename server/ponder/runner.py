@@ -1,0 +1,176 @@
+"""The runner: a validated `Job` and an engine in, an `Outcome` (or a stream of events) out.
+
+Free of HTTP. The API, `ponder ask` and `ponder eval` all run requests through it; what a
+strategy does is the strategy object's business (`ponder.strategies`), never the runner's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+from . import metrics
+from .strategies import REGISTRY, Decision, Hooks, Job, Strategy
+from .types import APPROXIMATED, Engine, Generation
+
+T = TypeVar("T")
+
+StreamMode = Literal["tokens", "segments", "buffered"]
+
+
+@dataclass
+class Outcome:
+    """A finished job: what was generated, what was decided, which samples are the choices."""
+
+    job: Job
+    generation: Generation
+    decision: Decision | None
+    choices: list[int]
+    """Sample indices of the returned choices, best first."""
+    select_s: float
+    exact: bool
+    """False when a score the strategy used had to be approximated."""
+
+
+def strategy_of(job: Job) -> Strategy:
+    return REGISTRY[job.strategy]
+
+
+async def run(job: Job, engine: Engine, hooks: Hooks | None = None) -> Outcome:
+    """Run the job's strategy on the engine and record the request's metrics."""
+    strategy = strategy_of(job)
+    decided = await strategy.run(job, engine, hooks or Hooks())
+    gen, decision = decided.generation, decided.decision
+    if decision is None:
+        out = Outcome(job, gen, None, list(range(len(gen.samples))), 0.0, gen.exact)
+    else:
+        exact = decision.exact and (gen.exact or not strategy.stats & APPROXIMATED)
+        choices = decision.ranking[: job.choices]
+        out = Outcome(job, gen, decision, choices, decided.select_s, exact)
+    observe(out)
+    return out
+
+
+def observe(out: Outcome) -> None:
+    gen, d = out.generation, out.decision
+    metrics.observe_outcome(
+        out.job.strategy,
+        queue_s=gen.queue_s,
+        generate_s=gen.generate_s,
+        select_s=out.select_s,
+        samples=len(gen.samples),
+        prompt_tokens=gen.prompt_tokens,
+        completion_tokens=gen.completion_tokens,
+        confidence=d.confidence if d else None,
+        winner_votes=(d.tally[0].votes if d.tally else 0) if d else None,
+    )
+
+
+# ---------------------------------------------------------------- streaming
+
+
+@dataclass
+class Progress:
+    """`done` of `total` samples are finished."""
+
+    done: int
+    total: int
+
+
+@dataclass
+class Text:
+    """Text appended to choice 0 as it is produced (token or segment streaming)."""
+
+    text: str
+
+
+@dataclass
+class Idle:
+    """Nothing happened for `idle_s` seconds (a stream sends a keep-alive)."""
+
+
+@dataclass
+class Finished:
+    outcome: Outcome
+
+
+Event = Progress | Text | Idle | Finished
+
+
+def stream_mode(job: Job) -> StreamMode:
+    """How a job streams: `tokens` (plain, one sample: text as the engine produces it),
+    `segments` (a decoding strategy with one sample: each appended segment), or `buffered`
+    (everything else, and whenever per-token logprobs are asked: progress while sampling,
+    then the chosen texts)."""
+    kind = strategy_of(job).kind
+    live = job.samples == 1 and job.logprobs is None
+    if live and kind == "plain":
+        return "tokens"
+    if live and kind == "decode":
+        return "segments"
+    return "buffered"
+
+
+async def events(job: Job, engine: Engine, idle_s: float = 5.0) -> AsyncIterator[Event]:
+    """The job as a stream of events, `Finished` last. Closing the iterator cancels the job
+    (and so its engine work)."""
+    if stream_mode(job) == "tokens":
+        async for event in _token_events(job, engine):
+            yield event
+        return
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[Event] = asyncio.Queue()
+
+    def progress(done: int, total: int) -> None:  # called from the engine's thread
+        loop.call_soon_threadsafe(queue.put_nowait, Progress(done, total))
+
+    if stream_mode(job) == "buffered":
+        hooks = Hooks(on_progress=progress)
+        yield Progress(0, job.samples)
+    else:  # a decode appends text on the event loop
+        hooks = Hooks(on_text=lambda text: queue.put_nowait(Text(text)))
+    task = asyncio.ensure_future(run(job, engine, hooks))
+    try:
+        async for item in until_done(queue, task, idle_s):
+            yield Idle() if item is None else item
+        yield Finished(task.result())
+    finally:
+        if not task.done():
+            task.cancel()
+
+
+async def _token_events(job: Job, engine: Engine) -> AsyncIterator[Event]:
+    started = asyncio.get_running_loop().time()
+    async for piece in engine.stream(job.prompt_ids, job.params):
+        if piece.sample is None:
+            if piece.text:
+                yield Text(piece.text)
+            continue
+        elapsed = asyncio.get_running_loop().time() - started
+        gen = Generation([piece.sample], piece.prompt_tokens, 0.0, elapsed)
+        out = Outcome(job, gen, None, [0], 0.0, gen.exact)
+        observe(out)
+        yield Finished(out)
+
+
+async def until_done(
+    queue: asyncio.Queue[T], task: asyncio.Future[Any], tick: float | None = None
+) -> AsyncIterator[T | None]:
+    """Items put on `queue` while `task` runs (then the rest); None every `tick` seconds idle."""
+    while True:
+        getter = asyncio.ensure_future(queue.get())
+        done, _ = await asyncio.wait(
+            {getter, task}, timeout=tick, return_when=asyncio.FIRST_COMPLETED
+        )
+        if getter in done:
+            yield getter.result()
+            continue
+        getter.cancel()
+        if task.done():
+            await asyncio.sleep(0)  # puts scheduled from other threads before the end land
+            while not queue.empty():
+                yield queue.get_nowait()
+            return
+        yield None

@@ -1,0 +1,115 @@
+"""What a strategy is: a small protocol, the request it runs (`Job`) and the two common
+shapes, best-of-N selection and plain generation. docs/architecture.md, "Adding a strategy".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from ..types import Engine, Generation, Sample, SamplingParams
+from .base import Decision, SelectOptions
+
+Kind = Literal["plain", "select", "decode"]
+"""plain: the samples are the answer (`none`); select: draw N samples in one batch, then a
+pure function picks; decode: the strategy drives the engine itself (CNTP)."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """A validated request, free of HTTP: what to generate and how to choose."""
+
+    strategy: str
+    prompt_ids: list[int]
+    params: SamplingParams
+    samples: int
+    """How many samples to draw (the request's `ponder.samples`, or `n` with `none`)."""
+    choices: int = 1
+    """How many to return (OpenAI's `n`): the winner, then the next-ranked distinct answers."""
+    options: SelectOptions = field(default_factory=SelectOptions)
+    logprobs: int | None = None
+    """Per-token logprobs of the returned texts (top-k), None when not asked."""
+    details: bool = False
+    """Keep per-step details in the decision's notes (CNTP's steps, with include_candidates)."""
+
+
+@dataclass
+class Hooks:
+    """Where a running job reports: finished samples, and text as a decode appends it."""
+
+    on_progress: Callable[[int, int], None] | None = None
+    on_text: Callable[[str], None] | None = None
+
+
+@dataclass
+class Decided:
+    """What a strategy's run produced: the samples, the decision (None for plain), and how
+    long the decision took."""
+
+    generation: Generation
+    decision: Decision | None
+    select_s: float = 0.0
+
+
+class Strategy(Protocol):
+    """Every strategy: its name, kind, the engine stats it needs, its default sample count,
+    `decide` (a pure function over samples) and `run` (generate, then decide)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def kind(self) -> Kind: ...
+
+    @property
+    def stats(self) -> frozenset[str]:
+        """The per-token stats (`Sample` fields) its scores read. Engines without exact stats
+        approximate those in `APPROXIMATED`; the sampled token's `logprob` is always exact."""
+
+    @property
+    def default_samples(self) -> int | None:
+        """None: the server's PONDER_DEFAULT_SAMPLES."""
+
+    def decide(self, samples: Sequence[Sample], options: SelectOptions) -> Decision | None: ...
+
+    async def run(self, job: Job, engine: Engine, hooks: Hooks) -> Decided: ...
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Best-of-N: N samples in one engine call, then `select` off the event loop."""
+
+    name: str
+    select: Callable[[Sequence[Sample], SelectOptions], Decision]
+    stats: frozenset[str] = frozenset()
+    kind: Kind = "select"
+    default_samples: int | None = None
+
+    def decide(self, samples: Sequence[Sample], options: SelectOptions) -> Decision | None:
+        return self.select(samples, options)
+
+    async def run(self, job: Job, engine: Engine, hooks: Hooks) -> Decided:
+        gen = await engine.sample(job.prompt_ids, job.params, job.samples, hooks.on_progress)
+        t0 = time.perf_counter()
+        decision = await asyncio.to_thread(self.select, gen.samples, job.options)
+        return Decided(gen, decision, time.perf_counter() - t0)
+
+
+@dataclass(frozen=True)
+class Plain:
+    """`none`: the samples are the choices, nothing is selected."""
+
+    name: str = "none"
+    kind: Kind = "plain"
+    stats: frozenset[str] = frozenset()
+    default_samples: int | None = 1
+
+    def decide(self, samples: Sequence[Sample], options: SelectOptions) -> Decision | None:
+        return None
+
+    async def run(self, job: Job, engine: Engine, hooks: Hooks) -> Decided:
+        gen = await engine.sample(job.prompt_ids, job.params, job.samples, hooks.on_progress)
+        return Decided(gen, None)

@@ -1,0 +1,197 @@
+"""The data that crosses every layer: sampling parameters, samples, generations, and the
+engine protocol they travel through (docs/architecture.md, "ground floor").
+
+Imports nothing of Ponder, so every layer (strategies, engines, the runner, the API) can.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Per-sample decoding parameters. `temperature == 0` means greedy."""
+
+    max_tokens: int = 256
+    temperature: float = 0.7
+    top_p: float = 1.0
+    top_k: int = 0
+    min_p: float = 0.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    top_logprobs: int = 0
+    stop_entropy: float | None = None
+    """Finish a sample, without sampling, at the first position whose processed entropy is at
+    least this (finish_reason "entropy"; the entropy is in `Sample.next_entropy`)."""
+    punct_stop: bool = False
+    """Finish right after the first token whose id is one of the PUNCTUATION ids
+    (`punctuation_ids`; finish_reason "punct")."""
+    prompt_logprobs: int | None = None
+    """Also score the prompt: each prompt token's raw logprob given the tokens before it, with
+    the top-k alternatives for this k (0 = the token's own only). `Generation.prompt_logprobs`."""
+
+
+APPROXIMATED = frozenset({"kl_uniform", "logprob_processed", "entropy_processed"})
+"""Per-token stats an engine without exact stats approximates from top-k logprobs (then
+`Generation.exact` is false); the sampled token's raw `logprob` is always exact."""
+
+PUNCTUATION = ".,\n?!:;)]}"
+"""CNTP's trial boundaries (docs/strategies.md section 5)."""
+
+
+@dataclass
+class Sample:
+    """One generated completion with its per-token statistics (docs/strategies.md table).
+
+    `token_ids` and every stats array have one entry per generated token, the end-of-sequence
+    token included when one was generated (it is a token the model chose and paid for).
+    """
+
+    index: int
+    text: str
+    token_ids: list[int]
+    finish_reason: str
+    logprob: FloatArray
+    kl_uniform: FloatArray
+    logprob_processed: FloatArray
+    entropy_processed: FloatArray
+    top_logprobs: list[list[tuple[str, float]]] | None = None
+    tokens_text: list[str] = field(default_factory=list)
+    next_entropy: float | None = None
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.token_ids)
+
+    @property
+    def mean_logprob(self) -> float:
+        """Mean raw token logprob; 0.0 for an empty sample."""
+        return float(np.mean(self.logprob, dtype=np.float64)) if len(self.logprob) else 0.0
+
+    @property
+    def self_certainty(self) -> float:
+        """Mean KL(U || p) over the sample's tokens (Kang et al. 2025)."""
+        return float(np.mean(self.kl_uniform, dtype=np.float64)) if len(self.kl_uniform) else 0.0
+
+
+@dataclass
+class PromptLogprobs:
+    """The prompt's own tokens scored by the model (`SamplingParams.prompt_logprobs`): entry i
+    is token i's raw logprob given tokens 0..i-1; the first token has none (nothing before
+    it), as in OpenAI's `echo` and vLLM's `prompt_logprobs`."""
+
+    tokens_text: list[str]
+    logprob: list[float | None]
+    top: list[list[tuple[str, float]] | None]
+
+
+@dataclass
+class Generation:
+    """The result of one `Engine.sample` call."""
+
+    samples: list[Sample]
+    prompt_tokens: int
+    queue_s: float
+    generate_s: float
+    unused_tokens: int = 0
+    """Tokens generated but in no returned sample (CNTP's losing trials); they count in usage."""
+    exact: bool = True
+    """False when a per-token stat had to be approximated (e.g. from top-k logprobs)."""
+    prompt_logprobs: PromptLogprobs | None = None
+
+    @property
+    def completion_tokens(self) -> int:
+        """Every generated token: of every sample, and of CNTP's losing trials."""
+        return sum(s.n_tokens for s in self.samples) + self.unused_tokens
+
+
+ProgressCallback = Callable[[int, int], None]
+"""Called from the engine as `(finished_samples, total_samples)`; must be thread-safe."""
+
+
+@dataclass
+class StreamDelta:
+    """A piece of text of a streamed single sample; the last event carries the `Sample`."""
+
+    text: str
+    sample: Sample | None = None
+    prompt_tokens: int = 0
+
+
+class Sampler(Protocol):
+    """Something that draws samples: an engine, or a session on one."""
+
+    async def sample(self, prompt_ids: list[int], params: SamplingParams, n: int) -> Generation: ...
+
+
+class Engine(Protocol):
+    """What every engine offers. All methods that generate are async and never block the loop."""
+
+    model_name: str
+    exact_stats: bool
+    continues_chat: bool
+    """Whether a chat prompt can be extended with generated tokens (CNTP on chat requests)."""
+    n_vocab: int
+
+    def render_chat(self, messages: list[dict[str, str]]) -> list[int]:
+        """Token ids of the chat prompt, rendered by the model's own chat template."""
+
+    def tokenize(self, text: str, add_special: bool = True) -> list[int]:
+        """Token ids of raw text (a completion prompt, `/tokenize`): special tokens written in
+        it are parsed, as vLLM and llama.cpp's server do; `add_special` adds the model's BOS
+        where it wants one."""
+
+    def tokenizer_info(self) -> dict[str, Any]:
+        """`/tokenizer_info`: bos/eos/pad tokens, chat template, lengths. Raises
+        `UnsupportedRequest` when the engine has no tokenizer of its own."""
+
+    async def start(self) -> None:
+        """Load the model and generate one token; afterwards `ready` is true."""
+
+    @property
+    def ready(self) -> bool: ...
+
+    @property
+    def in_flight(self) -> int:
+        """Requests inside the engine, running or waiting."""
+
+    @property
+    def queue_depth(self) -> int:
+        """Requests waiting for the engine."""
+
+    def check_fits(self, prompt_tokens: int, max_tokens: int, n: int) -> None:
+        """Raise `RequestTooLarge` when n samples of max_tokens after the prompt do not fit."""
+
+    def default_max_tokens(self, prompt_tokens: int, n: int) -> int:
+        """The per-sample budget used when a request does not set one."""
+
+    async def sample(
+        self,
+        prompt_ids: list[int],
+        params: SamplingParams,
+        n: int,
+        on_progress: ProgressCallback | None = None,
+    ) -> Generation:
+        """N samples of the prompt, in one batch; sample i is seeded with seed + i."""
+
+    def stream(self, prompt_ids: list[int], params: SamplingParams) -> AsyncIterator[StreamDelta]:
+        """One sample, yielded as text deltas as it is produced; the last delta has the sample."""
+
+    def session(self) -> AbstractAsyncContextManager[Sampler]:
+        """Exclusive use of the engine for a series of calls that extend one another's prefixes
+        (CNTP); the engine may reuse its cache between them."""
+
+    def detokenize(self, token_ids: list[int], special: bool = False) -> str:
+        """Text of token ids; special tokens render as nothing unless `special`."""
+
+    async def close(self) -> None:
+        """Free native resources."""
