@@ -162,6 +162,10 @@ class _Flaky(BaseHTTPRequestHandler):
                     }
                 },
             )
+        elif _Flaky.mode == "500" and len(_Flaky.calls) == 1:
+            self._send(500, {"error": {"message": "boom", "type": "server_error"}})
+        elif _Flaky.mode == "no-retry":
+            self._send(503, {"error": {"message": "no"}}, {"x-should-retry": "false"})
         elif len(_Flaky.calls) == 1:
             self._send(
                 503,
@@ -302,3 +306,24 @@ def test_ponder_ask_in_process() -> None:
     assert out.returncode == 0, out.stderr
     body = json.loads(out.stdout)
     assert body["ponder"]["generated"] == 2 and body["model"] == "smollm2"
+
+
+def test_openai_pythons_retry_rules(flaky: str) -> None:
+    """500 is retried (as openai-python does); `x-should-retry: false` is obeyed."""
+    _Flaky.mode = "500"
+    r = Ponder(flaky, max_retries=1).chat("q", model="m")
+    assert r.text == "7" and len(_Flaky.calls) == 2
+    _Flaky.mode = "no-retry"
+    _Flaky.calls = []
+    with pytest.raises(ponder_client.ServiceUnavailableError):
+        Ponder(flaky, max_retries=3).chat("q", model="m")
+    assert len(_Flaky.calls) == 1
+
+
+def test_async_client_retries_with_the_same_rules(flaky: str) -> None:
+    async def go() -> Result:
+        async with AsyncPonder(flaky, max_retries=1) as c:
+            return await c.chat("q", model="m")
+
+    _Flaky.mode = "500"
+    assert asyncio.run(go()).text == "7" and len(_Flaky.calls) == 2

@@ -1,4 +1,10 @@
-"""`Ponder` (sync) and `AsyncPonder`: one surface over httpx, with retries."""
+"""`Ponder` (sync) and `AsyncPonder`: one implementation, two thin drivers.
+
+Everything a call does — build the body, send, decide whether and when to retry, parse — is
+written once, as a generator of I/O steps (`_Send`, `_Sleep`) in `_Core`; `Ponder` runs those
+steps with a blocking httpx client, `AsyncPonder` with an async one (as openai-python and httpx
+share their logic between their sync and async clients). Streams are parsed by `httpx-sse`.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +13,18 @@ import email.utils
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Generator, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import httpx
+from httpx_sse import EventSource
 
 from ._exceptions import APIConnectionError, APIStatusError, APITimeoutError, make_status_error
 from ._streaming import StreamAccumulator
 from ._types import Model, PonderMetadata, Result
+
+T = TypeVar("T")
 
 
 class _NotGiven:
@@ -32,7 +42,8 @@ NOT_GIVEN: Any = _NotGiven()
 DEFAULT_BASE_URL = "http://localhost:8000"
 DEFAULT_TIMEOUT = 600.0
 DEFAULT_MAX_RETRIES = 2
-RETRY_STATUSES = frozenset({429, 502, 503, 504})
+INITIAL_RETRY_DELAY = 0.5
+MAX_RETRY_DELAY = 8.0
 MAX_RETRY_AFTER_S = 60.0
 
 Messages = str | Sequence[Mapping[str, Any]]
@@ -66,13 +77,6 @@ def ponder_options(**options: Any) -> dict[str, Any]:
     return out
 
 
-def _split(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(ponder options, OpenAI parameters) of a call's keyword arguments."""
-    ponder = {k: v for k, v in kwargs.items() if k in PONDER_OPTIONS}
-    params = {k: v for k, v in kwargs.items() if k not in PONDER_OPTIONS}
-    return ponder_options(**ponder), params
-
-
 def extra_body(**options: Any) -> dict[str, Any]:
     """What to pass as the openai SDK's `extra_body`: `{"ponder": {...}}`. Same keywords as
     `Ponder.chat` (strategy, samples, answer, include_candidates, self_certainty, rpc, cntp)."""
@@ -97,7 +101,7 @@ def _build_body(
     extra: Mapping[str, Any] | None,
     stream: bool,
 ) -> dict[str, Any]:
-    ponder, openai_params = _split(kwargs)
+    ponder = ponder_options(**{k: v for k, v in kwargs.items() if k in PONDER_OPTIONS})
     body: dict[str, Any] = {"model": model}
     if kind == "chat":
         body["messages"] = (
@@ -105,7 +109,7 @@ def _build_body(
         )
     else:
         body["prompt"] = content
-    body.update({k: v for k, v in openai_params.items() if v is not NOT_GIVEN})
+    body.update({k: v for k, v in kwargs.items() if k not in PONDER_OPTIONS and v is not NOT_GIVEN})
     if ponder:
         body["ponder"] = ponder
     if stream:
@@ -119,19 +123,61 @@ def _build_body(
     return body
 
 
-def _retry_delay(attempt: int, headers: httpx.Headers | None) -> float:
-    """Retry-After (seconds or HTTP date, capped), else exponential backoff with jitter."""
-    value = headers.get("retry-after") if headers is not None else None
-    if value:
-        try:
-            return min(max(float(value), 0.0), MAX_RETRY_AFTER_S)
-        except ValueError:
+# ---------------------------------------------------------------- retry rules (openai-python's)
+
+
+def should_retry(response: httpx.Response) -> bool:
+    """openai-python's rule: the server's `x-should-retry` header decides when present; else
+    408 (timeout), 409 (lock), 429 (rate limit) and every 5xx are retried."""
+    hint = response.headers.get("x-should-retry")
+    if hint == "true":
+        return True
+    if hint == "false":
+        return False
+    return response.status_code in (408, 409, 429) or response.status_code >= 500
+
+
+def retry_delay(attempt: int, headers: httpx.Headers | None) -> float:
+    """`retry-after-ms`, then `retry-after` (seconds or an HTTP date) when within 60 s; else
+    exponential backoff 0.5 s, 1 s, 2 s ... up to 8 s, with up to 25 % jitter."""
+    if headers is not None:
+        after: float | None = None
+        if (ms := headers.get("retry-after-ms")) is not None:
             try:
-                when = email.utils.parsedate_to_datetime(value)
-                return min(max(when.timestamp() - time.time(), 0.0), MAX_RETRY_AFTER_S)
-            except (TypeError, ValueError):
-                pass
-    return min(0.5 * 2**attempt, 8.0) * (1 - 0.25 * random.random())
+                after = float(ms) / 1000
+            except ValueError:
+                after = None
+        if after is None and (value := headers.get("retry-after")):
+            try:
+                after = float(value)
+            except ValueError:
+                try:
+                    after = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+                except (TypeError, ValueError):
+                    after = None
+        if after is not None and 0 <= after <= MAX_RETRY_AFTER_S:
+            return after
+    delay = min(INITIAL_RETRY_DELAY * 2**attempt, MAX_RETRY_DELAY)
+    return delay * (1 - 0.25 * random.random())
+
+
+# ---------------------------------------------------------------- the shared core
+
+
+@dataclass
+class _Send:
+    """Step: send this request; the driver answers with the response or the httpx error."""
+
+    request: httpx.Request
+    stream: bool
+
+
+@dataclass
+class _Sleep:
+    seconds: float
+
+
+Step = Generator[_Send | _Sleep, Any, T]
 
 
 def _path(kind: str) -> str:
@@ -146,7 +192,9 @@ def _error(resp: httpx.Response) -> APIStatusError:
     return make_status_error(resp.status_code, body, resp.headers)
 
 
-class _Base:
+class _Core:
+    """What both clients do, as generators of I/O steps."""
+
     def __init__(
         self,
         base_url: str | None,
@@ -161,18 +209,145 @@ class _Base:
         self.max_retries = max_retries
         self._model = default_model
 
-    def _headers(self, extra: Mapping[str, str] | None) -> dict[str, str]:
-        headers = {"Accept": "application/json"}
+    def _request(
+        self, method: str, path: str, json: Any, headers: Any, timeout: Any
+    ) -> httpx.Request:
+        all_headers = {"Accept": "application/json"}
         if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        headers.update(extra or {})
-        return headers
+            all_headers["Authorization"] = f"Bearer {self.api_key}"
+        all_headers.update(headers or {})
+        seconds = self.timeout if timeout is NOT_GIVEN else timeout
+        return httpx.Request(
+            method,
+            f"{self.base_url}{path}",
+            json=json,
+            headers=all_headers,
+            extensions={"timeout": httpx.Timeout(seconds).as_dict()},
+        )
 
-    def _timeout(self, timeout: Any) -> float:
-        return self.timeout if timeout is NOT_GIVEN else timeout
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        headers: Any = None,
+        timeout: Any = NOT_GIVEN,
+        stream: bool = False,
+    ) -> Step[httpx.Response]:
+        """Send with retries: connection errors and timeouts, and `should_retry` statuses,
+        up to `max_retries` times; the last error is raised. A stream is retried only before
+        its first byte (its status line)."""
+        request = self._request(method, path, json, headers, timeout)
+        for attempt in range(self.max_retries + 1):
+            answer = yield _Send(request, stream)
+            wait_headers = None
+            if isinstance(answer, httpx.TimeoutException):
+                err: Exception = APITimeoutError()
+            elif isinstance(answer, httpx.TransportError):
+                err = APIConnectionError(f"could not connect to {self.base_url}: {answer}")
+            else:
+                resp: httpx.Response = answer
+                if resp.status_code < 400:
+                    return resp
+                err = _error(resp)
+                wait_headers = resp.headers
+                if not should_retry(resp):
+                    raise err
+            if attempt >= self.max_retries:
+                raise err
+            yield _Sleep(retry_delay(attempt, wait_headers))
+        raise AssertionError("unreachable")
+
+    def _models(self) -> Step[list[Model]]:
+        resp = yield from self._send("GET", "/v1/models")
+        return [Model.model_validate(m) for m in resp.json().get("data", [])]
+
+    def _model_name(self, model: Any) -> Step[str]:
+        if model is not NOT_GIVEN and model is not None:
+            return str(model)
+        if self._model is None:
+            self._model = (yield from self._models())[0].id
+        return self._model
+
+    def _completion(
+        self,
+        kind: str,
+        content: Messages,
+        model: Any,
+        extra_body: Any,
+        extra_headers: Any,
+        timeout: Any,
+        kwargs: dict[str, Any],
+    ) -> Step[Result]:
+        name = yield from self._model_name(model)
+        body = _build_body(kind, content, name, kwargs, extra_body, stream=False)
+        resp = yield from self._send(
+            "POST", _path(kind), json=body, headers=extra_headers, timeout=timeout
+        )
+        return Result.from_response(resp.json())
+
+    def _open_stream(
+        self,
+        kind: str,
+        content: Messages,
+        model: Any,
+        extra_body: Any,
+        extra_headers: Any,
+        timeout: Any,
+        kwargs: dict[str, Any],
+    ) -> Step[httpx.Response]:
+        name = yield from self._model_name(model)
+        body = _build_body(kind, content, name, kwargs, extra_body, stream=True)
+        return (
+            yield from self._send(
+                "POST", _path(kind), json=body, headers=extra_headers, timeout=timeout, stream=True
+            )
+        )
 
 
-class Ponder(_Base):
+def _drive_sync(http: httpx.Client, steps: Step[T]) -> T:
+    answer: Any = None
+    try:
+        while True:
+            step = steps.send(answer)
+            if isinstance(step, _Sleep):
+                time.sleep(step.seconds)
+                answer = None
+                continue
+            try:
+                answer = http.send(step.request, stream=step.stream)
+                if step.stream and answer.status_code >= 400:
+                    answer.read()
+            except httpx.TransportError as exc:
+                answer = exc
+    except StopIteration as done:
+        return done.value
+
+
+async def _drive_async(http: httpx.AsyncClient, steps: Step[T]) -> T:
+    answer: Any = None
+    try:
+        while True:
+            step = steps.send(answer)
+            if isinstance(step, _Sleep):
+                await asyncio.sleep(step.seconds)
+                answer = None
+                continue
+            try:
+                answer = await http.send(step.request, stream=step.stream)
+                if step.stream and answer.status_code >= 400:
+                    await answer.aread()
+            except httpx.TransportError as exc:
+                answer = exc
+    except StopIteration as done:
+        return done.value
+
+
+# ---------------------------------------------------------------- the two drivers
+
+
+class Ponder(_Core):
     """Synchronous client. `base_url` is the server root; a trailing `/v1` is accepted."""
 
     def __init__(
@@ -197,75 +372,14 @@ class Ponder(_Base):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _send(
-        self,
-        method: str,
-        path: str,
-        *,
-        json: Any = None,
-        headers: Any = None,
-        timeout: Any = NOT_GIVEN,
-        stream: bool = False,
-    ) -> httpx.Response:
-        url = f"{self.base_url}{path}"
-        for attempt in range(self.max_retries + 1):
-            retry_headers = None
-            try:
-                req = self._http.build_request(
-                    method,
-                    url,
-                    json=json,
-                    headers=self._headers(headers),
-                    timeout=self._timeout(timeout),
-                )
-                resp = self._http.send(req, stream=stream)
-            except httpx.TimeoutException:
-                err: Exception = APITimeoutError()
-            except httpx.TransportError as exc:
-                err = APIConnectionError(f"could not connect to {self.base_url}: {exc}")
-            else:
-                if resp.status_code < 400:
-                    return resp
-                if stream:
-                    resp.read()
-                err = _error(resp)
-                retry_headers = resp.headers
-                if resp.status_code not in RETRY_STATUSES:
-                    raise err
-            if attempt >= self.max_retries:
-                raise err
-            time.sleep(_retry_delay(attempt, retry_headers))
-        raise AssertionError("unreachable")
-
-    def models(self, **kw: Any) -> list[Model]:
+    def models(self) -> list[Model]:
         """Served models and their strategy aliases (`model+strategy`)."""
-        body = self._send("GET", "/v1/models", **kw).json()
-        return [Model.model_validate(m) for m in body.get("data", [])]
-
-    def _default_model(self) -> str:
-        if self._model is None:
-            self._model = self.models()[0].id
-        return self._model
-
-    def _body(
-        self,
-        kind: str,
-        content: Messages,
-        model: Any,
-        kwargs: dict[str, Any],
-        extra_body: Any,
-        stream: bool,
-    ) -> dict[str, Any]:
-        mdl = self._default_model() if model is NOT_GIVEN or model is None else model
-        return _build_body(kind, content, mdl, kwargs, extra_body, stream)
+        return _drive_sync(self._http, self._models())
 
     def chat(
         self,
         messages: Messages,
         *,
-        strategy: Any = NOT_GIVEN,
-        samples: Any = NOT_GIVEN,
-        answer: Any = NOT_GIVEN,
         model: Any = NOT_GIVEN,
         extra_body: Any = None,
         extra_headers: Any = None,
@@ -273,19 +387,17 @@ class Ponder(_Base):
         **kwargs: Any,
     ) -> Result:
         """A chat completion (a str is one user message). Other keywords: the `ponder` options
-        (include_candidates, self_certainty, rpc, cntp) and any OpenAI parameter."""
-        kwargs.update(strategy=strategy, samples=samples, answer=answer)
-        body = self._body("chat", messages, model, kwargs, extra_body, stream=False)
-        resp = self._send("POST", _path("chat"), json=body, headers=extra_headers, timeout=timeout)
-        return Result.from_response(resp.json())
+        (strategy, samples, answer, include_candidates, self_certainty, rpc, cntp) and any
+        OpenAI parameter."""
+        steps = self._completion(
+            "chat", messages, model, extra_body, extra_headers, timeout, kwargs
+        )
+        return _drive_sync(self._http, steps)
 
     def complete(
         self,
         prompt: str,
         *,
-        strategy: Any = NOT_GIVEN,
-        samples: Any = NOT_GIVEN,
-        answer: Any = NOT_GIVEN,
         model: Any = NOT_GIVEN,
         extra_body: Any = None,
         extra_headers: Any = None,
@@ -293,12 +405,10 @@ class Ponder(_Base):
         **kwargs: Any,
     ) -> Result:
         """A raw-prompt completion (`/v1/completions`); keywords as for `chat`."""
-        kwargs.update(strategy=strategy, samples=samples, answer=answer)
-        body = self._body("completion", prompt, model, kwargs, extra_body, stream=False)
-        resp = self._send(
-            "POST", _path("completion"), json=body, headers=extra_headers, timeout=timeout
+        steps = self._completion(
+            "completion", prompt, model, extra_body, extra_headers, timeout, kwargs
         )
-        return Result.from_response(resp.json())
+        return _drive_sync(self._http, steps)
 
     def stream(
         self,
@@ -313,15 +423,12 @@ class Ponder(_Base):
     ) -> Iterator[str | Result]:
         """Yield text deltas as they arrive, then the final Result (the last item).
         `kind="completion"` streams a raw prompt; keywords as for `chat`."""
-        body = self._body(kind, messages, model, kwargs, extra_body, stream=True)
-        resp = self._send(
-            "POST", _path(kind), json=body, headers=extra_headers, timeout=timeout, stream=True
-        )
+        steps = self._open_stream(kind, messages, model, extra_body, extra_headers, timeout, kwargs)
+        resp = _drive_sync(self._http, steps)
         acc = StreamAccumulator(kind)
         try:
-            for line in resp.iter_lines():
-                delta = acc.feed(line)
-                if delta:
+            for event in EventSource(resp).iter_sse():
+                if delta := acc.feed(event.data):
                     yield delta
         except httpx.TransportError as exc:
             raise APIConnectionError(f"the stream was interrupted: {exc}") from exc
@@ -330,7 +437,7 @@ class Ponder(_Base):
         yield acc.result()
 
 
-class AsyncPonder(_Base):
+class AsyncPonder(_Core):
     """Asynchronous client with the same surface as `Ponder`."""
 
     def __init__(
@@ -355,106 +462,38 @@ class AsyncPonder(_Base):
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def _send(
-        self,
-        method: str,
-        path: str,
-        *,
-        json: Any = None,
-        headers: Any = None,
-        timeout: Any = NOT_GIVEN,
-        stream: bool = False,
-    ) -> httpx.Response:
-        url = f"{self.base_url}{path}"
-        for attempt in range(self.max_retries + 1):
-            retry_headers = None
-            try:
-                req = self._http.build_request(
-                    method,
-                    url,
-                    json=json,
-                    headers=self._headers(headers),
-                    timeout=self._timeout(timeout),
-                )
-                resp = await self._http.send(req, stream=stream)
-            except httpx.TimeoutException:
-                err: Exception = APITimeoutError()
-            except httpx.TransportError as exc:
-                err = APIConnectionError(f"could not connect to {self.base_url}: {exc}")
-            else:
-                if resp.status_code < 400:
-                    return resp
-                if stream:
-                    await resp.aread()
-                err = _error(resp)
-                retry_headers = resp.headers
-                if resp.status_code not in RETRY_STATUSES:
-                    raise err
-            if attempt >= self.max_retries:
-                raise err
-            await asyncio.sleep(_retry_delay(attempt, retry_headers))
-        raise AssertionError("unreachable")
-
-    async def models(self, **kw: Any) -> list[Model]:
-        body = (await self._send("GET", "/v1/models", **kw)).json()
-        return [Model.model_validate(m) for m in body.get("data", [])]
-
-    async def _default_model(self) -> str:
-        if self._model is None:
-            self._model = (await self.models())[0].id
-        return self._model
-
-    async def _body(
-        self,
-        kind: str,
-        content: Messages,
-        model: Any,
-        kwargs: dict[str, Any],
-        extra_body: Any,
-        stream: bool,
-    ) -> dict[str, Any]:
-        mdl = await self._default_model() if model is NOT_GIVEN or model is None else model
-        return _build_body(kind, content, mdl, kwargs, extra_body, stream)
+    async def models(self) -> list[Model]:
+        return await _drive_async(self._http, self._models())
 
     async def chat(
         self,
         messages: Messages,
         *,
-        strategy: Any = NOT_GIVEN,
-        samples: Any = NOT_GIVEN,
-        answer: Any = NOT_GIVEN,
         model: Any = NOT_GIVEN,
         extra_body: Any = None,
         extra_headers: Any = None,
         timeout: Any = NOT_GIVEN,
         **kwargs: Any,
     ) -> Result:
-        kwargs.update(strategy=strategy, samples=samples, answer=answer)
-        body = await self._body("chat", messages, model, kwargs, extra_body, stream=False)
-        resp = await self._send(
-            "POST", _path("chat"), json=body, headers=extra_headers, timeout=timeout
+        steps = self._completion(
+            "chat", messages, model, extra_body, extra_headers, timeout, kwargs
         )
-        return Result.from_response(resp.json())
+        return await _drive_async(self._http, steps)
 
     async def complete(
         self,
         prompt: str,
         *,
-        strategy: Any = NOT_GIVEN,
-        samples: Any = NOT_GIVEN,
-        answer: Any = NOT_GIVEN,
         model: Any = NOT_GIVEN,
         extra_body: Any = None,
         extra_headers: Any = None,
         timeout: Any = NOT_GIVEN,
         **kwargs: Any,
     ) -> Result:
-        kwargs.update(strategy=strategy, samples=samples, answer=answer)
-        body = await self._body("completion", prompt, model, kwargs, extra_body, stream=False)
-        resp = await self._send(
-            "POST", _path("completion"), json=body, headers=extra_headers, timeout=timeout
+        steps = self._completion(
+            "completion", prompt, model, extra_body, extra_headers, timeout, kwargs
         )
-        return Result.from_response(resp.json())
+        return await _drive_async(self._http, steps)
 
     async def stream(
         self,
@@ -467,15 +506,12 @@ class AsyncPonder(_Base):
         timeout: Any = NOT_GIVEN,
         **kwargs: Any,
     ) -> AsyncIterator[str | Result]:
-        body = await self._body(kind, messages, model, kwargs, extra_body, stream=True)
-        resp = await self._send(
-            "POST", _path(kind), json=body, headers=extra_headers, timeout=timeout, stream=True
-        )
+        steps = self._open_stream(kind, messages, model, extra_body, extra_headers, timeout, kwargs)
+        resp = await _drive_async(self._http, steps)
         acc = StreamAccumulator(kind)
         try:
-            async for line in resp.aiter_lines():
-                delta = acc.feed(line)
-                if delta:
+            async for event in EventSource(resp).aiter_sse():
+                if delta := acc.feed(event.data):
                     yield delta
         except httpx.TransportError as exc:
             raise APIConnectionError(f"the stream was interrupted: {exc}") from exc

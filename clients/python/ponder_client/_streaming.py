@@ -12,7 +12,8 @@ from ._types import Result
 
 
 class StreamAccumulator:
-    """Feed it SSE lines; it returns each text delta of choice 0 and builds the final Result."""
+    """Feed it each SSE event's data (parsed by httpx-sse); it returns each text delta of
+    choice 0 and builds the final Result."""
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
@@ -25,11 +26,9 @@ class StreamAccumulator:
         self.progress: tuple[int, int] | None = None
         """(finished samples, samples) from the server's progress chunks."""
 
-    def feed(self, line: str) -> str | None:
-        """The text delta carried by this line, if any. Raises the error event's exception."""
-        if not line.startswith("data:"):
-            return None  # blank separators and ": keep-alive" comments
-        data = line[5:].strip()
+    def feed(self, data: str) -> str | None:
+        """The text delta carried by one SSE event's data, if any. Raises the error event's
+        exception."""
         if data == "[DONE]":
             self.done = True
             return None
