@@ -92,3 +92,31 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     )
     yield srv
     stop_server(srv)
+
+
+# ---------------------------------------------------------------- cost tiers (markers)
+
+SLOW = (
+    "tests/api/test_fuzz.py",
+    "tests/api/test_selection_strategies.py",
+    "tests/api/test_cntp_api.py",
+    "tests/api/test_security.py::test_disconnect_stops_the_engine_work",
+    "tests/security/test_hostile.py::test_a_cancelled_long_prefill_frees_the_engine",
+    "tests/engine/test_cntp_decoding.py",
+    "tests/upstream/",
+    "tests/vllm/",
+)
+"""Tests (or modules) that take over ~15 s each here (`.ci/run` prints the slowest)."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """unit: pure, no model (tests/unit, seconds); server: the real model, in process or
+    behind a live server; slow: the SLOW ones, a subset of server."""
+    for item in items:
+        node = item.nodeid
+        if node.startswith("tests/unit/"):
+            item.add_marker(pytest.mark.unit)
+        else:
+            item.add_marker(pytest.mark.server)
+        if any(node.startswith(s) for s in SLOW):
+            item.add_marker(pytest.mark.slow)

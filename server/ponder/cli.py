@@ -20,18 +20,14 @@ def _serve(args: argparse.Namespace) -> int:
     from .strategies import STRATEGIES
 
     overrides = {
-        k: v
-        for k, v in {
-            "host": args.host,
-            "port": args.port,
-            "model": args.model,
-            "model_name": args.model_name,
-            "default_strategy": args.strategy,
-            "log_level": args.log_level,
-        }.items()
-        if v is not None
+        "host": args.host,
+        "port": args.port,
+        "model": args.model,
+        "model_name": args.model_name,
+        "default_strategy": args.strategy,
+        "log_level": args.log_level,
     }
-    settings = Settings(**overrides)
+    settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
     if settings.default_strategy not in STRATEGIES:
         print(
             f"error: unknown strategy {settings.default_strategy!r}; "
@@ -43,11 +39,29 @@ def _serve(args: argparse.Namespace) -> int:
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        # A float, as set (2.9 s is 2.9 s); 0 means no grace, not "wait forever".
+        timeout_graceful_shutdown=settings.shutdown_grace_s,  # type: ignore[arg-type]
+        # X-Forwarded-For is believed only from the proxies named in PONDER_TRUSTED_PROXIES
+        # (uvicorn's default trusts it from any loopback peer).
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=settings.trusted_proxies or "",
+    )
+    _draining_server(app, settings, config).run()
+    return 0
+
+
+def _draining_server(app: Any, settings: Settings, config: Any) -> Any:
+    """uvicorn's server, with SIGTERM/SIGINT draining: stop admitting (/ready -> 503), let
+    in-flight requests finish within the grace period, then exit 0."""
+    import uvicorn
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: Any) -> None:
-            # SIGTERM/SIGINT: stop admitting (/ready -> 503), let in-flight requests finish
-            # within the grace period, then exit 0.
             gate = app.state.gate
             if not gate.draining:
                 # Half a second before uvicorn's grace ends, Ponder ends what is still running
@@ -62,20 +76,7 @@ def _serve(args: argparse.Namespace) -> int:
                 # process with -SIGTERM; a drained shutdown is a clean exit (status 0).
                 self._captured_signals.remove(sig)
 
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        # A float, as set (2.9 s is 2.9 s); 0 means no grace, not "wait forever".
-        timeout_graceful_shutdown=settings.shutdown_grace_s,  # type: ignore[arg-type]
-        # X-Forwarded-For is believed only from the proxies named in PONDER_TRUSTED_PROXIES
-        # (uvicorn's default trusts it from any loopback peer).
-        proxy_headers=bool(settings.trusted_proxies),
-        forwarded_allow_ips=settings.trusted_proxies or "",
-    )
-    Server(config).run()
-    return 0
+    return Server(config)
 
 
 class AskError(Exception):

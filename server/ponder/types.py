@@ -130,7 +130,9 @@ class StreamDelta:
 class Sampler(Protocol):
     """Something that draws samples: an engine, or a session on one."""
 
-    async def sample(self, prompt_ids: list[int], params: SamplingParams, n: int) -> Generation: ...
+    async def sample(
+        self, prompt_ids: list[int], params: SamplingParams, samples: int
+    ) -> Generation: ...
 
 
 class Engine(Protocol):
@@ -168,20 +170,21 @@ class Engine(Protocol):
     def queue_depth(self) -> int:
         """Requests waiting for the engine."""
 
-    def check_fits(self, prompt_tokens: int, max_tokens: int, n: int) -> None:
-        """Raise `RequestTooLarge` when n samples of max_tokens after the prompt do not fit."""
+    def check_fits(self, prompt_tokens: int, max_tokens: int, samples: int) -> None:
+        """Raise `RequestTooLarge` when that many samples of max_tokens after the prompt do
+        not fit."""
 
-    def default_max_tokens(self, prompt_tokens: int, n: int) -> int:
+    def default_max_tokens(self, prompt_tokens: int, samples: int) -> int:
         """The per-sample budget used when a request does not set one."""
 
     async def sample(
         self,
         prompt_ids: list[int],
         params: SamplingParams,
-        n: int,
+        samples: int,
         on_progress: ProgressCallback | None = None,
     ) -> Generation:
-        """N samples of the prompt, in one batch; sample i is seeded with seed + i."""
+        """`samples` samples of the prompt, in one batch; sample i is seeded with seed + i."""
 
     def stream(self, prompt_ids: list[int], params: SamplingParams) -> AsyncIterator[StreamDelta]:
         """One sample, yielded as text deltas as it is produced; the last delta has the sample."""

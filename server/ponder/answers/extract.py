@@ -327,6 +327,33 @@ would take gigabytes before anything is matched."""
 _QUANT = re.compile(r"\{(\d*)(?:(,)(\d*))?\}")
 
 
+def _escape_end(pattern: str, i: int) -> int:
+    """End of the escape at i (`\\x`, or `\\p{...}` and the like with their braces)."""
+    j, n = i + 2, len(pattern)
+    braced = pattern[i + 1 : i + 2] in ("p", "P", "N", "x", "u", "U", "g", "k")
+    if braced and j < n and pattern[j] == "{":
+        close = pattern.find("}", j)
+        j = close + 1 if close != -1 else n
+    return j
+
+
+def _class_end(pattern: str, i: int) -> int:
+    """End of the character class opening at i (nested classes and escapes skipped)."""
+    j, n = i + 1, len(pattern)
+    if j < n and pattern[j] == "^":
+        j += 1
+    if j < n and pattern[j] == "]":
+        j += 1
+    depth = 1
+    while j < n and depth:
+        if pattern[j] == "\\":
+            j += 2
+            continue
+        depth += {"[": 1, "]": -1}.get(pattern[j], 0)
+        j += 1
+    return j
+
+
 def _expansion(pattern: str) -> int:
     """Upper estimate of the compiled size: a sequence adds, a counted repeat multiplies (its
     larger bound, or its minimum when open-ended), groups nest. Raises AnswerPatternError for a
@@ -336,30 +363,9 @@ def _expansion(pattern: str) -> int:
     i, n = 0, len(pattern)
     while i < n:
         ch = pattern[i]
-        if ch == "\\":
-            j = i + 2
-            braced = pattern[i + 1 : i + 2] in ("p", "P", "N", "x", "u", "U", "g", "k")
-            if braced and j < n and pattern[j] == "{":
-                close = pattern.find("}", j)
-                j = close + 1 if close != -1 else n
+        if ch in "\\[":  # an escape or a character class: one item
             frames[-1] += 1
-            last, i = 1, j
-            continue
-        if ch == "[":
-            j = i + 1
-            if j < n and pattern[j] == "^":
-                j += 1
-            if j < n and pattern[j] == "]":
-                j += 1
-            depth = 1
-            while j < n and depth:
-                if pattern[j] == "\\":
-                    j += 2
-                    continue
-                depth += {"[": 1, "]": -1}.get(pattern[j], 0)
-                j += 1
-            frames[-1] += 1
-            last, i = 1, j
+            last, i = 1, (_escape_end if ch == "\\" else _class_end)(pattern, i)
             continue
         if ch == "(":
             frames.append(0)

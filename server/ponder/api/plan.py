@@ -448,29 +448,17 @@ def build_plan(
     lengths checked against the server's limits and the engine's context."""
     checked = check_request(req, settings, engine.model_name, engine.continues_chat)
     strategy, samples = checked.strategy, checked.samples
-    kind: Literal["chat", "completion"] = (
-        "chat" if isinstance(req, ChatCompletionRequest) else "completion"
-    )
     logprobs = _logprobs(req)
     scoring = isinstance(req, CompletionRequest) and req.echo and logprobs is not None
     if scoring and strategy.kind == "decode":
         raise ApiError(
             400,
             f"echo with logprobs (prompt scoring) is not supported with strategy "
-            f"'{strategy.name}'; "
-            "score prompts with strategy 'none'",
+            f"'{strategy.name}'; score prompts with strategy 'none'",
             param="echo",
             code="unsupported_parameter",
         )
-    prompt_ids = prompt_token_ids(req, engine)
-    if len(prompt_ids) > settings.max_prompt_tokens:
-        raise ApiError(
-            400,
-            f"the prompt has {len(prompt_ids)} tokens; this server accepts at "
-            f"most {settings.max_prompt_tokens}",
-            param="messages" if kind == "chat" else "prompt",
-            code="prompt_too_long",
-        )
+    prompt_ids = _checked_prompt(req, settings, engine)
     max_tokens = _max_tokens(req) or min(
         settings.default_max_tokens, engine.default_max_tokens(len(prompt_ids), samples)
     )
@@ -500,7 +488,7 @@ def build_plan(
         details=include_candidates,
     )
     return Plan(
-        kind=kind,
+        kind="chat" if isinstance(req, ChatCompletionRequest) else "completion",
         model=req.model,
         job=job,
         include_candidates=include_candidates,
@@ -510,6 +498,22 @@ def build_plan(
         echo_text=_echo_text(req, prompt_ids, engine),
         ignored=checked.ignored,
     )
+
+
+def _checked_prompt(
+    req: ChatCompletionRequest | CompletionRequest, settings: Settings, engine: Engine
+) -> list[int]:
+    """The prompt's token ids, at most PONDER_MAX_PROMPT_TOKENS of them."""
+    prompt_ids = prompt_token_ids(req, engine)
+    if len(prompt_ids) > settings.max_prompt_tokens:
+        raise ApiError(
+            400,
+            f"the prompt has {len(prompt_ids)} tokens; this server accepts at "
+            f"most {settings.max_prompt_tokens}",
+            param="messages" if isinstance(req, ChatCompletionRequest) else "prompt",
+            code="prompt_too_long",
+        )
+    return prompt_ids
 
 
 def _echo_text(

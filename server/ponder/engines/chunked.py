@@ -72,14 +72,14 @@ async def generate(
     detokenize: Callable[[list[int]], str],
     prompt_ids: list[int],
     params: SamplingParams,
-    n: int,
+    samples: int,
 ) -> Generation:
-    """N samples under `params`' stop rules, each drawn in chunks until a cut, a natural stop
-    or the budget; sample i's chunk c is seeded seed + i + 1024 * c."""
+    """`samples` samples under `params`' stop rules, each drawn in chunks until a cut, a
+    natural stop or the budget; sample i's chunk c is seeded seed + i + 1024 * c."""
     plain = dataclasses.replace(params, stop_entropy=None, punct_stop=False)
-    samples: list[Sample] = []
+    drawn: list[Sample] = []
     unused, prompt_tokens, exact = 0, 0, True
-    for i in range(n):
+    for i in range(samples):
         parts: list[Sample] = []
         got, chunk_no = 0, 0
         while True:
@@ -99,8 +99,8 @@ async def generate(
             chunk_no += 1
             if s.finish_reason != "length" or got >= params.max_tokens:
                 break
-        samples.append(_join(i, parts, params, detokenize))
-    return Generation(samples, prompt_tokens, 0.0, 0.0, unused, exact=exact)
+        drawn.append(_join(i, parts, params, detokenize))
+    return Generation(drawn, prompt_tokens, 0.0, 0.0, unused, exact=exact)
 
 
 def _join(

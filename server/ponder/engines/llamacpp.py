@@ -84,11 +84,11 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
 
 @dataclasses.dataclass
 class _Job:
-    """One prompt's share of a batched call: n samples on sequences base .. base + n - 1."""
+    """One prompt's share of a batched call: its samples on sequences base, base + 1, ..."""
 
     prompt_ids: list[int]
     params: SamplingParams
-    n: int
+    samples: int
     base: int
     scores: list[tuple[float, list[tuple[int, float]]]] | None = None
     """The prompt's scores (`params.prompt_logprobs`), filled by the prefill."""
@@ -363,10 +363,10 @@ class LlamaCppEngine:
 
     # ---------------------------------------------------------------- limits
 
-    def check_fits(self, prompt_tokens: int, max_tokens: int, n: int) -> None:
-        if n > self.max_samples:
+    def check_fits(self, prompt_tokens: int, max_tokens: int, samples: int) -> None:
+        if samples > self.max_samples:
             raise RequestTooLarge(
-                f"this engine decodes at most {self.max_samples} samples at once; asked {n}",
+                f"this engine decodes at most {self.max_samples} samples at once; asked {samples}",
                 "samples",
             )
         if prompt_tokens + max_tokens > self.n_ctx_train:
@@ -375,16 +375,18 @@ class LlamaCppEngine:
                 f"model's context length of {self.n_ctx_train} tokens",
                 "max_tokens",
             )
-        if prompt_tokens + n * max_tokens > self.n_ctx:
+        if prompt_tokens + samples * max_tokens > self.n_ctx:
             raise RequestTooLarge(
-                f"prompt ({prompt_tokens} tokens) + {n} samples x max_tokens ({max_tokens}) "
+                f"prompt ({prompt_tokens} tokens) + {samples} samples x max_tokens ({max_tokens}) "
                 f"exceeds the engine's KV cache of {self.n_ctx} tokens (PONDER_CONTEXT_TOKENS); "
                 "lower max_tokens or samples",
                 "max_tokens",
             )
 
-    def default_max_tokens(self, prompt_tokens: int, n: int) -> int:
-        room = min(self.n_ctx_train - prompt_tokens, (self.n_ctx - prompt_tokens) // max(n, 1))
+    def default_max_tokens(self, prompt_tokens: int, samples: int) -> int:
+        room = min(
+            self.n_ctx_train - prompt_tokens, (self.n_ctx - prompt_tokens) // max(samples, 1)
+        )
         return max(1, room)
 
     # ---------------------------------------------------------------- generation
@@ -440,14 +442,14 @@ class LlamaCppEngine:
         self,
         prompt_ids: list[int],
         params: SamplingParams,
-        n: int,
+        samples: int,
         on_progress: ProgressCallback | None = None,
     ) -> Generation:
         self._require_ready()
         submitted = time.perf_counter()
         async with self._admitted():
             return await self._run(
-                self._generate, prompt_ids, params, n, on_progress, None, submitted
+                self._generate, prompt_ids, params, samples, on_progress, None, submitted
             )
 
     @contextlib.asynccontextmanager
@@ -592,14 +594,14 @@ class LlamaCppEngine:
         self,
         prompt_ids: list[int],
         params: SamplingParams,
-        n: int,
+        samples: int,
         on_progress: ProgressCallback | None,
         on_delta: DeltaCallback | None,
         submitted: float,
         cancel: threading.Event,
         reuse: bool = False,
     ) -> Generation:
-        job = _Job(prompt_ids, params, n, 0)
+        job = _Job(prompt_ids, params, samples, 0)
         block = self.max_samples  # one job: every sequence's cached state is a candidate
         return self._generate_jobs([job], block, on_progress, on_delta, submitted, cancel, reuse)[0]
 
@@ -614,74 +616,99 @@ class LlamaCppEngine:
         reuse: bool = False,
     ) -> list[Generation]:
         """Decode every job's samples in one batch loop. Job j's samples live on sequences
-        base_j .. base_j + n_j - 1 of its block [base_j, base_j + block_size); with `reuse`
-        each block starts from the state the previous call left in it."""
+        base_j .. base_j + samples_j - 1 of its block [base_j, base_j + block_size); with
+        `reuse` each block starts from the state the previous call left in it."""
         started = time.perf_counter()
+        self._check_jobs(jobs, block_size)
+        if not reuse:
+            self._ctx.kv_cache_clear()
+            self._kv = {}
+        seqs, logits = self._start(jobs, block_size, cancel)
+        live = list(range(len(seqs)))
+        finished = 0
+        while live and not cancel.is_set():
+            rows, still = self._step(jobs, seqs, live, logits, on_delta)
+            if on_progress is not None:
+                for _ in range(len(live) - len(still)):
+                    finished += 1
+                    on_progress(finished, len(seqs))
+            live = still
+            if live and not cancel.is_set():
+                logits = self._decode(rows)
+        if not cancel.is_set():
+            self._kv = {s.seq: (jobs[s.job].prompt_ids + s.decoded(), s.row) for s in seqs}
+        return self._generations(jobs, seqs, submitted, started)
+
+    def _check_jobs(self, jobs: list[_Job], block_size: int) -> None:
         for job in jobs:
             if not job.prompt_ids:
                 raise EngineError("empty prompt")
-            self.check_fits(len(job.prompt_ids), job.params.max_tokens, job.n)
+            self.check_fits(len(job.prompt_ids), job.params.max_tokens, job.samples)
         if max(j.base + block_size for j in jobs) > self.max_samples:
             raise RequestTooLarge(
                 f"this engine decodes at most {self.max_samples} sequences at once", "samples"
             )
-        if not reuse:
-            self._ctx.kv_cache_clear()
-            self._kv = {}
+
+    def _start(
+        self, jobs: list[_Job], block_size: int, cancel: threading.Event
+    ) -> tuple[list[_Seq], np.ndarray]:
+        """Each job's prompt prefilled (or resumed) on its base sequence and shared with its
+        other sequences; the sequences and their first logits rows."""
         seqs: list[_Seq] = []
         rows: list[np.ndarray] = []
         for j, job in enumerate(jobs):
-            block = range(job.base, job.base + block_size)
-            first = self._prepare(job, block, cancel)
-            for i in range(job.n):
+            first = self._prepare(job, range(job.base, job.base + block_size), cancel)
+            for i in range(job.samples):
                 if i:
                     self._ctx.kv_cache_seq_cp(job.base, job.base + i, -1, -1)
                 s = _Seq(np.random.default_rng(_seed(job.params.seed, i)))
                 s.job, s.seq, s.index = j, job.base + i, i
                 seqs.append(s)
                 rows.append(first)
-        is_eog = self._lib.llama_vocab_is_eog
-        vocab = self._llama._model.vocab
-        max_stop = [max((len(x) for x in job.params.stop), default=0) for job in jobs]
-        live = list(range(len(seqs)))
-        logits = np.stack(rows)
-        finished = 0
-        while live and not cancel.is_set():
-            nxt: list[tuple[int, int, int]] = []
-            nxt_live: list[int] = []
-            for j, job in enumerate(jobs):
-                idx = [r for r, k in enumerate(live) if seqs[k].job == j]
-                if not idx:
-                    continue
-                params = job.params
-                st = sample_rows(logits[idx], params, [seqs[live[r]].rng for r in idx])
-                for q, r in enumerate(idx):
-                    s = seqs[live[r]]
-                    s.row = logits[r]
-                    ent = float(st.entropy_processed[q])
-                    if params.stop_entropy is not None and ent >= params.stop_entropy:
-                        s.finish, s.next_entropy = "entropy", ent  # stop before this token
-                    else:
-                        eog = is_eog(vocab, int(st.token[q]))
-                        self._accept(s, st, q, params, max_stop[j], eog)
-                    if on_delta is not None:
-                        hold = 0 if s.finish else holdback(s.text, params.stop)
-                        if len(s.text) - hold > s.emitted:
-                            on_delta(s.text[s.emitted : len(s.text) - hold])
-                            s.emitted = len(s.text) - hold
-                    if s.finish is None:
-                        pos = len(job.prompt_ids) + len(s.tokens) - 1
-                        nxt.append((s.tokens[-1], pos, s.seq))
-                        nxt_live.append(live[r])
-                    else:
-                        finished += 1
-                        if on_progress is not None:
-                            on_progress(finished, len(seqs))
-            live = nxt_live
-            if live and not cancel.is_set():
-                logits = self._decode(nxt)
-        if not cancel.is_set():
-            self._kv = {s.seq: (jobs[s.job].prompt_ids + s.decoded(), s.row) for s in seqs}
+        return seqs, np.stack(rows)
+
+    def _step(
+        self,
+        jobs: list[_Job],
+        seqs: list[_Seq],
+        live: list[int],
+        logits: np.ndarray,
+        on_delta: DeltaCallback | None,
+    ) -> tuple[list[tuple[int, int, int]], list[int]]:
+        """Sample one token for every live sequence (row r of `logits` is live[r]'s), job by
+        job with its own parameters; the next decode's rows and the sequences still live."""
+        is_eog, vocab = self._lib.llama_vocab_is_eog, self._llama._model.vocab
+        nxt: list[tuple[int, int, int]] = []
+        still: list[int] = []
+        for j, job in enumerate(jobs):
+            idx = [r for r, k in enumerate(live) if seqs[k].job == j]
+            if not idx:
+                continue
+            params = job.params
+            max_stop = max((len(x) for x in params.stop), default=0)
+            st = sample_rows(logits[idx], params, [seqs[live[r]].rng for r in idx])
+            for q, r in enumerate(idx):
+                s = seqs[live[r]]
+                s.row = logits[r]
+                ent = float(st.entropy_processed[q])
+                if params.stop_entropy is not None and ent >= params.stop_entropy:
+                    s.finish, s.next_entropy = "entropy", ent  # stop before this token
+                else:
+                    eog = is_eog(vocab, int(st.token[q]))
+                    self._accept(s, st, q, params, max_stop, eog)
+                if on_delta is not None:
+                    hold = 0 if s.finish else holdback(s.text, params.stop)
+                    if len(s.text) - hold > s.emitted:
+                        on_delta(s.text[s.emitted : len(s.text) - hold])
+                        s.emitted = len(s.text) - hold
+                if s.finish is None:
+                    nxt.append((s.tokens[-1], len(job.prompt_ids) + len(s.tokens) - 1, s.seq))
+                    still.append(live[r])
+        return nxt, still
+
+    def _generations(
+        self, jobs: list[_Job], seqs: list[_Seq], submitted: float, started: float
+    ) -> list[Generation]:
         elapsed = time.perf_counter() - started
         return [
             Generation(
@@ -740,12 +767,14 @@ class _Session:
         self._engine = engine
         self._calls = 0
 
-    async def sample(self, prompt_ids: list[int], params: SamplingParams, n: int) -> Generation:
+    async def sample(
+        self, prompt_ids: list[int], params: SamplingParams, samples: int
+    ) -> Generation:
         reuse = self._calls > 0
         self._calls += 1
         eng = self._engine
         return await eng._run(
-            eng._generate, prompt_ids, params, n, None, None, time.perf_counter(), reuse=reuse
+            eng._generate, prompt_ids, params, samples, None, None, time.perf_counter(), reuse=reuse
         )
 
     async def sample_many(

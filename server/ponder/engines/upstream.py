@@ -248,10 +248,10 @@ class UpstreamEngine:
             )
         return prompt_ids
 
-    def check_fits(self, prompt_tokens: int, max_tokens: int, n: int) -> None:
+    def check_fits(self, prompt_tokens: int, max_tokens: int, samples: int) -> None:
         """The upstream enforces its own context; it answers (and Ponder relays) if exceeded."""
 
-    def default_max_tokens(self, prompt_tokens: int, n: int) -> int:
+    def default_max_tokens(self, prompt_tokens: int, samples: int) -> int:
         return max(1, self.max_context - prompt_tokens)
 
     @contextlib.asynccontextmanager
@@ -317,67 +317,82 @@ class UpstreamEngine:
         self,
         prompt_ids: list[int],
         params: SamplingParams,
-        n: int,
+        samples: int,
         on_progress: ProgressCallback | None = None,
     ) -> Generation:
         prompt = self._own(prompt_ids, params)
+        started = time.perf_counter()
         if params.stop_entropy is not None or params.punct_stop:
-            started = time.perf_counter()
             gen = await chunked.generate(
-                lambda ids, p: self.sample(ids, p, 1), self.detokenize, prompt_ids, params, n
+                lambda ids, p: self.sample(ids, p, 1), self.detokenize, prompt_ids, params, samples
             )
             gen.generate_s = time.perf_counter() - started
             return gen
-        chat = prompt.messages is not None
-        started = time.perf_counter()
         self._running += 1
         try:
             choices: list[dict[str, Any]] = []
             prompt_tokens = 0
-            if self.honours_n is not False or n == 1:
-                path, body = self._request(prompt, params, n, params.seed)
-                resp = await self._call("POST", path, body)
-                choices = sorted(resp.get("choices") or [], key=lambda c: c.get("index", 0))
-                prompt_tokens = int((resp.get("usage") or {}).get("prompt_tokens") or 0)
-                if n > 1:
-                    honours = len(choices) >= n
-                    if self.honours_n is None or (self.honours_n and not honours):
-                        self.honours_n = honours
-                        if not honours:
-                            log.warning(
-                                "upstream %s does not honour n (asked %d, got %d): "
-                                "drawing samples as concurrent n=1 requests",
-                                self.url,
-                                n,
-                                len(choices),
-                            )
-            if len(choices) < n:
-                choices = choices[:n]
-                missing = range(len(choices), n)
-
-                async def one(i: int) -> tuple[dict[str, Any], int]:
-                    seed = None if params.seed is None else params.seed + i
-                    path, body = self._request(prompt, params, 1, seed)
-                    r = await self._call("POST", path, body)
-                    got = r.get("choices") or []
-                    if not got:
-                        raise UpstreamError("the upstream returned no choice")
-                    if on_progress is not None:
-                        on_progress(i + 1, n)
-                    return got[0], int((r.get("usage") or {}).get("prompt_tokens") or 0)
-
-                extra = await asyncio.gather(*(one(i) for i in missing))
-                choices += [c for c, _ in extra]
-                prompt_tokens = prompt_tokens or (extra[0][1] if extra else 0)
-            samples = [
+            if self.honours_n is not False or samples == 1:
+                choices, prompt_tokens = await self._with_n(prompt, params, samples)
+            if len(choices) < samples:
+                missing = range(len(choices), samples)
+                extra, tokens = await self._one_by_one(prompt, params, missing, on_progress)
+                choices += extra
+                prompt_tokens = prompt_tokens or tokens
+            chat = prompt.messages is not None
+            drawn = [
                 to_sample(c, i, chat, self.n_vocab, params.temperature)
-                for i, c in enumerate(choices[:n])
+                for i, c in enumerate(choices[:samples])
             ]
         finally:
             self._running -= 1
-        return Generation(
-            samples, prompt_tokens or len(prompt), 0.0, time.perf_counter() - started, exact=False
-        )
+        elapsed = time.perf_counter() - started
+        return Generation(drawn, prompt_tokens or len(prompt), 0.0, elapsed, exact=False)
+
+    async def _with_n(
+        self, prompt: UpstreamPrompt, params: SamplingParams, samples: int
+    ) -> tuple[list[dict[str, Any]], int]:
+        """One request with the upstream's `n`; notes (and logs once) whether it honours it."""
+        path, body = self._request(prompt, params, samples, params.seed)
+        resp = await self._call("POST", path, body)
+        choices = sorted(resp.get("choices") or [], key=lambda c: c.get("index", 0))
+        prompt_tokens = int((resp.get("usage") or {}).get("prompt_tokens") or 0)
+        if samples > 1:
+            honours = len(choices) >= samples
+            if self.honours_n is None or (self.honours_n and not honours):
+                self.honours_n = honours
+                if not honours:
+                    log.warning(
+                        "upstream %s does not honour n (asked %d, got %d): "
+                        "drawing samples as concurrent n=1 requests",
+                        self.url,
+                        samples,
+                        len(choices),
+                    )
+        return choices[:samples], prompt_tokens
+
+    async def _one_by_one(
+        self,
+        prompt: UpstreamPrompt,
+        params: SamplingParams,
+        indices: range,
+        on_progress: ProgressCallback | None,
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Samples `indices` as concurrent n=1 requests, sample i seeded seed + i."""
+
+        async def one(i: int) -> tuple[dict[str, Any], int]:
+            seed = None if params.seed is None else params.seed + i
+            path, body = self._request(prompt, params, 1, seed)
+            r = await self._call("POST", path, body)
+            got = r.get("choices") or []
+            if not got:
+                raise UpstreamError("the upstream returned no choice")
+            if on_progress is not None:
+                on_progress(i + 1, indices.stop)
+            return got[0], int((r.get("usage") or {}).get("prompt_tokens") or 0)
+
+        extra = await asyncio.gather(*(one(i) for i in indices))
+        return [c for c, _ in extra], (extra[0][1] if extra else 0)
 
     async def stream(
         self, prompt_ids: list[int], params: SamplingParams

@@ -357,19 +357,19 @@ class VllmEngine:
         """Text of one prompt token, special tokens rendered (echo shows the prompt as sent)."""
         return self.detokenize([token], special=True)
 
-    def check_fits(self, prompt_tokens: int, max_tokens: int, n: int) -> None:
+    def check_fits(self, prompt_tokens: int, max_tokens: int, samples: int) -> None:
         if prompt_tokens + max_tokens > self.max_model_len:
             raise RequestTooLarge(
                 f"prompt ({prompt_tokens} tokens) + max_tokens ({max_tokens}) exceeds the "
                 f"model's context length of {self.max_model_len} tokens",
                 "max_tokens",
             )
-        if n > self.opts.max_num_seqs:
+        if samples > self.opts.max_num_seqs:
             raise RequestTooLarge(
                 f"at most {self.opts.max_num_seqs} samples per request (max_num_seqs)", "samples"
             )
 
-    def default_max_tokens(self, prompt_tokens: int, n: int) -> int:
+    def default_max_tokens(self, prompt_tokens: int, samples: int) -> int:
         return max(1, self.max_model_len - prompt_tokens)
 
     # ------------------------------------------------------------ generation
@@ -450,40 +450,43 @@ class VllmEngine:
         self,
         prompt_ids: list[int],
         params: SamplingParams,
-        n: int,
+        samples: int,
         on_progress: ProgressCallback | None = None,
     ) -> Generation:
         if self._engine is None:
             raise EngineNotReady("the model is still loading")
         self._check_seed(params)
         if params.stop_entropy is not None:
-            return await self._draft(prompt_ids, params, n)
-        return await self._sample(prompt_ids, params, n, on_progress)
+            return await self._draft(prompt_ids, params, samples)
+        return await self._sample(prompt_ids, params, samples, on_progress)
+
+    def _request_params(self, params: SamplingParams, ids: list[str]) -> list[Any]:
+        """vLLM SamplingParams of each sample's request: sample i seeded seed + i, its stats
+        keyed by its request id; the prompt is scored once, by the first request."""
+        unscored = dataclasses.replace(params, prompt_logprobs=None)
+        return [
+            self._params(
+                sampling_kwargs(
+                    params if i == 0 else unscored,
+                    None if params.seed is None else params.seed + i,
+                    stats_key=rid if self.exact_stats else None,
+                    punct_ids=self._punct,
+                )
+            )
+            for i, rid in enumerate(ids)
+        ]
 
     async def _sample(
         self,
         prompt_ids: list[int],
         params: SamplingParams,
-        n: int,
+        samples: int,
         on_progress: ProgressCallback | None = None,
     ) -> Generation:
         started = time.perf_counter()
         base = uuid.uuid4().hex
-        ids = [f"ponder-{base}-{i}" for i in range(n)]
-        seeds = [None if params.seed is None else params.seed + i for i in range(n)]
-        # The prompt is scored once, by the first sample's request.
-        unscored = dataclasses.replace(params, prompt_logprobs=None)
-        sps = [
-            self._params(
-                sampling_kwargs(
-                    params if i == 0 else unscored,
-                    s,
-                    stats_key=rid if self.exact_stats else None,
-                    punct_ids=self._punct,
-                )
-            )
-            for i, (rid, s) in enumerate(zip(ids, seeds, strict=True))
-        ]
+        ids = [f"ponder-{base}-{i}" for i in range(samples)]
+        sps = self._request_params(params, ids)
         finished = 0
 
         async def run(i: int) -> Any:
@@ -491,11 +494,11 @@ class VllmEngine:
             out = await self._one(prompt_ids, sps[i], ids[i])
             finished += 1
             if on_progress is not None:
-                on_progress(finished, n)
+                on_progress(finished, samples)
             return out
 
         self._running += 1
-        tasks = [asyncio.ensure_future(run(i)) for i in range(n)]
+        tasks = [asyncio.ensure_future(run(i)) for i in range(samples)]
         try:
             finals = await asyncio.gather(*tasks)
         except BaseException as exc:
@@ -507,29 +510,41 @@ class VllmEngine:
             raise EngineError(f"vLLM failed: {type(exc).__name__}: {exc}") from exc
         finally:
             self._running -= 1
+        gen = await self._generation(prompt_ids, params, ids, finals)
+        gen.generate_s = time.perf_counter() - started
+        return gen
+
+    async def _generation(
+        self, prompt_ids: list[int], params: SamplingParams, ids: list[str], finals: list[Any]
+    ) -> Generation:
+        """Samples (with the processor's exact stats when there are any) from vLLM's outputs."""
         stats = await self._fetch_stats(ids) if self.exact_stats else {}
-        outputs = [f.outputs[0] for f in finals]
         scored = None
         if params.prompt_logprobs is not None:
             plp = list(finals[0].prompt_logprobs or [])
             scored = to_prompt_logprobs(prompt_ids, plp, params.prompt_logprobs, self._full_piece)
-        samples, all_exact = [], True
-        for i, out in enumerate(outputs):
+        drawn, all_exact = [], True
+        for i, final in enumerate(finals):
             s, exact = to_sample(
-                out, i, params, self.n_vocab, stats.get(ids[i]), self._piece, self._punct
+                final.outputs[0],
+                i,
+                params,
+                self.n_vocab,
+                stats.get(ids[i]),
+                self._piece,
+                self._punct,
             )
-            samples.append(s)
+            drawn.append(s)
             all_exact &= exact
-        elapsed = time.perf_counter() - started
-        return Generation(
-            samples, len(prompt_ids), 0.0, elapsed, exact=all_exact, prompt_logprobs=scored
-        )
+        return Generation(drawn, len(prompt_ids), 0.0, 0.0, exact=all_exact, prompt_logprobs=scored)
 
-    async def _draft(self, prompt_ids: list[int], params: SamplingParams, n: int) -> Generation:
+    async def _draft(
+        self, prompt_ids: list[int], params: SamplingParams, samples: int
+    ) -> Generation:
         """`stop_entropy` on vLLM: chunks cut client-side (`chunked`)."""
         started = time.perf_counter()
         gen = await chunked.generate(
-            lambda ids, p: self._sample(ids, p, 1), self.detokenize, prompt_ids, params, n
+            lambda ids, p: self._sample(ids, p, 1), self.detokenize, prompt_ids, params, samples
         )
         gen.generate_s = time.perf_counter() - started
         return gen
