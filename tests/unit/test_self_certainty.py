@@ -34,7 +34,9 @@ def test_borda_points_by_hand() -> None:
     assert points == pytest.approx([math.sqrt(2), 2.0, math.sqrt(3), 0.0])
     assert d.answer == "A" and d.chosen == 2  # A's member with the highest SC
     a, b = math.sqrt(2) + math.sqrt(3), 2.0
-    assert d.confidence == pytest.approx(a / (a + b))
+    # the unparsable sample weighs in with the points its rank would earn (1^0.5 = 1)
+    assert d.confidence == pytest.approx(a / (a + b + 1.0))
+    assert d.tally[0].share == pytest.approx(d.confidence)
     assert [(t.answer, t.votes) for t in d.tally] == [("A", 2), ("B", 1)]
     assert d.tally[0].score == pytest.approx(a) and d.tally[1].score == pytest.approx(b)
     assert d.unanswered == 1
@@ -56,6 +58,7 @@ def test_equal_self_certainty_ranks_by_index() -> None:
 def test_p_zero_is_majority_vote() -> None:
     d = self_certainty.select(samples(["B", "A", "A", "x"], [9, 1, 2, 5]), opts(p=0.0))
     assert d.answer == "A" and d.tally[0].score == 2.0 and d.tally[1].score == 1.0
+    assert d.confidence == pytest.approx(2 / 4)  # majority vote's: votes / samples drawn
 
 
 def test_best_of_n_mode() -> None:

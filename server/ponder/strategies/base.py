@@ -110,11 +110,15 @@ def rank_groups(groups: Sequence[Group], score: Sequence[float]) -> list[int]:
 
 
 def score_tally(
-    groups: Sequence[Group], scores: Sequence[float], member_key: Sequence[float]
+    groups: Sequence[Group],
+    scores: Sequence[float],
+    member_key: Sequence[float],
+    total: float | None = None,
 ) -> tuple[list[int], list[TallyEntry], list[int]]:
     """Rank answer groups by score: (group order, tally with share = score / total, and the
-    sample shown for each group: its member with the highest `member_key`)."""
-    total = sum(scores)
+    sample shown for each group: its member with the highest `member_key`). `total` is the
+    weight of every sample, answered or not (default: the groups' scores)."""
+    total = sum(scores) if total is None else total
     order = rank_groups(groups, scores)
     tally = [
         TallyEntry(

@@ -53,9 +53,10 @@ def pick_trial(perplexities: Sequence[float]) -> int:
 
 
 def single_decision(sample: Sample, spec: AnswerSpec) -> Decision:
-    """One CNTP output: confidence = exp(mean raw logprob) of the output."""
+    """One CNTP output: confidence = exp(mean raw logprob) of the output, 0 when it has no
+    answer (there is nothing to be confident in)."""
     answer = extract(sample.text, spec)
-    confidence = math.exp(sample.mean_logprob) if sample.n_tokens else 0.0
+    confidence = math.exp(sample.mean_logprob) if sample.n_tokens and answer else 0.0
     tally = [TallyEntry(answer.text, 1, confidence, 1.0)] if answer else []
     return Decision(
         strategy=NAME,

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..answers import equivalent
+from ..answers import Answer, equivalent
 from ..types import Sample
 from . import weibull
 from .base import (
@@ -78,11 +78,16 @@ def pc_score(
     return score
 
 
+_NONE = Answer("", "text")
+"""Placeholder answer of the group of unanswered samples (only its members are read)."""
+
+
 def select(
     samples: Sequence[Sample], options: SelectOptions, equal: Equal = equivalent
 ) -> Decision:
     """Winner = the answer group with the largest PC score (ties: earliest group); the text shown
-    is its member with the largest p_i; confidence = winner's score / sum of group scores."""
+    is its member with the largest p_i; confidence = winner's score / (sum of group scores +
+    the unanswered samples' p_i over their distinct texts, pruned or not)."""
     if not samples:
         raise ValueError("RPC needs at least one sample")
     answers = extract_all(samples, options.answer)
@@ -93,7 +98,13 @@ def select(
         pruned, notes = [False] * len(samples), {"pruning": "off"}
     groups = group_answers(answers, equal)
     scores = [pc_score(g, samples, p, pruned) for g in groups]
-    _, tally, ranking = score_tally(groups, scores, p)
+    # Honest denominator: the unanswered samples' path probability counts too (distinct
+    # texts, as PC counts; pruning is not applied to them: it chooses between answers, and a
+    # sample with no answer is evidence against all of them), so they lower the winner's
+    # share instead of vanishing.
+    unanswered = Group(_NONE, [i for i, a in enumerate(answers) if a is None])
+    total = sum(scores) + pc_score(unanswered, samples, p, [False] * len(samples))
+    _, tally, ranking = score_tally(groups, scores, p, total)
     if groups:
         chosen, answer, confidence = ranking[0], tally[0].answer, tally[0].share
     else:

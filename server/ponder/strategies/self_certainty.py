@@ -42,7 +42,8 @@ def select(
     samples: Sequence[Sample], options: SelectOptions, equal: Equal = equivalent
 ) -> Decision:
     """Borda mode (default): the answer with the most points wins (ties: earliest group) and its
-    highest-SC member is shown; confidence = winner's points / all points cast. Best-of-N mode
+    highest-SC member is shown; confidence = winner's points / the points all N samples would
+    cast had each an answer (unanswered samples weigh in). Best-of-N mode
     (`vote: false`): the highest-SC sample with an answer (else the highest overall); its
     confidence is still its answer's Borda share, so both modes report comparable numbers."""
     if not samples:
@@ -54,8 +55,10 @@ def select(
     points = borda_points(sc, answered, opts.borda_p)
     groups = group_answers(answers, equal)
     group_points = [sum(points[i] for i in g.members) for g in groups]
-    total = sum(group_points)
-    order, tally, ranking = score_tally(groups, group_points, sc)
+    # Honest denominator: every sample's points as if it had an answer, so unanswered samples
+    # lower the confidence (one answer among eight samples is not a sure answer).
+    total = sum(borda_points(sc, [True] * len(samples), opts.borda_p))
+    order, tally, ranking = score_tally(groups, group_points, sc, total)
     share = {g: (group_points[g] / total if total > 0 else 0.0) for g in range(len(groups))}
     if opts.vote:
         if groups:
