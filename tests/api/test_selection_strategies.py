@@ -75,7 +75,7 @@ def test_self_certainty_scores_recompute_from_candidates(runs: dict[str, dict]) 
     expected = _by_answer(cands, lambda c: points[c["index"]])
     assert {t["answer"]: t["score"] for t in p["tally"]} == pytest.approx(dict(expected))
     if p["tally"]:
-        total = sum(expected.values())
+        total = sum((N - r + 1) ** 0.5 for r in range(1, N + 1))  # every rank's points
         assert p["confidence"] == pytest.approx(max(expected.values()) / total)
         winners = [c for c in cands if c["answer"] == p["answer"]]
         assert cands[p["chosen"]]["self_certainty"] == max(c["self_certainty"] for c in winners)
@@ -97,8 +97,10 @@ def test_rpc_scores_recompute_from_candidates(runs: dict[str, dict]) -> None:
     assert got == pytest.approx({a: scores.get(a, 0.0) for a in got})
     best = max(c["path_probability"] for c in cands)
     assert not any(c["pruned"] for c in cands if c["path_probability"] == best)
+    unanswered = {c["text"]: c["path_probability"] for c in cands if c["answer"] is None}
     if p["tally"] and sum(got.values()) > 0:
-        assert p["confidence"] == pytest.approx(p["tally"][0]["score"] / sum(got.values()))
+        total = sum(got.values()) + sum(unanswered.values())  # unanswered weigh in
+        assert p["confidence"] == pytest.approx(p["tally"][0]["score"] / total)
 
 
 def test_best_of_n_and_plain_pc_options(client: openai.OpenAI) -> None:
