@@ -32,6 +32,8 @@ class Outcome:
     select_s: float
     exact: bool
     """False when a score the strategy used had to be approximated."""
+    stopped: str | None = None
+    """Adaptive stopping: "settled" or "ceiling" (None for a fixed budget)."""
 
 
 def strategy_of(job: Job) -> Strategy:
@@ -48,7 +50,7 @@ async def run(job: Job, engine: Engine, hooks: Hooks | None = None) -> Outcome:
     else:
         exact = decision.exact and (gen.exact or not strategy.stats & APPROXIMATED)
         choices = decision.ranking[: job.choices]
-        out = Outcome(job, gen, decision, choices, decided.select_s, exact)
+        out = Outcome(job, gen, decision, choices, decided.select_s, exact, decided.stopped)
     observe(out)
     return out
 
@@ -73,10 +75,12 @@ def observe(out: Outcome) -> None:
 
 @dataclass
 class Progress:
-    """`done` of `total` samples are finished."""
+    """`done` of `total` samples are finished; `stopped` says why sampling ended early (or
+    not), with adaptive stopping."""
 
     done: int
     total: int
+    stopped: str | None = None
 
 
 @dataclass
@@ -126,8 +130,11 @@ async def events(job: Job, engine: Engine, idle_s: float = 5.0) -> AsyncIterator
     def progress(done: int, total: int) -> None:  # called from the engine's thread
         loop.call_soon_threadsafe(queue.put_nowait, Progress(done, total))
 
+    def stop(reason: str, done: int) -> None:  # after the last progress report, in order
+        loop.call_soon_threadsafe(queue.put_nowait, Progress(done, job.samples, reason))
+
     if stream_mode(job) == "buffered":
-        hooks = Hooks(on_progress=progress)
+        hooks = Hooks(on_progress=progress, on_stop=stop)
         yield Progress(0, job.samples)
     else:  # a decode appends text on the event loop
         hooks = Hooks(on_text=lambda text: queue.put_nowait(Text(text)))

@@ -47,6 +47,8 @@ class PonderMetadata(_Model):
     tally: list[TallyEntry] = Field(default_factory=list)
     unanswered: int = 0
     exact: bool = True
+    stopped: str | None = None
+    """With `adaptive`: "settled" (stopped early) or "ceiling" (every sample drawn)."""
     candidates: list[Candidate] | None = None
     timing: Timing | None = None
     notes: dict[str, Any] | None = None

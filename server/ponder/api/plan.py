@@ -12,6 +12,7 @@ from ..config import Settings
 from ..strategies import (
     REGISTRY,
     STRATEGIES,
+    AdaptiveOptions,
     CntpOptions,
     Job,
     RpcOptions,
@@ -298,6 +299,7 @@ def check_request(
     strategy, alias_samples = _strategy(req, settings, model_name, continues_chat)
     samples, notes = _samples(req, settings, strategy, alias_samples)
     options = _options(req)
+    _check_adaptive(options, strategy, samples)
     max_tokens = _max_tokens(req)
     if max_tokens is not None:
         _check_budget(settings, samples, max_tokens)
@@ -406,7 +408,31 @@ def _options(req: ChatCompletionRequest | CompletionRequest) -> SelectOptions:
             entropy_low=ponder.cntp.entropy_low,
             entropy_high=ponder.cntp.entropy_high,
         ),
+        adaptive=AdaptiveOptions(**ponder.adaptive.model_dump()) if ponder.adaptive else None,
     )
+
+
+def _check_adaptive(options: SelectOptions, strategy: Strategy, samples: int) -> None:
+    """Adaptive stopping needs a voting strategy that draws its samples itself in one call
+    (kind "select") and room for a window."""
+    adaptive = options.adaptive
+    if adaptive is None:
+        return
+    if strategy.kind != "select":
+        raise ApiError(
+            400,
+            f"ponder.adaptive applies to the selection strategies; '{strategy.name}' is not one",
+            param="ponder.adaptive",
+            code="unsupported_parameter",
+        )
+    if adaptive.method == "window" and adaptive.window > samples > 1:  # 1: temperature 0
+        raise ApiError(
+            400,
+            f"ponder.adaptive.window ({adaptive.window}) exceeds samples ({samples}): the rule "
+            "could never fire",
+            param="ponder.adaptive.window",
+            code="invalid_value",
+        )
 
 
 def _max_tokens(req: ChatCompletionRequest | CompletionRequest) -> int | None:

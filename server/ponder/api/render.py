@@ -162,6 +162,8 @@ def ponder_object(plan: Plan, out: Outcome) -> dict[str, Any] | None:
         "unanswered": d.unanswered,
         "exact": out.exact,
     }
+    if out.stopped is not None:
+        obj["stopped"] = out.stopped
     notes = {**d.notes, **dict(plan.notes)}
     if notes:
         obj["notes"] = notes

@@ -40,6 +40,15 @@ class CntpRequest(_Strict):
         return self
 
 
+class AdaptiveRequest(_Strict):
+    """`ponder.adaptive`: stop sampling once the answer is settled (`samples` is the ceiling)."""
+
+    method: Literal["beta", "window"] = "beta"
+    threshold: float = Field(0.95, gt=0.5, lt=1.0, description="beta: P(leader wins) to stop")
+    window: int = Field(4, ge=2, le=64, description="window: the last w answers agree")
+    wave: int = Field(4, ge=1, le=64, description="samples drawn per wave")
+
+
 class PonderOptions(_Strict):
     """The request's `ponder` object."""
 
@@ -50,6 +59,7 @@ class PonderOptions(_Strict):
     self_certainty: SelfCertaintyRequest = Field(default_factory=SelfCertaintyRequest)
     rpc: RpcRequest = Field(default_factory=RpcRequest)
     cntp: CntpRequest = Field(default_factory=CntpRequest)
+    adaptive: AdaptiveRequest | None = None
 
 
 class StreamOptions(BaseModel):
@@ -176,6 +186,7 @@ class PonderMeta(BaseModel):
     tally: list[TallyEntry]
     unanswered: int
     exact: bool
+    stopped: Literal["settled", "ceiling"] | None = None
     notes: dict[str, Any] | None = None
     candidates: list[CandidateOut] | None = None
     timing: Timing

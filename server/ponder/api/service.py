@@ -138,7 +138,7 @@ async def stream(plan: Plan, engine: Engine) -> AsyncIterator[str]:
             yield sse(w.chunk([w.delta(0, text=plan.echo_text)]))
         async for event in events:
             if isinstance(event, Progress):
-                yield _progress(w, event.done, event.total)
+                yield _progress(w, event)
             elif isinstance(event, Text):
                 yield sse(w.chunk([w.delta(0, text=event.text)]))
             elif isinstance(event, Idle):
@@ -158,10 +158,13 @@ async def stream(plan: Plan, engine: Engine) -> AsyncIterator[str]:
     yield DONE
 
 
-def _progress(w: ChunkWriter, done: int, total: int) -> str:
+def _progress(w: ChunkWriter, event: Progress) -> str:
     """A progress event SDKs deliver: an empty delta on choice 0 whose `ponder.progress`
-    says how many samples are finished."""
-    return sse(w.chunk([w.delta(0, text="")], ponder={"progress": {"done": done, "total": total}}))
+    says how many samples are finished (and, with adaptive stopping, why sampling ended)."""
+    progress: dict[str, Any] = {"done": event.done, "total": event.total}
+    if event.stopped is not None:
+        progress["stopped"] = event.stopped
+    return sse(w.chunk([w.delta(0, text="")], ponder={"progress": progress}))
 
 
 def _choice_chunks(

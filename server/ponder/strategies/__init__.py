@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from . import cntp_decode, majority_vote, rpc, self_certainty
 from .base import (
+    AdaptiveOptions,
     CntpOptions,
     Decision,
     Group,
@@ -38,6 +39,7 @@ def get_strategy(name: str) -> Strategy | None:
 __all__ = [
     "REGISTRY",
     "STRATEGIES",
+    "AdaptiveOptions",
     "CntpOptions",
     "Decided",
     "Decision",

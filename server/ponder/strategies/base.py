@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 from ..answers import Answer, AnswerSpec, equivalent, extract
 from ..types import Sample
@@ -36,6 +37,18 @@ class CntpOptions:
 
 
 @dataclass(frozen=True)
+class AdaptiveOptions:
+    """Adaptive stopping (docs/strategies.md section 2): draw in waves of `wave` samples and
+    stop once the answer is settled. `beta`: 1 - I_0.5(a+1, b+1) >= threshold (a, b the top
+    two vote counts; Adaptive-Consistency); `window`: the last `window` answers agree (ESC)."""
+
+    method: Literal["beta", "window"] = "beta"
+    threshold: float = 0.95
+    window: int = 4
+    wave: int = 4
+
+
+@dataclass(frozen=True)
 class SelectOptions:
     """Options of the strategies (each reads its own part)."""
 
@@ -43,6 +56,8 @@ class SelectOptions:
     self_certainty: SelfCertaintyOptions = field(default_factory=SelfCertaintyOptions)
     rpc: RpcOptions = field(default_factory=RpcOptions)
     cntp: CntpOptions = field(default_factory=CntpOptions)
+    adaptive: AdaptiveOptions | None = None
+    """None: draw every sample (a fixed budget)."""
 
 
 @dataclass

@@ -42,6 +42,8 @@ class Hooks:
 
     on_progress: Callable[[int, int], None] | None = None
     on_text: Callable[[str], None] | None = None
+    on_stop: Callable[[str, int], None] | None = None
+    """Adaptive stopping ended the sampling: why ("settled" / "ceiling") and after how many."""
 
 
 @dataclass
@@ -52,6 +54,8 @@ class Decided:
     generation: Generation
     decision: Decision | None
     select_s: float = 0.0
+    stopped: str | None = None
+    """With adaptive stopping: "settled" (the rule fired) or "ceiling" (every sample drawn)."""
 
 
 class Strategy(Protocol):
@@ -92,10 +96,16 @@ class Selection:
         return self.select(samples, options)
 
     async def run(self, job: Job, engine: Engine, hooks: Hooks) -> Decided:
-        gen = await engine.sample(job.prompt_ids, job.params, job.samples, hooks.on_progress)
+        stopped = None
+        if job.options.adaptive is None:
+            gen = await engine.sample(job.prompt_ids, job.params, job.samples, hooks.on_progress)
+        else:
+            from . import adaptive
+
+            gen, stopped = await adaptive.draw(job, engine, hooks)
         t0 = time.perf_counter()
         decision = await asyncio.to_thread(self.select, gen.samples, job.options)
-        return Decided(gen, decision, time.perf_counter() - t0)
+        return Decided(gen, decision, time.perf_counter() - t0, stopped)
 
 
 @dataclass(frozen=True)

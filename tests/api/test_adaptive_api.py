@@ -1,0 +1,97 @@
+"""Adaptive stopping through the real server: an easy question stops early, a split one draws
+the whole budget, and the samples drawn are the fixed-budget run's first ones."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from ..conftest import Server
+
+EASY = [{"role": "user", "content": "How many days are in a week?"}]
+SPLIT = [{"role": "user", "content": "Pick a random number between 1 and 100."}]
+
+
+def ask(server: Server, messages: list, adaptive: dict | None, **kw: object) -> dict:
+    ponder: dict = {
+        "strategy": "majority_vote",
+        "samples": 16,
+        "answer": {"format": "number"},
+        "include_candidates": True,
+    }
+    if adaptive is not None:
+        ponder["adaptive"] = adaptive
+    body = {"model": "smollm2", "messages": messages, "max_tokens": 48, "seed": 1, **kw}
+    r = httpx.post(
+        f"{server.base_url}/v1/chat/completions", json={**body, "ponder": ponder}, timeout=600
+    )
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+@pytest.mark.parametrize("adaptive", [{"method": "beta"}, {"method": "window", "window": 3}])
+def test_an_easy_question_stops_early(server: Server, adaptive: dict) -> None:
+    fixed = ask(server, EASY, None)
+    early = ask(server, EASY, adaptive)
+    p = early["ponder"]
+    assert p["stopped"] == "settled" and p["samples"] == 16 and p["generated"] < 16
+    assert p["generated"] % 4 == 0  # whole waves of 4
+    assert p["answer"] == fixed["ponder"]["answer"] == "7"
+    # the samples drawn are the fixed-budget run's first ones (sample i seeded seed + i)
+    texts = [c["text"] for c in p["candidates"]]
+    assert texts == [c["text"] for c in fixed["ponder"]["candidates"][: len(texts)]]
+    # usage counts what was generated, and it is less
+    assert early["usage"]["completion_tokens"] == sum(c["tokens"] for c in p["candidates"])
+    assert early["usage"]["completion_tokens"] < fixed["usage"]["completion_tokens"]
+    assert "stopped" not in fixed["ponder"]
+
+
+def test_a_split_question_draws_the_whole_budget(server: Server) -> None:
+    p = ask(server, SPLIT, {"method": "beta"}, temperature=1.0)["ponder"]
+    assert p["stopped"] == "ceiling" and p["generated"] == 16
+
+
+def test_streams_say_when_and_why_sampling_stopped(server: Server) -> None:
+    body = {
+        "model": "smollm2",
+        "messages": EASY,
+        "max_tokens": 48,
+        "seed": 1,
+        "stream": True,
+        "ponder": {
+            "strategy": "majority_vote",
+            "samples": 16,
+            "answer": {"format": "number"},
+            "adaptive": {"method": "window", "window": 3},
+        },
+    }
+    with httpx.stream(
+        "POST", f"{server.base_url}/v1/chat/completions", json=body, timeout=600
+    ) as resp:
+        events = [json.loads(ln[6:]) for ln in resp.iter_lines() if ln.startswith("data: {")]
+    progress = [e["ponder"]["progress"] for e in events if "progress" in e.get("ponder", {})]
+    assert progress[-1]["stopped"] == "settled" and progress[-1]["done"] < 16
+    final = next(e for e in events if e["choices"] and e["choices"][0]["finish_reason"])
+    assert final["ponder"]["stopped"] == "settled"
+
+
+@pytest.mark.parametrize(
+    ("ponder", "param"),
+    [
+        ({"strategy": "cntp", "adaptive": {"method": "beta"}}, "ponder.adaptive"),
+        ({"strategy": "none", "adaptive": {"method": "beta"}}, "ponder.adaptive"),
+        (
+            {"strategy": "rpc", "samples": 4, "adaptive": {"method": "window", "window": 6}},
+            "ponder.adaptive.window",
+        ),
+        ({"strategy": "rpc", "adaptive": {"method": "beta", "threshold": 1.5}}, None),
+        ({"strategy": "rpc", "adaptive": {"method": "often"}}, None),
+    ],
+)
+def test_bad_adaptive_requests_are_400(server: Server, ponder: dict, param: str | None) -> None:
+    body = {"model": "smollm2", "messages": EASY, "max_tokens": 4, "ponder": ponder}
+    r = httpx.post(f"{server.base_url}/v1/chat/completions", json=body, timeout=60)
+    assert r.status_code == 400, r.text
+    assert param is None or r.json()["error"]["param"] == param
