@@ -67,3 +67,12 @@ def test_a_single_decode_without_an_answer_has_no_confidence() -> None:
     assert d.answer is None and d.confidence == 0.0
     answered = single_decision(make_sample(0, "It is 42.", [-0.1] * 4), AnswerSpec("number"))
     assert answered.confidence == pytest.approx(math.exp(-0.1))
+
+
+@pytest.mark.parametrize("name", ["majority_vote", "self_certainty", "rpc"])
+def test_one_sample_reports_its_own_probability_not_one(name: str) -> None:
+    """N = 1 (or temperature 0): no vote to count, so the confidence is exp(mean logprob)."""
+    answered = REGISTRY[name].decide([make_sample(0, "It is 42.", [-0.5] * 4)], OPTS)
+    assert answered is not None and answered.confidence == pytest.approx(math.exp(-0.5))
+    silent = REGISTRY[name].decide([make_sample(0, "No idea.", [-0.5] * 4)], OPTS)
+    assert silent is not None and silent.confidence == 0.0

@@ -5,6 +5,8 @@ shapes, best-of-N selection and plain generation. docs/architecture.md, "Adding 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -82,6 +84,17 @@ class Strategy(Protocol):
     async def run(self, job: Job, engine: Engine, hooks: Hooks) -> Decided: ...
 
 
+def alone(decision: Decision, samples: Sequence[Sample]) -> Decision:
+    """With one sample there is no vote: its confidence is its own probability signal,
+    exp(mean raw token logprob) (0 without an answer), not a share that is 1.0 by
+    construction (CNTP's single decode reports the same)."""
+    if len(samples) != 1:
+        return decision
+    s = samples[0]
+    confidence = math.exp(s.mean_logprob) if decision.answer is not None and s.n_tokens else 0.0
+    return dataclasses.replace(decision, confidence=confidence)
+
+
 @dataclass(frozen=True)
 class Selection:
     """Best-of-N: N samples in one engine call, then `select` off the event loop."""
@@ -93,7 +106,7 @@ class Selection:
     default_samples: int | None = None
 
     def decide(self, samples: Sequence[Sample], options: SelectOptions) -> Decision | None:
-        return self.select(samples, options)
+        return alone(self.select(samples, options), samples)
 
     async def run(self, job: Job, engine: Engine, hooks: Hooks) -> Decided:
         stopped = None
@@ -104,7 +117,7 @@ class Selection:
 
             gen, stopped = await adaptive.draw(job, engine, hooks)
         t0 = time.perf_counter()
-        decision = await asyncio.to_thread(self.select, gen.samples, job.options)
+        decision = await asyncio.to_thread(self.decide, gen.samples, job.options)
         return Decided(gen, decision, time.perf_counter() - t0, stopped)
 
 
