@@ -38,7 +38,11 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+    except ValueError as exc:  # an unreadable PONDER_CALIBRATION file
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -94,11 +98,13 @@ def _ask_in_process(args: argparse.Namespace, body: dict[str, Any]) -> dict[str,
     from .api.plan import build_plan, check_request
     from .api.render import response_body
     from .api.schemas import ChatCompletionRequest
+    from .calibration import Calibration
     from .engines import create_engine
 
     settings = Settings(model=args.model) if args.model else Settings()
     engine = create_engine(settings)
     try:
+        calibration = Calibration.load(settings.calibration) if settings.calibration else None
         req = ChatCompletionRequest.model_validate({**body, "model": engine.model_name})
         check_request(req, settings, engine.model_name, engine.continues_chat)
     except ValidationError as exc:
@@ -110,7 +116,8 @@ def _ask_in_process(args: argparse.Namespace, body: dict[str, Any]) -> dict[str,
         await engine.start()
         try:
             plan = build_plan(req, settings, engine)
-            return response_body(plan, await runner.run(plan.job, engine))
+            out = await runner.run(plan.job, engine, calibration=calibration)
+            return response_body(plan, out)
         finally:
             await engine.close()
 

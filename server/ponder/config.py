@@ -74,6 +74,11 @@ class Settings(BaseSettings):
         0.7, ge=0.0, le=2.0, description="Temperature of selection strategies when unset."
     )
     symbolic_timeout_s: float = Field(2.0, gt=0.0)
+    calibration: str | None = Field(
+        None,
+        description="A calibration.json written by `ponder eval --calibrate`: responses then "
+        "report the calibrated confidence, and the raw one as confidence_raw.",
+    )
 
     # Security and limits (README "Security and limits")
     api_keys: str | None = Field(

@@ -7,11 +7,13 @@ strategy does is the strategy object's business (`ponder.strategies`), never the
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from . import metrics
+from .calibration import Calibration
 from .strategies import REGISTRY, Decision, Hooks, Job, Strategy
 from .types import APPROXIMATED, Engine, Generation
 
@@ -40,11 +42,18 @@ def strategy_of(job: Job) -> Strategy:
     return REGISTRY[job.strategy]
 
 
-async def run(job: Job, engine: Engine, hooks: Hooks | None = None) -> Outcome:
-    """Run the job's strategy on the engine and record the request's metrics."""
+async def run(
+    job: Job,
+    engine: Engine,
+    hooks: Hooks | None = None,
+    calibration: Calibration | None = None,
+) -> Outcome:
+    """Run the job's strategy on the engine (its confidence calibrated when a calibration is
+    given) and record the request's metrics."""
     strategy = strategy_of(job)
     decided = await strategy.run(job, engine, hooks or Hooks())
-    gen, decision = decided.generation, decided.decision
+    gen = decided.generation
+    decision = calibrated(decided.decision, len(gen.samples), calibration)
     if decision is None:
         out = Outcome(job, gen, None, list(range(len(gen.samples))), 0.0, gen.exact)
     else:
@@ -53,6 +62,27 @@ async def run(job: Job, engine: Engine, hooks: Hooks | None = None) -> Outcome:
         out = Outcome(job, gen, decision, choices, decided.select_s, exact, decided.stopped)
     observe(out)
     return out
+
+
+def calibrated(
+    decision: Decision | None, samples: int, calibration: Calibration | None
+) -> Decision | None:
+    """The decision with its confidence mapped by the strategy's calibration map for the
+    closest sample budget (the raw value kept as confidence_raw); notes say which map, or
+    that the file has none for this strategy."""
+    if decision is None or calibration is None:
+        return decision
+    found = calibration.find(decision.strategy, samples)
+    if found is None:
+        notes = {**decision.notes, "calibration": "none for this strategy in the file"}
+        return dataclasses.replace(decision, notes=notes)
+    notes = {**decision.notes, "calibration": f"{found.strategy}@{found.samples}"}
+    return dataclasses.replace(
+        decision,
+        confidence=found(decision.confidence),
+        confidence_raw=decision.confidence,
+        notes=notes,
+    )
 
 
 def observe(out: Outcome) -> None:
@@ -117,7 +147,9 @@ def stream_mode(job: Job) -> StreamMode:
     return "buffered"
 
 
-async def events(job: Job, engine: Engine, idle_s: float = 5.0) -> AsyncIterator[Event]:
+async def events(
+    job: Job, engine: Engine, idle_s: float = 5.0, calibration: Calibration | None = None
+) -> AsyncIterator[Event]:
     """The job as a stream of events, `Finished` last. Closing the iterator cancels the job
     (and so its engine work)."""
     if stream_mode(job) == "tokens":
@@ -138,7 +170,7 @@ async def events(job: Job, engine: Engine, idle_s: float = 5.0) -> AsyncIterator
         yield Progress(0, job.samples)
     else:  # a decode appends text on the event loop
         hooks = Hooks(on_text=lambda text: queue.put_nowait(Text(text)))
-    task = asyncio.ensure_future(run(job, engine, hooks))
+    task = asyncio.ensure_future(run(job, engine, hooks, calibration))
     try:
         async for item in until_done(queue, task, idle_s):
             yield Idle() if item is None else item

@@ -216,3 +216,29 @@ def test_eval_against_a_running_server(server: Server, tmp_path: Path) -> None:
     records = [json.loads(x) for x in (out / "problems.jsonl").read_text().splitlines()]
     assert all(len(r["candidates"]["sampling"]) == 2 for r in records)
     assert all(c["mean_logprob"] is not None for r in records for c in r["candidates"]["sampling"])
+
+
+def test_calibrate_on_replayed_samples_writes_a_map_that_lowers_ece(tmp_path: Path) -> None:
+    path = SHARED_DATA / "sampled/qwen25math_math_cot_100/math_cot_100_minus_heldout.jsonl"
+    if not path.exists():
+        pytest.skip(f"{path} is absent (the shared workspace data is not beside this clone)")
+    out = tmp_path / "out"
+    args = ["--samples", "1,4", "--strategies", "majority_vote", "--calibrate", "--out", str(out)]
+    run = subprocess.run(
+        [sys.executable, "-m", "ponder.cli", "eval", "--replay", str(path), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    from ponder.calibration import Calibration
+
+    cal = Calibration.load(out / "calibration.json")
+    assert {(m.strategy, m.samples) for m in cal.maps} == {
+        ("majority_vote", 1),
+        ("majority_vote", 4),
+    }
+    assert "ECE calibrated" in run.stdout
+    m1 = cal.find("majority_vote", 1)
+    assert m1 is not None and m1.fitted_on > 100 and 0.0 <= m1(0.5) <= 1.0

@@ -17,10 +17,11 @@ ALLOWED: dict[str, set[str]] = {
     "metrics": set(),
     "config": set(),
     "answers": set(),
+    "calibration": set(),
     # domain
     "strategies": {"types", "errors", "answers", "stops"},
     "engines": {"types", "errors", "stops", "config"},
-    "runner": {"types", "errors", "strategies", "metrics"},
+    "runner": {"types", "errors", "strategies", "metrics", "calibration"},
     # entry points
     "api": {
         "types",
@@ -31,11 +32,31 @@ ALLOWED: dict[str, set[str]] = {
         "metrics",
         "runner",
         "strategies",
+        "calibration",
         "__init__",
     },
-    "eval": {"types", "errors", "answers", "config", "engines", "runner", "strategies"},
+    "eval": {
+        "types",
+        "errors",
+        "answers",
+        "config",
+        "engines",
+        "runner",
+        "strategies",
+        "calibration",
+    },
     "export_hf": {"engines"},
-    "cli": {"api", "config", "engines", "eval", "export_hf", "runner", "strategies", "answers"},
+    "cli": {
+        "api",
+        "config",
+        "engines",
+        "eval",
+        "export_hf",
+        "runner",
+        "strategies",
+        "answers",
+        "calibration",
+    },
     "__init__": set(),
 }
 """Layer -> the Ponder layers it may import (besides itself)."""

@@ -43,6 +43,8 @@ class PonderMetadata(_Model):
     generated: int
     answer: str | None = None
     confidence: float
+    confidence_raw: float | None = None
+    """The strategy's own confidence, when the server calibrates (PONDER_CALIBRATION)."""
     chosen: int
     tally: list[TallyEntry] = Field(default_factory=list)
     unanswered: int = 0

@@ -13,6 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__, metrics
 from ..answers import default_worker
+from ..calibration import Calibration
 from ..config import Settings
 from ..engines import create_engine
 from ..strategies import STRATEGIES
@@ -117,6 +118,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             f"unknown default strategy {settings.default_strategy!r} "
             f"(PONDER_DEFAULT_STRATEGY); available: {', '.join(STRATEGIES)}"
         )
+    calibration = Calibration.load(settings.calibration) if settings.calibration else None
     engine = engine or create_engine(settings)
 
     @contextlib.asynccontextmanager
@@ -143,6 +145,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.settings = settings
     app.state.engine = engine
     app.state.engine_error = None
+    app.state.calibration = calibration
     app.state.gate = Gate(settings)
     app.state.started = int(time.time())
     install_error_handlers(app)

@@ -154,6 +154,7 @@ def ponder_object(plan: Plan, out: Outcome) -> dict[str, Any] | None:
         "generated": len(samples),
         "answer": d.answer,
         "confidence": d.confidence,
+        **({"confidence_raw": d.confidence_raw} if d.confidence_raw is not None else {}),
         "chosen": d.chosen,
         "tally": [
             {"answer": t.answer, "votes": t.votes, "score": t.score, "share": t.share}

@@ -94,13 +94,16 @@ async def _respond(request: Request, plan: Plan, engine: Engine, who: str) -> An
     budget = plan.samples * plan.job.params.max_tokens
     permit = gate.admit(who, budget)
     timeout = settings.request_timeout_s or None
+    calibration = request.app.state.calibration
     if plan.stream:
-        guarded = with_deadline(stream(plan, engine), timeout, permit.release, gate.closing)
+        events = stream(plan, engine, calibration)
+        guarded = with_deadline(events, timeout, permit.release, gate.closing)
         weakref.finalize(guarded, permit.release)  # a stream that never started
         headers = {**_SSE_HEADERS, **_plan_headers(plan)}
         return StreamingResponse(guarded, media_type="text/event-stream", headers=headers)
     try:
-        out = await until_done_or_gone(request, runner.run(plan.job, engine), timeout, gate.closing)
+        run = runner.run(plan.job, engine, calibration=calibration)
+        out = await until_done_or_gone(request, run, timeout, gate.closing)
     finally:
         permit.release()
     gate.observe(budget, out.generation.generate_s)

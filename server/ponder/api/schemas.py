@@ -182,6 +182,7 @@ class PonderMeta(BaseModel):
     generated: int
     answer: str | None
     confidence: float
+    confidence_raw: float | None = None
     chosen: int
     tally: list[TallyEntry]
     unanswered: int

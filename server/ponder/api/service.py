@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from .. import runner
+from ..calibration import Calibration
 from ..runner import Finished, Idle, Outcome, Progress, Text
 from ..types import Engine
 from .errors import ApiError, ClientGone, error_body, to_api_error
@@ -125,13 +126,15 @@ def _error_event(exc: BaseException) -> str:
     return sse(error_body(err.status, err.message, err.param, err.code))
 
 
-async def stream(plan: Plan, engine: Engine) -> AsyncIterator[str]:
+async def stream(
+    plan: Plan, engine: Engine, calibration: Calibration | None = None
+) -> AsyncIterator[str]:
     """A streamed response: the role chunk at once (and an echoed prompt, when the text is
     streamed live), then the runner's events as chunks, the finish chunk, usage, [DONE].
     After the first byte an error is one error event, then [DONE]."""
     w = ChunkWriter(plan)
     buffered = runner.stream_mode(plan.job) == "buffered"
-    events = runner.events(plan.job, engine, KEEPALIVE_S)
+    events = runner.events(plan.job, engine, KEEPALIVE_S, calibration)
     try:
         yield sse(w.chunk([w.delta(k, role=True, text="") for k in range(plan.n)]))
         if plan.echo_text and not buffered:

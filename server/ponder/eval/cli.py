@@ -17,6 +17,7 @@ from .datasets import READERS, load, read_replay
 from .runner import (
     SAMPLING,
     CandidateSource,
+    calibrate,
     evaluate,
     pool_of,
     replay_fields,
@@ -47,6 +48,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--url", help="a running Ponder server (default: in process)")
     p.add_argument("--model", help="model (in process: GGUF path; with --url: model name)")
     p.add_argument("--out", type=Path, default=Path("eval-out"))
+    p.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="fit confidence maps on half the problems, report ECE on the other half, and "
+        "write OUT/calibration.json (serve it with PONDER_CALIBRATION)",
+    )
 
 
 def run_eval(args: argparse.Namespace) -> int:
@@ -63,6 +70,10 @@ def run_eval(args: argparse.Namespace) -> int:
         console.print("[red]--samples needs positive budgets[/red]")
         return 2
     started = time.perf_counter()
+    for given in (args.replay, args.data):
+        if given is not None and not Path(given).is_file():
+            console.print(f"[red]no such file: {given}[/red]")
+            return 2
     if args.replay:
         records = _replayed(args, strategies, console)
     elif args.data is None:
@@ -152,7 +163,30 @@ def _report(
             f"{r.brier:.3f}",
         )
     console.print(table)
+    if args.calibrate:
+        files.append(_calibrated(trials, args.out, console))
     console.print(
         f"wrote {', '.join(str(f) for f in files)} in {time.perf_counter() - started:.0f} s"
     )
     return 0
+
+
+def _calibrated(trials: dict, out: Path, console: Console) -> Path:
+    """Fit the maps, print their held-out effect, write calibration.json."""
+    cal, rows = calibrate(trials)
+    title = "calibration: fitted on half the problems, measured on the other half"
+    columns = ("strategy", "N", "fitted on", "held out", "ECE raw", "ECE calibrated")
+    table = Table(*columns, title=title)
+    for r in rows:
+        table.add_row(
+            r.strategy,
+            str(r.n),
+            str(r.fitted_on),
+            str(r.held_out),
+            f"{r.ece_raw:.3f}",
+            f"{r.ece_calibrated:.3f}",
+        )
+    console.print(table)
+    path = out / "calibration.json"
+    cal.save(path)
+    return path

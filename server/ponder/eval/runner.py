@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..answers import Answer, AnswerSpec, as_answer, equivalent
+from ..calibration import Calibration, fit
 from ..strategies import REGISTRY, SelectOptions
 from ..types import Sample
 from .datasets import Problem, ReplayProblem
@@ -200,6 +201,50 @@ def summarize(
             )
         )
     return rows
+
+
+@dataclass
+class CalibrationRow:
+    """A fitted map's effect on the held-out half of the problems."""
+
+    strategy: str
+    n: int
+    fitted_on: int
+    held_out: int
+    ece_raw: float
+    ece_calibrated: float
+
+
+def calibrate(
+    trials: dict[str, dict[str, dict[int, list[Trial]]]],
+) -> tuple[Calibration, list[CalibrationRow]]:
+    """Per strategy and budget, fit a map on the problems whose id hashes even and measure
+    ECE before and after on the others (each problem's subset decisions stay together)."""
+    fit_on: dict[tuple[str, int], list[Trial]] = defaultdict(list)
+    held: dict[tuple[str, int], list[Trial]] = defaultdict(list)
+    for pid, per_problem in trials.items():
+        side = fit_on if hash_id(pid) % 2 == 0 else held
+        for strategy, per in per_problem.items():
+            for n, ts in per.items():
+                side[(strategy, n)] += ts
+    maps, rows = [], []
+    for (strategy, n), ts in sorted(fit_on.items()):
+        m = fit(strategy, n, [t.confidence for t in ts], [t.correct for t in ts])
+        maps.append(m)
+        test = held.get((strategy, n), [])
+        raw = [t.confidence for t in test]
+        right = [float(t.correct) for t in test]
+        rows.append(
+            CalibrationRow(
+                strategy,
+                n,
+                len(ts),
+                len(test),
+                ece(raw, right) if test else float("nan"),
+                ece([m(c) for c in raw], right) if test else float("nan"),
+            )
+        )
+    return Calibration(tuple(maps)), rows
 
 
 def write_outputs(

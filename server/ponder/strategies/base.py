@@ -92,6 +92,8 @@ class Decision:
     scores: dict[str, list[float]] = field(default_factory=dict)
     pruned: list[bool] = field(default_factory=list)
     notes: dict[str, object] = field(default_factory=dict)
+    confidence_raw: float | None = None
+    """Set when `confidence` was calibrated (PONDER_CALIBRATION): the strategy's own value."""
 
 
 def extract_all(samples: Sequence[Sample], spec: AnswerSpec) -> list[Answer | None]:

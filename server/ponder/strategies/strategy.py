@@ -91,7 +91,8 @@ def alone(decision: Decision, samples: Sequence[Sample]) -> Decision:
     if len(samples) != 1:
         return decision
     s = samples[0]
-    confidence = math.exp(s.mean_logprob) if decision.answer is not None and s.n_tokens else 0.0
+    known = decision.answer is not None and len(s.logprob) > 0  # replayed samples: a mean
+    confidence = math.exp(s.mean_logprob) if known else 0.0
     return dataclasses.replace(decision, confidence=confidence)
 
 
