@@ -345,3 +345,16 @@ def test_catastrophic_answer_pattern_does_not_hang(server: Server) -> None:
         },
     )
     assert r.status_code == 200 and time.monotonic() - t0 < 30
+
+
+def test_a_malformed_body_without_a_key_is_401_not_400(limited: Server) -> None:
+    """FastAPI parses the body before any dependency; Ponder authenticates first anyway, so
+    an unauthenticated caller learns nothing about the body's checks."""
+    url = f"{limited.base_url}/v1/chat/completions"
+    headers = {"content-type": "application/json"}
+    for body in (b"{not json", b'{"model": "smollm2"}'):
+        r = httpx.post(url, content=body, headers=headers)
+        assert r.status_code == 401 and r.json()["error"]["code"] == "missing_api_key"
+    keyed = {**headers, "authorization": f"Bearer {KEYS[0]}"}
+    r = httpx.post(url, content=b"{not json", headers=keyed)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"

@@ -14,7 +14,15 @@ import pytest
 from ponder.answers import AnswerSpec, as_answer
 from ponder.eval.datasets import detect, load, read_replay
 from ponder.eval.metrics import bootstrap_ci, brier, ece, reliability
-from ponder.eval.runner import Candidate, ProblemRecord, evaluate, judge, subsets, to_samples
+from ponder.eval.runner import (
+    Candidate,
+    ProblemRecord,
+    adaptive_trial,
+    evaluate,
+    judge,
+    subsets,
+    to_samples,
+)
 from ponder.strategies import REGISTRY, SelectOptions
 from ponder.types import Sample
 
@@ -223,7 +231,8 @@ def test_calibrate_on_replayed_samples_writes_a_map_that_lowers_ece(tmp_path: Pa
     if not path.exists():
         pytest.skip(f"{path} is absent (the shared workspace data is not beside this clone)")
     out = tmp_path / "out"
-    args = ["--samples", "1,4", "--strategies", "majority_vote", "--calibrate", "--out", str(out)]
+    args = ["--samples", "1,4,8", "--strategies", "majority_vote", "--calibrate", "--out", str(out)]
+    args += ["--adaptive", "beta,window"]
     run = subprocess.run(
         [sys.executable, "-m", "ponder.cli", "eval", "--replay", str(path), *args],
         capture_output=True,
@@ -235,10 +244,26 @@ def test_calibrate_on_replayed_samples_writes_a_map_that_lowers_ece(tmp_path: Pa
     from ponder.calibration import Calibration
 
     cal = Calibration.load(out / "calibration.json")
-    assert {(m.strategy, m.samples) for m in cal.maps} == {
-        ("majority_vote", 1),
-        ("majority_vote", 4),
-    }
+    got = {(m.strategy, m.samples) for m in cal.maps}
+    assert {("majority_vote", 1), ("majority_vote", 4), ("majority_vote+beta", 8)} <= got
+    summary = [r for r in csv.DictReader((out / "summary.csv").open()) if r["n"] == "8"]
+    by = {r["strategy"]: r for r in summary}
+    fixed, early = by["majority_vote"], by["majority_vote+beta"]
+    assert float(early["mean_samples"]) < 8 == float(fixed["mean_samples"])
+    assert float(early["mean_tokens"]) < 0.8 * float(fixed["mean_tokens"])
     assert "ECE calibrated" in run.stdout
     m1 = cal.find("majority_vote", 1)
     assert m1 is not None and m1.fitted_on > 100 and 0.0 <= m1(0.5) <= 1.0
+
+
+def test_adaptive_rows_replay_the_rule_in_stored_order() -> None:
+    opts = SelectOptions(answer=AnswerSpec("number"))
+    gold = as_answer("7", "number")
+    same = [Candidate("It is 7.", 5, -0.5, 1.0) for _ in range(8)]
+    t = adaptive_trial("majority_vote", "beta", same, opts, gold)
+    assert t.samples == 4 and t.correct and t.tokens == 20  # one wave of 4 settles it
+    split = [Candidate(f"It is {v}.", 5, -0.5, 1.0) for v in (7, 8, 7, 8, 7, 8, 7, 8)]
+    t = adaptive_trial("majority_vote", "beta", split, opts, gold)
+    assert t.samples == 8 and t.tokens == 40  # never settles: the whole pool
+    t = adaptive_trial("majority_vote", "window", same[:1] + split[1:], opts, gold)
+    assert t.samples == 8

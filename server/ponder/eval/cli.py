@@ -49,6 +49,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="model (in process: GGUF path; with --url: model name)")
     p.add_argument("--out", type=Path, default=Path("eval-out"))
     p.add_argument(
+        "--adaptive",
+        default="",
+        help="adaptive stopping rules to add as rows (beta,window): each selection strategy "
+        "under the largest budget, replayed on the stored samples in order",
+    )
+    p.add_argument(
         "--calibrate",
         action="store_true",
         help="fit confidence maps on half the problems, report ECE on the other half, and "
@@ -66,6 +72,10 @@ def run_eval(args: argparse.Namespace) -> int:
         console.print(f"[red]unknown strategies:[/red] {', '.join(unknown)} (known: {ALL})")
         return 2
     budgets = sorted({int(x) for x in args.samples.split(",") if x.strip()})
+    bad = [m for m in args.adaptive.split(",") if m.strip() and m.strip() not in ("beta", "window")]
+    if bad:
+        console.print(f"[red]unknown adaptive rule(s):[/red] {', '.join(bad)} (beta, window)")
+        return 2
     if not budgets or budgets[0] < 1:
         console.print("[red]--samples needs positive budgets[/red]")
         return 2
@@ -137,12 +147,16 @@ def _report(
     console: Console,
     started: float,
 ) -> int:
-    trials = {r.id: evaluate(r, strategies, budgets, args.subsets, args.seed) for r in records}
+    methods = [m.strip() for m in args.adaptive.split(",") if m.strip()]
+    trials = {
+        r.id: evaluate(r, strategies, budgets, args.subsets, args.seed, methods) for r in records
+    }
     rows = summarize(trials, args.seed, args.subsets)
     files = write_outputs(args.out, records, rows, trials)
     table = Table(
         "strategy",
         "N",
+        "samples",
         "subsets",
         "accuracy",
         "95% CI",
@@ -155,6 +169,7 @@ def _report(
         table.add_row(
             r.strategy,
             str(r.n),
+            f"{r.mean_samples:.1f}",
             str(r.subsets),
             f"{r.accuracy:.3f}",
             f"[{r.ci_low:.3f}, {r.ci_high:.3f}]",

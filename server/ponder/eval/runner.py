@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import dataclasses
 import json
 import math
 from collections import defaultdict
@@ -23,7 +24,9 @@ import numpy as np
 
 from ..answers import Answer, AnswerSpec, as_answer, equivalent
 from ..calibration import Calibration, fit
-from ..strategies import REGISTRY, SelectOptions
+from ..strategies import REGISTRY, AdaptiveOptions, SelectOptions
+from ..strategies.adaptive import settled
+from ..strategies.base import extract_all
 from ..types import Sample
 from .datasets import Problem, ReplayProblem
 from .metrics import bootstrap_ci, brier, ece, reliability
@@ -57,6 +60,8 @@ class Trial:
     tokens: float
     answer: str | None = None
     """The chosen answer as extracted (None: no sample had one), for auditing the grader."""
+    samples: int = 0
+    """Samples used, when an adaptive rule stopped early (0: the budget's own N)."""
 
 
 def to_samples(cands: Sequence[Candidate]) -> list[Sample]:
@@ -103,6 +108,26 @@ def replay_fields(strategy: str) -> list[str]:
     return [_CANDIDATE_FIELD[s] for s in sorted(stats) if s in _CANDIDATE_FIELD]
 
 
+def adaptive_trial(
+    strategy: str,
+    method: str,
+    pool: Sequence[Candidate],
+    options: SelectOptions,
+    gold: Answer | None,
+) -> Trial:
+    """The adaptive rule replayed on stored samples in their stored order: waves of 4 until
+    `settled` or the pool's end, then the strategy on the samples used."""
+    rule = AdaptiveOptions(method)  # type: ignore[arg-type]
+    answers = extract_all(to_samples(pool), options.answer)
+    used = len(pool)
+    for k in range(rule.wave, len(pool) + rule.wave, rule.wave):
+        if settled(answers[:k], rule):
+            used = min(k, len(pool))
+            break
+    trial = judge(strategy, pool[:used], options, gold)
+    return dataclasses.replace(trial, samples=used)
+
+
 def subsets(n_total: int, n: int, count: int, rng: np.random.Generator) -> list[list[int]]:
     """`count` random size-n subsets (sorted indices); the whole set once when n >= n_total."""
     if n >= n_total:
@@ -111,9 +136,16 @@ def subsets(n_total: int, n: int, count: int, rng: np.random.Generator) -> list[
 
 
 def evaluate(
-    record: ProblemRecord, strategies: Sequence[str], budgets: Sequence[int], count: int, seed: int
+    record: ProblemRecord,
+    strategies: Sequence[str],
+    budgets: Sequence[int],
+    count: int,
+    seed: int,
+    adaptive: Sequence[str] = (),
 ) -> dict[str, dict[int, list[Trial]]]:
-    """Every strategy at every budget on this problem's stored candidates."""
+    """Every strategy at every budget on this problem's stored candidates; with `adaptive`
+    methods, also each selection strategy with that stopping rule under the largest budget
+    (rows named `strategy+method`)."""
     options = SelectOptions(answer=AnswerSpec(record.format))  # type: ignore[arg-type]
     gold = as_answer(record.gold, record.format)
     record.gold_parsed = gold.text if gold is not None else None
@@ -132,6 +164,12 @@ def evaluate(
                 for idx in subsets(len(pool), n, count, rng)
             ]
         out[strategy] = per
+        if REGISTRY[strategy].kind == "select" and budgets and budgets[-1] <= len(pool):
+            for method in adaptive:
+                top = budgets[-1]
+                out[f"{strategy}+{method}"] = {
+                    top: [adaptive_trial(strategy, method, pool[:top], options, gold)]
+                }
     record.results = {
         s: {
             n: {
@@ -167,6 +205,8 @@ class SummaryRow:
     mean_tokens: float
     ece: float
     brier: float
+    mean_samples: float
+    """Samples used per decision (below N for adaptive rows that stopped early)."""
 
 
 def summarize(
@@ -198,6 +238,7 @@ def summarize(
                 float(np.mean([t.tokens for t in flat])),
                 ece(conf, corr),
                 brier(conf, corr),
+                float(np.mean([t.samples or n for t in flat])),
             )
         )
     return rows
