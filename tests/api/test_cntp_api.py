@@ -103,3 +103,19 @@ def test_cntp_bad_options(client: openai.OpenAI) -> None:
             model="smollm2+cntp", messages=Q, extra_body={"ponder": {"cntp": {"max_trials": 0}}}
         )
     assert err.value.body["param"] == "ponder.cntp.max_trials"
+
+
+@pytest.mark.parametrize("samples", [1, 3])
+def test_cntp_timing_is_wall_clock(client: openai.OpenAI, samples: int) -> None:
+    """queue + generate + select never exceed the request's wall time (they summed the
+    decodes' own times: a median of 116 s for 15 s of wall time with CNTP + vote)."""
+    import time
+
+    t0 = time.perf_counter()
+    r = client.chat.completions.create(
+        model=f"smollm2+cntp@{samples}", messages=Q, max_tokens=24, seed=4
+    )
+    wall = time.perf_counter() - t0
+    timing = r.model_extra["ponder"]["timing"]
+    spent = timing["queue_s"] + timing["generate_s"] + timing["select_s"]
+    assert timing["generate_s"] > 0 and spent <= wall

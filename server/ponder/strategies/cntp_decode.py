@@ -318,6 +318,7 @@ class Cntp:
 
     async def run(self, job: Job, engine: Engine, hooks: Hooks) -> Decided:
         opts = job.options
+        started = time.perf_counter()
         results = await cntp_run(
             engine,
             job.prompt_ids,
@@ -328,11 +329,15 @@ class Cntp:
             hooks.on_text,
         )
         samples = [r.sample for r in results]
+        # Wall clock, each second counted once: the wait for the engine's session (on the
+        # first decode's result), then everything after it. Summing the decodes' own times
+        # counted lockstep decodes N times and the session wait twice.
+        queue_s = results[0].queue_s
         gen = Generation(
             samples=samples,
             prompt_tokens=results[0].prompt_tokens,
-            queue_s=sum(r.queue_s for r in results),
-            generate_s=sum(r.generate_s for r in results),
+            queue_s=queue_s,
+            generate_s=max(time.perf_counter() - started - queue_s, 0.0),
             unused_tokens=sum(r.unused_tokens for r in results),
             exact=all(r.exact for r in results),
         )
