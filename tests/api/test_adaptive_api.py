@@ -95,3 +95,15 @@ def test_bad_adaptive_requests_are_400(server: Server, ponder: dict, param: str 
     r = httpx.post(f"{server.base_url}/v1/chat/completions", json=body, timeout=60)
     assert r.status_code == 400, r.text
     assert param is None or r.json()["error"]["param"] == param
+
+
+def test_the_other_methods_parameter_is_refused_not_ignored(server: Server) -> None:
+    for adaptive in ({"method": "beta", "window": 3}, {"method": "window", "threshold": 0.9}):
+        body = {
+            "model": "smollm2",
+            "messages": EASY,
+            "max_tokens": 4,
+            "ponder": {"strategy": "majority_vote", "samples": 8, "adaptive": adaptive},
+        }
+        r = httpx.post(f"{server.base_url}/v1/chat/completions", json=body, timeout=60)
+        assert r.status_code == 400 and "does not apply" in r.json()["error"]["message"]

@@ -164,3 +164,9 @@ def test_prompt_shapes_and_their_messages(server: Server) -> None:
         json={**ok, "prompt": "Hi", "ponder": {"strategy": "majority_vote", "answer": "number"}},
     )
     assert r.status_code == 400 and '{"format": "number"}' in r.json()["error"]["message"]
+
+
+def test_add_special_tokens_with_messages_is_refused(server: Server) -> None:
+    body = {"messages": Q, "add_special_tokens": True}
+    r = httpx.post(f"{server.base_url}/tokenize", json=body)
+    assert r.status_code == 400 and "add_special_tokens" in r.json()["error"]["message"]

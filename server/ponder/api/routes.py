@@ -209,7 +209,8 @@ async def tokenize(
             code="prompt_too_long",
         )
     if body.prompt is not None:
-        ids = await asyncio.to_thread(engine.tokenize, body.prompt, body.add_special_tokens)
+        add = True if body.add_special_tokens is None else body.add_special_tokens
+        ids = await asyncio.to_thread(engine.tokenize, body.prompt, add)
     else:
         chat = ChatCompletionRequest(model=engine.model_name, messages=body.messages or [])
         check_bounds(chat, settings)
@@ -239,12 +240,18 @@ async def detokenize(
             param="tokens",
             code="prompt_too_long",
         )
-    if any(t < 0 or t >= engine.n_vocab for t in body.tokens):
-        raise ApiError(
-            400, f"token ids must be in [0, {engine.n_vocab})", param="tokens", code="invalid_value"
-        )
-    text = await asyncio.to_thread(engine.detokenize, list(body.tokens), True)
-    return {"prompt": text}
+
+    def checked_text(ids: list[int]) -> str:
+        if any(t < 0 or t >= engine.n_vocab for t in ids):
+            raise ApiError(
+                400,
+                f"token ids must be in [0, {engine.n_vocab})",
+                param="tokens",
+                code="invalid_value",
+            )
+        return engine.detokenize(ids, special=True)
+
+    return {"prompt": await asyncio.to_thread(checked_text, list(body.tokens))}
 
 
 @router.get("/tokenizer_info", responses={200: {"model": TokenizerInfo}, **_TOKEN_ERRORS})

@@ -48,6 +48,13 @@ class AdaptiveRequest(_Strict):
     window: int = Field(4, ge=2, le=64, description="window: the last w answers agree")
     wave: int = Field(4, ge=1, le=64, description="samples drawn per wave")
 
+    @model_validator(mode="after")
+    def _own_parameters(self) -> AdaptiveRequest:
+        other = {"beta": "window", "window": "threshold"}[self.method]
+        if other in self.model_fields_set:
+            raise ValueError(f"`{other}` does not apply to method '{self.method}'")
+        return self
+
 
 class PonderOptions(_Strict):
     """The request's `ponder` object."""
@@ -252,8 +259,8 @@ class TokenizeRequest(_Strict):
     model: str | None = Field(None, max_length=256)
     prompt: str | None = None
     messages: list[ChatMessage] | None = Field(None, min_length=1)
-    add_special_tokens: bool = Field(
-        True, description="`prompt` only: add the model's BOS where it wants one"
+    add_special_tokens: bool | None = Field(
+        None, description="`prompt` only (default true): add the model's BOS where it wants one"
     )
     add_generation_prompt: Literal[True] = Field(
         True, description="`messages` only: the assistant turn is always opened"
@@ -264,6 +271,10 @@ class TokenizeRequest(_Strict):
     def _one_input(self) -> TokenizeRequest:
         if (self.prompt is None) == (self.messages is None):
             raise ValueError("give exactly one of prompt or messages")
+        if self.messages is not None and self.add_special_tokens is not None:
+            raise ValueError(
+                "add_special_tokens applies to prompt; with messages the chat template decides"
+            )
         return self
 
 

@@ -92,6 +92,11 @@ class _Job:
     base: int
     scores: list[tuple[float, list[tuple[int, float]]]] | None = None
     """The prompt's scores (`params.prompt_logprobs`), filled by the prefill."""
+    max_stop: int = 0
+    """Length of the longest stop string (how far back a new token can complete one)."""
+
+    def __post_init__(self) -> None:
+        self.max_stop = max((len(x) for x in self.params.stop), default=0)
 
     def prompt_logprobs(self, text: Callable[[int], str]) -> PromptLogprobs | None:
         if self.scores is None:
@@ -203,6 +208,8 @@ class LlamaCppEngine:
         self._running = 0
         self.n_vocab = 0
         self._punct: frozenset[int] = frozenset()
+        self._is_eog: Any = None
+        self._vocab: Any = None
         self.n_ctx_train = 0
 
     # ---------------------------------------------------------------- lifecycle
@@ -249,6 +256,7 @@ class LlamaCppEngine:
         self._batch = internals.LlamaBatch(
             n_tokens=max(self.n_batch, n_seq), embd=0, n_seq_max=1, verbose=False
         )
+        self._is_eog, self._vocab = lib.llama_vocab_is_eog, model.vocab
         self._punct = punctuation_ids(
             lambda c: list(self._llama.tokenize(c.encode(), add_bos=False, special=False))
         )
@@ -677,7 +685,6 @@ class LlamaCppEngine:
     ) -> tuple[list[tuple[int, int, int]], list[int]]:
         """Sample one token for every live sequence (row r of `logits` is live[r]'s), job by
         job with its own parameters; the next decode's rows and the sequences still live."""
-        is_eog, vocab = self._lib.llama_vocab_is_eog, self._llama._model.vocab
         nxt: list[tuple[int, int, int]] = []
         still: list[int] = []
         for j, job in enumerate(jobs):
@@ -685,7 +692,6 @@ class LlamaCppEngine:
             if not idx:
                 continue
             params = job.params
-            max_stop = max((len(x) for x in params.stop), default=0)
             st = sample_rows(logits[idx], params, [seqs[live[r]].rng for r in idx])
             for q, r in enumerate(idx):
                 s = seqs[live[r]]
@@ -694,8 +700,8 @@ class LlamaCppEngine:
                 if params.stop_entropy is not None and ent >= params.stop_entropy:
                     s.finish, s.next_entropy = "entropy", ent  # stop before this token
                 else:
-                    eog = is_eog(vocab, int(st.token[q]))
-                    self._accept(s, st, q, params, max_stop, eog)
+                    eog = self._is_eog(self._vocab, int(st.token[q]))
+                    self._accept(s, st, q, params, job.max_stop, eog)
                 if on_delta is not None:
                     hold = 0 if s.finish else holdback(s.text, params.stop)
                     if len(s.text) - hold > s.emitted:

@@ -9,6 +9,7 @@ seeded seed + i, so an adaptive run's samples are the first samples of the fixed
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 from collections.abc import Sequence
@@ -64,10 +65,11 @@ async def draw(job: Job, engine: Engine, hooks: Hooks) -> tuple[Generation, str]
             wave = [dataclasses.replace(s, index=len(drawn) + i) for i, s in enumerate(gen.samples)]
             gens.append(gen)
             drawn += wave
-            answers += extract_all(wave, spec)
+            # grading (regexes, the symbolic worker) grows with the text: never on the loop
+            answers += await asyncio.to_thread(extract_all, wave, spec)
             if hooks.on_progress is not None:
                 hooks.on_progress(len(drawn), job.samples)
-            if settled(answers, opts):
+            if await asyncio.to_thread(settled, answers, opts):
                 stopped = "settled"
                 break
     if hooks.on_stop is not None:
