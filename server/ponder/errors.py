@@ -1,4 +1,4 @@
-"""The errors engines raise, in one module (the API maps them to HTTP in api/errors.py).
+"""The errors engines and strategies raise, in one module (api/errors.py maps them to HTTP).
 
 Ground floor: imports nothing of Ponder.
 """
@@ -24,6 +24,15 @@ class RequestTooLarge(EngineError):
 
 class UnsupportedRequest(EngineError):
     """The engine, as configured, cannot honour a request field; `param` names it (400)."""
+
+    def __init__(self, message: str, param: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+class InvalidRequest(Exception):
+    """A request's settings cannot run as given (a strategy's own check); `param` names the
+    field to change (400 invalid_value)."""
 
     def __init__(self, message: str, param: str) -> None:
         super().__init__(message)

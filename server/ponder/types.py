@@ -38,11 +38,31 @@ class SamplingParams:
     prompt_logprobs: int | None = None
     """Also score the prompt: each prompt token's raw logprob given the tokens before it, with
     the top-k alternatives for this k (0 = the token's own only). `Generation.prompt_logprobs`."""
+    confidence_top_k: int = 0
+    """Also record DeepConf's per-token confidence (`Sample.confidence`): minus the mean raw
+    logprob of the row's k most probable tokens, for this k (0 = not recorded)."""
+    stop_confidence: tuple[int, float] | None = None
+    """(window, threshold): finish a sample (finish_reason "confidence") as soon as the mean
+    confidence of its last `window` tokens falls below the threshold (DeepConf online; needs
+    `confidence_top_k`). The token that completes the failing window is kept."""
 
 
 APPROXIMATED = frozenset({"kl_uniform", "logprob_processed", "entropy_processed"})
 """Per-token stats an engine without exact stats approximates from top-k logprobs (then
 `Generation.exact` is false); the sampled token's raw `logprob` is always exact."""
+
+
+def confidence_stop(confidence: npt.ArrayLike, window: int, threshold: float) -> int | None:
+    """Where `SamplingParams.stop_confidence` stops a sample with these per-token confidences:
+    the number of tokens kept (the first full window whose mean is below the threshold ends
+    with the last kept token), or None when no window falls below it."""
+    c = np.asarray(confidence, dtype=np.float64)
+    if window <= 0 or c.size < window:
+        return None
+    sums = np.convolve(c, np.ones(window), mode="valid")  # sums[i] = c[i : i + window].sum()
+    low = np.nonzero(sums < threshold * window)[0]
+    return int(low[0]) + window if low.size else None
+
 
 PUNCTUATION = ".,\n?!:;)]}"
 """CNTP's trial boundaries (docs/strategies.md section 5)."""
@@ -67,10 +87,32 @@ class Sample:
     top_logprobs: list[list[tuple[str, float]]] | None = None
     tokens_text: list[str] = field(default_factory=list)
     next_entropy: float | None = None
+    confidence: FloatArray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
+    """DeepConf's per-token confidence (`SamplingParams.confidence_top_k`); empty when not asked."""
 
     @property
     def n_tokens(self) -> int:
         return len(self.token_ids)
+
+    def head(
+        self, j: int, finish_reason: str, text: str, next_entropy: float | None = None
+    ) -> Sample:
+        """The sample's first j tokens with their stats (a stop rule applied after the fact),
+        ending for `finish_reason`, with `text` as its text."""
+        return Sample(
+            index=self.index,
+            text=text,
+            token_ids=self.token_ids[:j],
+            finish_reason=finish_reason,
+            logprob=self.logprob[:j],
+            kl_uniform=self.kl_uniform[:j],
+            logprob_processed=self.logprob_processed[:j],
+            entropy_processed=self.entropy_processed[:j],
+            top_logprobs=self.top_logprobs[:j] if self.top_logprobs else self.top_logprobs,
+            tokens_text=self.tokens_text[:j],
+            next_entropy=next_entropy,
+            confidence=self.confidence[:j],
+        )
 
     @property
     def mean_logprob(self) -> float:
@@ -117,6 +159,12 @@ class Generation:
 ProgressCallback = Callable[[int, int], None]
 """Called from the engine as `(finished_samples, total_samples)`; must be thread-safe."""
 
+SampleCallback = Callable[["Sample"], bool]
+"""Called from the engine (its thread) with each sample as it finishes; returning True ends
+the call: samples still running stop where they are (finish_reason "cancelled"; their tokens
+were generated and stay in the returned samples). Engines that cannot stop a call midway do
+not call it (vLLM, upstream): the caller checks its rule on the returned samples as well."""
+
 
 @dataclass
 class StreamDelta:
@@ -131,7 +179,12 @@ class Sampler(Protocol):
     """Something that draws samples: an engine, or a session on one."""
 
     async def sample(
-        self, prompt_ids: list[int], params: SamplingParams, samples: int
+        self,
+        prompt_ids: list[int],
+        params: SamplingParams,
+        samples: int,
+        on_progress: ProgressCallback | None = None,
+        on_sample: SampleCallback | None = None,
     ) -> Generation: ...
 
 
@@ -183,6 +236,7 @@ class Engine(Protocol):
         params: SamplingParams,
         samples: int,
         on_progress: ProgressCallback | None = None,
+        on_sample: SampleCallback | None = None,
     ) -> Generation:
         """`samples` samples of the prompt, in one batch; sample i is seeded with seed + i."""
 

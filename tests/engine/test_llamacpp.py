@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ from scipy.special import logsumexp, softmax
 
 from ponder.engines.llamacpp import LlamaCppEngine, embedded_model_path
 from ponder.errors import RequestTooLarge
-from ponder.types import SamplingParams
+from ponder.types import Sample, SamplingParams, confidence_stop
 
 MESSAGES = [{"role": "user", "content": "Write one sentence about the sea."}]
 
@@ -77,7 +78,7 @@ def test_stats_agree_with_an_independent_recomputation(engine: LlamaCppEngine) -
     nats), so single tokens get that tolerance; the alignment check below is much tighter."""
     from llama_cpp import Llama
 
-    params = SamplingParams(max_tokens=16, temperature=0.7, seed=3)
+    params = SamplingParams(max_tokens=16, temperature=0.7, seed=3, confidence_top_k=20)
     prompt = engine.render_chat(MESSAGES)
     sample = asyncio.run(engine.sample(prompt, params, 1)).samples[0]
     llm = Llama(model_path=str(embedded_model_path()), n_ctx=512, logits_all=True, verbose=False)
@@ -96,6 +97,9 @@ def test_stats_agree_with_an_independent_recomputation(engine: LlamaCppEngine) -
     np.testing.assert_allclose(sample.kl_uniform, kl, rtol=0.05)
     np.testing.assert_allclose(sample.entropy_processed, ent, atol=0.3)
     np.testing.assert_allclose(sample.logprob_processed, lpp, atol=0.3)
+    conf = -(np.sort(z, axis=1)[:, -20:] - lse[:, None]).mean(axis=1)  # DeepConf, top 20
+    np.testing.assert_allclose(sample.confidence, conf, atol=0.3)
+    assert np.abs(sample.confidence - conf).mean() < 0.1
     assert np.abs(sample.logprob - lp).mean() < 0.1
     # Off by one position (the classic bug) is far outside that noise.
     shifted = rows[len(prompt) : len(prompt) + n - 1]
@@ -204,3 +208,51 @@ def test_raw_text_parses_special_tokens_chat_content_does_not(engine: LlamaCppEn
     assert engine.detokenize(raw, special=True) == "<|im_start|>user\nhi<|im_end|>\n"
     chat = engine.render_chat([{"role": "user", "content": "<|im_end|>"}])
     assert chat.count(engine._llama.token_eos()) == 2  # the system turn's and the user turn's
+
+
+def test_confidence_stop_rule_stops_where_the_window_falls_below(engine: LlamaCppEngine) -> None:
+    """DeepConf online's engine rule: the same seeded trace, drawn with a bar its own window
+    means cross, ends right at the first failing window (tokens never generated past it);
+    without `confidence_top_k` nothing is recorded."""
+    prompt = engine.render_chat(MESSAGES)
+    base = SamplingParams(max_tokens=40, temperature=0.7, seed=9, confidence_top_k=20)
+    full = asyncio.run(engine.sample(prompt, base, 1)).samples[0]
+    assert full.confidence.shape == (full.n_tokens,) and (full.confidence > 0).all()
+    window = 4
+    means = np.convolve(full.confidence, np.ones(window) / window, mode="valid")
+    bar = float(np.median(means))  # some window falls below it, not the first one necessarily
+    expect = confidence_stop(full.confidence, window, bar)
+    assert expect is not None and expect < full.n_tokens
+    stopped = dataclasses.replace(base, stop_confidence=(window, bar))
+    cut = asyncio.run(engine.sample(prompt, stopped, 1)).samples[0]
+    assert cut.finish_reason == "confidence" and cut.n_tokens == expect
+    assert cut.token_ids == full.token_ids[:expect]
+    plain = dataclasses.replace(base, confidence_top_k=0)
+    assert asyncio.run(engine.sample(prompt, plain, 1)).samples[0].confidence.size == 0
+
+
+def test_a_call_stops_when_on_sample_says_enough(engine: LlamaCppEngine) -> None:
+    """Adaptive stopping's hook: the engine shows each sample as it finishes; once the hook
+    says enough, the samples still running stop where they are ("cancelled"), shorter than
+    they would have been, and the engine is free for the next call."""
+    prompt = engine.render_chat(MESSAGES)
+    params = SamplingParams(max_tokens=64, temperature=1.0, seed=4)
+    full = asyncio.run(engine.sample(prompt, params, 6))
+    seen: list[int] = []
+
+    def first(s: Sample) -> bool:
+        seen.append(s.index)
+        return True
+
+    cut = asyncio.run(engine.sample(prompt, params, 6, on_sample=first))
+    shortest = min(range(6), key=lambda i: full.samples[i].n_tokens)
+    done = [s for s in cut.samples if s.finish_reason != "cancelled"]
+    assert seen and {s.index for s in done} == set(seen)
+    assert cut.samples[shortest].token_ids == full.samples[shortest].token_ids
+    for s in cut.samples:
+        if s.finish_reason == "cancelled":
+            whole = full.samples[s.index]
+            assert s.n_tokens < whole.n_tokens and s.token_ids == whole.token_ids[: s.n_tokens]
+    assert sum(s.n_tokens for s in cut.samples) < sum(s.n_tokens for s in full.samples)
+    again = asyncio.run(engine.sample(prompt, params, 6))  # nothing left behind in the cache
+    assert [s.token_ids for s in again.samples] == [s.token_ids for s in full.samples]

@@ -591,3 +591,20 @@ def test_vllms_own_loaders_accept_the_processor_on_both_runners() -> None:
     assert [c.__name__ for c in loader._load_v2_logitsprocs_by_fqcns([fqcn])] == [
         "PonderStatsProcessor"
     ]
+
+
+def test_deepconf_confidence_from_vllms_own_top_k() -> None:
+    """DeepConf on vLLM: `logprobs=k` asked even with exact stats, and each token's
+    confidence is minus the mean of its k best raw logprobs (vLLM's extra entry for a sampled
+    token outside the top k does not count)."""
+    p = SamplingParams(confidence_top_k=5)
+    assert sampling_kwargs(p, 1, stats_key="k")["logprobs"] == 5
+    assert sampling_kwargs(SamplingParams(), 1, stats_key="k")["logprobs"] == 0
+    one = SamplingParams(confidence_top_k=1)
+    s, _ = to_sample(_out([5, 6], [-0.2, -0.1]), 0, one, 1000, None, piece)
+    assert s.confidence == pytest.approx([0.2, 0.1])
+    two = SamplingParams(confidence_top_k=2)
+    s, _ = to_sample(_out([5, 6], [-0.2, -0.1]), 0, two, 1000, None, piece)
+    assert s.confidence == pytest.approx([(0.2 + 9.0) / 2, (0.1 + 9.0) / 2])
+    s, _ = to_sample(_out([5, 6], [-0.2, -0.1]), 0, SamplingParams(), 1000, None, piece)
+    assert s.confidence.size == 0

@@ -139,6 +139,26 @@ def test_long_prompt_with_seed_and_many_samples(client: openai.OpenAI) -> None:
 # ---------------------------------------------------------------- in process
 
 
+def test_deepconf_online_stops_traces_on_vllm(client: openai.OpenAI) -> None:
+    """The confidence stop rule on vLLM (16-token chunks, cut client-side): a stopped trace
+    ends on its first window below the bar, and only what was kept or cut counts."""
+    dc = {"mode": "online", "warmup": 2, "window": 2, "keep": 0.5}
+    out = ask(client, "deepconf", ponder={"samples": 6, "deepconf": dc})
+    p = out["ponder"]
+    note = p["notes"]["deepconf"]
+    assert p["exact"] is True and p["generated"] == 6
+    stopped = [c for c in p["candidates"] if c["finish_reason"] == "confidence"]
+    assert stopped and note["stopped"] == len(stopped)
+    for c in stopped:
+        conf = np.asarray(c["token_confidence"])
+        assert c["index"] >= 2 and conf.size == c["tokens"]
+        assert conf[-2:].mean() < note["threshold"]
+        if conf.size > 2:  # every earlier full window was at or above the bar
+            earlier = np.convolve(conf[:-1], np.ones(2) / 2, mode="valid")
+            assert (earlier >= note["threshold"] - 1e-4).all()
+    assert out["usage"]["completion_tokens"] >= sum(c["tokens"] for c in p["candidates"])
+
+
 @pytest.fixture(scope="module")
 def engine(model_dir: Path, server: Server) -> Iterator[object]:
     """A VllmEngine in this process (after the server module's tests, which share the CPU)."""
@@ -187,7 +207,8 @@ def reference(model_dir: Path):  # type: ignore[no-untyped-def]
 def _check_against_reference(engine: object, reference, prompt: list[int], t: float) -> None:  # type: ignore[no-untyped-def]
     from scipy.special import log_softmax, logsumexp
 
-    gen = run(engine, engine.sample(prompt, SamplingParams(max_tokens=12, temperature=t), 3))  # type: ignore[attr-defined]
+    params = SamplingParams(max_tokens=12, temperature=t, confidence_top_k=20)
+    gen = run(engine, engine.sample(prompt, params, 3))  # type: ignore[attr-defined]
     assert gen.exact  # type: ignore[attr-defined]
     for s in gen.samples:  # type: ignore[attr-defined]
         ids = prompt + s.token_ids
@@ -202,6 +223,8 @@ def _check_against_reference(engine: object, reference, prompt: list[int], t: fl
         np.testing.assert_allclose(s.logprob, lp, atol=2e-2)
         np.testing.assert_allclose(s.entropy_processed, ent, atol=2e-2)
         np.testing.assert_allclose(s.logprob_processed, lpp, atol=2e-2)
+        top = np.sort(log_softmax(z, axis=1), axis=1)[:, -20:]  # DeepConf: vLLM's own top 20
+        np.testing.assert_allclose(s.confidence, -top.mean(axis=1), atol=2e-2)
 
 
 def test_per_token_stats_match_transformers(engine: object, reference) -> None:  # type: ignore[no-untyped-def]

@@ -62,6 +62,7 @@ PONDER_OPTIONS = (
     "self_certainty",
     "rpc",
     "cntp",
+    "deepconf",
     "adaptive",
 )
 """Keyword arguments that go into the request's `ponder` object; all others are OpenAI's."""

@@ -27,6 +27,10 @@ class Candidate(_Model):
     mean_logprob: float | None = None
     self_certainty: float | None = None
     pruned: bool = False
+    trace_confidence: float | None = None
+    """DeepConf: the trace's lowest sliding-window mean confidence."""
+    token_confidence: list[float] | None = None
+    """DeepConf: each token's confidence (minus the mean of its top-k logprobs)."""
 
 
 class Timing(_Model):

@@ -12,7 +12,14 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..answers import AnswerPatternError
-from ..errors import EngineError, EngineNotReady, RequestTooLarge, UnsupportedRequest, UpstreamError
+from ..errors import (
+    EngineError,
+    EngineNotReady,
+    InvalidRequest,
+    RequestTooLarge,
+    UnsupportedRequest,
+    UpstreamError,
+)
 
 log = logging.getLogger("ponder.api")
 
@@ -71,6 +78,8 @@ def to_api_error(exc: BaseException) -> ApiError:
         return ApiError(400, str(exc), param=exc.param, code="context_length_exceeded")
     if isinstance(exc, UnsupportedRequest):
         return ApiError(400, str(exc), param=exc.param, code="unsupported_parameter")
+    if isinstance(exc, InvalidRequest):
+        return ApiError(400, str(exc), param=exc.param, code="invalid_value")
     if isinstance(exc, UpstreamError):
         code = "upstream_timeout" if exc.status == 504 else "upstream_error"
         return ApiError(exc.status, str(exc), code=code)
@@ -149,6 +158,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, on_api_error)
     app.add_exception_handler(EngineError, on_api_error)
     app.add_exception_handler(AnswerPatternError, on_api_error)
+    app.add_exception_handler(InvalidRequest, on_api_error)
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(Exception, on_api_error)

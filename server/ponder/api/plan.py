@@ -14,6 +14,7 @@ from ..strategies import (
     STRATEGIES,
     AdaptiveOptions,
     CntpOptions,
+    DeepConfOptions,
     Job,
     RpcOptions,
     SelectOptions,
@@ -300,6 +301,7 @@ def check_request(
     samples, notes = _samples(req, settings, strategy, alias_samples)
     options = _options(req)
     _check_adaptive(options, strategy, samples)
+    _check_options(req, options, strategy, samples)
     max_tokens = _max_tokens(req)
     if max_tokens is not None:
         _check_budget(settings, samples, max_tokens)
@@ -408,20 +410,23 @@ def _options(req: ChatCompletionRequest | CompletionRequest) -> SelectOptions:
             entropy_low=ponder.cntp.entropy_low,
             entropy_high=ponder.cntp.entropy_high,
         ),
+        deepconf=DeepConfOptions(**ponder.deepconf.model_dump())
+        if ponder.deepconf
+        else DeepConfOptions(),
         adaptive=AdaptiveOptions(**ponder.adaptive.model_dump()) if ponder.adaptive else None,
     )
 
 
 def _check_adaptive(options: SelectOptions, strategy: Strategy, samples: int) -> None:
-    """Adaptive stopping needs a voting strategy that draws its samples itself in one call
-    (kind "select") and room for a window."""
+    """Adaptive stopping needs a voting strategy (selection, or CNTP + vote) and room for a
+    window."""
     adaptive = options.adaptive
     if adaptive is None:
         return
-    if strategy.kind != "select":
+    if strategy.kind == "plain":
         raise ApiError(
             400,
-            f"ponder.adaptive applies to the selection strategies; '{strategy.name}' is not one",
+            f"ponder.adaptive applies to the voting strategies; '{strategy.name}' is not one",
             param="ponder.adaptive",
             code="unsupported_parameter",
         )
@@ -433,6 +438,27 @@ def _check_adaptive(options: SelectOptions, strategy: Strategy, samples: int) ->
             param="ponder.adaptive.window",
             code="invalid_value",
         )
+
+
+def _check_options(
+    req: ChatCompletionRequest | CompletionRequest,
+    options: SelectOptions,
+    strategy: Strategy,
+    samples: int,
+) -> None:
+    """A strategy's own options block (`ponder.rpc`, `ponder.cntp`, ...) given with another
+    strategy is refused, not ignored; then the strategy checks its settings."""
+    owners = {s.options_key: s.name for s in REGISTRY.values() if s.options_key}
+    given = req.ponder.model_fields_set if req.ponder is not None else set()
+    for key, owner in owners.items():
+        if key in given and key != strategy.options_key:
+            raise ApiError(
+                400,
+                f"ponder.{key} applies to strategy '{owner}', not '{strategy.name}'",
+                param=f"ponder.{key}",
+                code="unsupported_parameter",
+            )
+    strategy.check(options, samples)
 
 
 def _max_tokens(req: ChatCompletionRequest | CompletionRequest) -> int | None:

@@ -194,6 +194,8 @@ def candidate(out: Outcome, s: Sample) -> dict[str, Any]:
     }
     for name, values in d.scores.items():
         entry[name] = values[s.index]
+    if s.confidence.size:  # DeepConf's per-token confidence, when the strategy asked for it
+        entry["token_confidence"] = [round(float(c), 4) for c in s.confidence]
     return entry
 
 

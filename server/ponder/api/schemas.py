@@ -40,6 +40,22 @@ class CntpRequest(_Strict):
         return self
 
 
+class DeepConfRequest(_Strict):
+    """`ponder.deepconf`: confidence-filtered, confidence-weighted voting (strategy deepconf)."""
+
+    mode: Literal["offline", "online"] = "offline"
+    top_k: int = Field(20, ge=1, le=20, description="logprobs per token in its confidence")
+    window: int = Field(2048, ge=1, le=131072, description="tokens per sliding window")
+    keep: float = Field(0.9, gt=0.0, le=1.0, description="eta: the share of traces kept")
+    warmup: int = Field(16, ge=1, le=1024, description="online: traces that set the bar")
+
+    @model_validator(mode="after")
+    def _own_parameters(self) -> DeepConfRequest:
+        if self.mode == "offline" and "warmup" in self.model_fields_set:
+            raise ValueError("`warmup` applies to mode 'online' only")
+        return self
+
+
 class AdaptiveRequest(_Strict):
     """`ponder.adaptive`: stop sampling once the answer is settled (`samples` is the ceiling)."""
 
@@ -66,6 +82,7 @@ class PonderOptions(_Strict):
     self_certainty: SelfCertaintyRequest = Field(default_factory=SelfCertaintyRequest)
     rpc: RpcRequest = Field(default_factory=RpcRequest)
     cntp: CntpRequest = Field(default_factory=CntpRequest)
+    deepconf: DeepConfRequest | None = None
     adaptive: AdaptiveRequest | None = None
 
 

@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
 
 from ..types import PUNCTUATION
 
@@ -55,3 +59,19 @@ def ends_trial(piece: str) -> bool:
     """The text form of the same rule, for engines that see token texts but not ids (the
     upstream engine): the token's text is exactly one of the ten marks."""
     return len(piece) == 1 and piece in PUNCTUATION
+
+
+def confidence_from_top(
+    positions: Sequence[Mapping[Any, float]], k: int
+) -> tuple[npt.NDArray[np.float32], bool]:
+    """DeepConf's per-token confidence from per-position top logprobs (vLLM's `logprobs=k`,
+    an OpenAI upstream's `top_logprobs`): minus the mean of each position's k best raw
+    logprobs. A position may also hold the sampled token outside the top k (vLLM adds it), so
+    only the k best count. The flag is false when some position had fewer than k."""
+    out = np.empty(len(positions), dtype=np.float32)
+    full = True
+    for i, p in enumerate(positions):
+        best = sorted(p.values(), reverse=True)[:k]
+        full &= len(best) >= k
+        out[i] = max(-float(np.mean(best)), 0.0) if best else 0.0
+    return out, full

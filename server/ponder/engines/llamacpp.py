@@ -34,12 +34,13 @@ from ..types import (
     ProgressCallback,
     PromptLogprobs,
     Sample,
+    SampleCallback,
     Sampler,
     SamplingParams,
     StreamDelta,
 )
 from .base import punctuation_ids, render_plain_content
-from .stats import RowStats, sample_rows, score_rows, top_logprobs
+from .stats import RowStats, sample_rows, score_rows, token_confidence, top_logprobs
 
 log = logging.getLogger("ponder.engine")
 
@@ -113,6 +114,8 @@ class _Seq:
     """Bookkeeping of one sequence being decoded."""
 
     __slots__ = (
+        "conf",
+        "conf_window",
         "decoder",
         "emitted",
         "ent",
@@ -139,6 +142,8 @@ class _Seq:
         self.kl: list[float] = []
         self.lpp: list[float] = []
         self.ent: list[float] = []
+        self.conf: list[float] = []
+        self.conf_window = 0.0
         self.top: list[list[tuple[str, float]]] = []
         self.pieces: list[str] = []
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -168,6 +173,7 @@ class _Seq:
             top_logprobs=self.top if with_top else None,
             tokens_text=self.pieces,
             next_entropy=self.next_entropy,
+            confidence=np.asarray(self.conf, dtype=np.float32),
         )
 
 
@@ -452,12 +458,20 @@ class LlamaCppEngine:
         params: SamplingParams,
         samples: int,
         on_progress: ProgressCallback | None = None,
+        on_sample: SampleCallback | None = None,
     ) -> Generation:
         self._require_ready()
         submitted = time.perf_counter()
         async with self._admitted():
             return await self._run(
-                self._generate, prompt_ids, params, samples, on_progress, None, submitted
+                self._generate,
+                prompt_ids,
+                params,
+                samples,
+                on_progress,
+                None,
+                submitted,
+                on_sample=on_sample,
             )
 
     @contextlib.asynccontextmanager
@@ -608,10 +622,13 @@ class LlamaCppEngine:
         submitted: float,
         cancel: threading.Event,
         reuse: bool = False,
+        on_sample: SampleCallback | None = None,
     ) -> Generation:
         job = _Job(prompt_ids, params, samples, 0)
         block = self.max_samples  # one job: every sequence's cached state is a candidate
-        return self._generate_jobs([job], block, on_progress, on_delta, submitted, cancel, reuse)[0]
+        return self._generate_jobs(
+            [job], block, on_progress, on_delta, submitted, cancel, reuse, on_sample
+        )[0]
 
     def _generate_jobs(
         self,
@@ -622,10 +639,12 @@ class LlamaCppEngine:
         submitted: float,
         cancel: threading.Event,
         reuse: bool = False,
+        on_sample: SampleCallback | None = None,
     ) -> list[Generation]:
         """Decode every job's samples in one batch loop. Job j's samples live on sequences
         base_j .. base_j + samples_j - 1 of its block [base_j, base_j + block_size); with
-        `reuse` each block starts from the state the previous call left in it."""
+        `reuse` each block starts from the state the previous call left in it. `on_sample`
+        sees each finished sample and may end the call (the others stop as "cancelled")."""
         started = time.perf_counter()
         self._check_jobs(jobs, block_size)
         if not reuse:
@@ -634,13 +653,27 @@ class LlamaCppEngine:
         seqs, logits = self._start(jobs, block_size, cancel)
         live = list(range(len(seqs)))
         finished = 0
+        enough = False
         while live and not cancel.is_set():
             rows, still = self._step(jobs, seqs, live, logits, on_delta)
             if on_progress is not None:
                 for _ in range(len(live) - len(still)):
                     finished += 1
                     on_progress(finished, len(seqs))
+            if on_sample is not None:
+                done = [seqs[k] for k in live if k not in set(still)]
+                enough = any(
+                    [
+                        on_sample(s.to_sample(s.index, jobs[s.job].params.top_logprobs > 0))
+                        for s in done
+                    ]
+                )
             live = still
+            if enough:
+                for k in live:  # their last sampled token was never decoded
+                    seqs[k].finish = "cancelled"
+                    seqs[k].text += seqs[k].decoder.decode(b"", final=True)
+                break
             if live and not cancel.is_set():
                 logits = self._decode(rows)
         if not cancel.is_set():
@@ -693,6 +726,11 @@ class LlamaCppEngine:
                 continue
             params = job.params
             st = sample_rows(logits[idx], params, [seqs[live[r]].rng for r in idx])
+            conf = (
+                token_confidence(logits[idx], st.lse, params.confidence_top_k)
+                if params.confidence_top_k > 0
+                else None
+            )
             for q, r in enumerate(idx):
                 s = seqs[live[r]]
                 s.row = logits[r]
@@ -702,6 +740,8 @@ class LlamaCppEngine:
                 else:
                     eog = self._is_eog(self._vocab, int(st.token[q]))
                     self._accept(s, st, q, params, job.max_stop, eog)
+                    if conf is not None:
+                        _confident(s, float(conf[q]), params)
                 if on_delta is not None:
                     hold = 0 if s.finish else holdback(s.text, params.stop)
                     if len(s.text) - hold > s.emitted:
@@ -766,6 +806,21 @@ class LlamaCppEngine:
             s.finish = "length"
 
 
+def _confident(s: _Seq, c: float, params: SamplingParams) -> None:
+    """Record a token's DeepConf confidence; finish the sequence when the mean of its last
+    `window` confidences falls below the threshold (`SamplingParams.stop_confidence`)."""
+    s.conf.append(c)
+    if params.stop_confidence is None:
+        return
+    window, threshold = params.stop_confidence
+    s.conf_window += c
+    if len(s.conf) > window:
+        s.conf_window -= s.conf[-window - 1]
+    if s.finish is None and len(s.conf) >= window and s.conf_window < threshold * window:
+        s.text += s.decoder.decode(b"", final=True)
+        s.finish = "confidence"
+
+
 class _Session:
     """Calls inside `LlamaCppEngine.session()`; the first one starts from a clean cache."""
 
@@ -774,13 +829,26 @@ class _Session:
         self._calls = 0
 
     async def sample(
-        self, prompt_ids: list[int], params: SamplingParams, samples: int
+        self,
+        prompt_ids: list[int],
+        params: SamplingParams,
+        samples: int,
+        on_progress: ProgressCallback | None = None,
+        on_sample: SampleCallback | None = None,
     ) -> Generation:
         reuse = self._calls > 0
         self._calls += 1
         eng = self._engine
         return await eng._run(
-            eng._generate, prompt_ids, params, samples, None, None, time.perf_counter(), reuse=reuse
+            eng._generate,
+            prompt_ids,
+            params,
+            samples,
+            on_progress,
+            None,
+            time.perf_counter(),
+            reuse=reuse,
+            on_sample=on_sample,
         )
 
     async def sample_many(

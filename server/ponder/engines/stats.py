@@ -151,6 +151,17 @@ def sample_rows(
     return RowStats(tokens, lse, np.minimum(logprob, 0.0), kl, lp_proc, ent)
 
 
+def token_confidence(
+    logits: npt.NDArray[np.float32], lse: npt.NDArray[np.float32], k: int
+) -> npt.NDArray[np.float32]:
+    """DeepConf's token confidence per row: minus the mean raw logprob of the row's k most
+    probable tokens (Fu et al. 2025; docs/strategies.md section 6)."""
+    k = min(k, logits.shape[1])
+    top = np.partition(logits, logits.shape[1] - k, axis=1)[:, -k:]
+    mean = top.mean(axis=1, dtype=np.float64) - lse
+    return np.maximum(-mean, 0.0).astype(np.float32)
+
+
 def top_logprobs(row: npt.NDArray[np.float32], lse: float, k: int) -> list[tuple[int, float]]:
     """The k most probable tokens of a raw row with their raw logprobs, best first."""
     k = min(k, row.size)

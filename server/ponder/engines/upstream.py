@@ -30,8 +30,17 @@ import httpx
 import numpy as np
 
 from ..errors import EngineError, UnsupportedRequest, UpstreamError
-from ..types import Generation, ProgressCallback, Sample, Sampler, SamplingParams, StreamDelta
+from ..types import (
+    Generation,
+    ProgressCallback,
+    Sample,
+    SampleCallback,
+    Sampler,
+    SamplingParams,
+    StreamDelta,
+)
 from . import chunked
+from .base import confidence_from_top
 from .vllm_stats import approximate
 
 log = logging.getLogger("ponder.engine")
@@ -126,12 +135,17 @@ def to_sample(
     vocab: int,
     temperature: float,
     texts: TokenTexts | None = None,
+    confidence_k: int = 0,
 ) -> Sample:
-    """A Ponder Sample from one OpenAI choice with logprobs (stats approximated)."""
+    """A Ponder Sample from one OpenAI choice with logprobs (stats approximated; DeepConf's
+    confidence, when asked, from the same top logprobs)."""
     tokens, lps, tops = _choice_tokens(choice, chat)
     if not (len(tokens) == len(lps) == len(tops)):
         raise UpstreamError("the upstream returned inconsistent logprobs")
     per = approximate(tops, tokens, vocab, temperature)  # type: ignore[arg-type]
+    confidence = np.zeros(0, dtype=np.float32)
+    if confidence_k > 0:
+        confidence, _ = confidence_from_top(tops, confidence_k)
     text = (choice.get("message") or {}).get("content") if chat else choice.get("text")
     return Sample(
         index=index,
@@ -144,6 +158,7 @@ def to_sample(
         entropy_processed=per["entropy_processed"],
         top_logprobs=[sorted(t.items(), key=lambda x: -x[1]) for t in tops],
         tokens_text=tokens,
+        confidence=confidence,
     )
 
 
@@ -319,10 +334,18 @@ class UpstreamEngine:
         params: SamplingParams,
         samples: int,
         on_progress: ProgressCallback | None = None,
+        on_sample: SampleCallback | None = None,
     ) -> Generation:
+        # on_sample is not called: a call cannot be cut short here (types.SampleCallback)
         prompt = self._own(prompt_ids, params)
+        if params.confidence_top_k > self.top_logprobs:
+            raise UnsupportedRequest(
+                f"this upstream is asked for its top {self.top_logprobs} logprobs only "
+                f"(PONDER_UPSTREAM_TOP_LOGPROBS); DeepConf's top_k must not exceed that",
+                "ponder.deepconf.top_k",
+            )
         started = time.perf_counter()
-        if params.stop_entropy is not None or params.punct_stop:
+        if params.stop_entropy is not None or params.punct_stop or params.stop_confidence:
             gen = await chunked.generate(
                 lambda ids, p: self.sample(ids, p, 1), self.detokenize, prompt_ids, params, samples
             )
@@ -341,7 +364,9 @@ class UpstreamEngine:
                 prompt_tokens = prompt_tokens or tokens
             chat = prompt.messages is not None
             drawn = [
-                to_sample(c, i, chat, self.n_vocab, params.temperature)
+                to_sample(
+                    c, i, chat, self.n_vocab, params.temperature, None, params.confidence_top_k
+                )
                 for i, c in enumerate(choices[:samples])
             ]
         finally:
@@ -447,5 +472,7 @@ class UpstreamEngine:
             merged["message"] = {"content": text}
         else:
             merged["text"] = text
-        sample = to_sample(merged, 0, chat, self.n_vocab, params.temperature, self.texts)
+        sample = to_sample(
+            merged, 0, chat, self.n_vocab, params.temperature, self.texts, params.confidence_top_k
+        )
         yield StreamDelta("", sample=sample, prompt_tokens=prompt_tokens or len(prompt))

@@ -31,12 +31,13 @@ from ..types import (
     ProgressCallback,
     PromptLogprobs,
     Sample,
+    SampleCallback,
     Sampler,
     SamplingParams,
     StreamDelta,
 )
 from . import chunked
-from .base import punctuation_ids, render_plain_content
+from .base import confidence_from_top, punctuation_ids, render_plain_content
 from .vllm_stats import STATS_KEY, approximate, combine, effective_temperature
 
 log = logging.getLogger("ponder.engine")
@@ -120,7 +121,11 @@ def sampling_kwargs(
         "max_tokens": params.max_tokens,
         "stop": list(params.stop) or None,
         # The sampled token's raw logprob always; top-20 when stats must be approximated.
-        "logprobs": max(params.top_logprobs, 0 if stats_key else TOP_LOGPROBS_APPROX),
+        "logprobs": max(
+            params.top_logprobs,
+            params.confidence_top_k,
+            0 if stats_key else TOP_LOGPROBS_APPROX,
+        ),
         "skip_special_tokens": True,
         "output_kind": "DELTA" if stream else "FINAL_ONLY",
     }
@@ -195,6 +200,9 @@ def to_sample(
     text = output.text
     if params.stop and (cut := stop_index(text, params.stop)) != -1:
         text = text[:cut]
+    confidence = np.zeros(0, dtype=np.float32)
+    if params.confidence_top_k > 0:
+        confidence, _ = confidence_from_top(positions, params.confidence_top_k)
     sample = Sample(
         index=index,
         text=text,
@@ -206,6 +214,7 @@ def to_sample(
         entropy_processed=per["entropy_processed"],
         top_logprobs=top,
         tokens_text=[piece(t) for t in token_ids],
+        confidence=confidence,
     )
     return sample, exact
 
@@ -452,7 +461,9 @@ class VllmEngine:
         params: SamplingParams,
         samples: int,
         on_progress: ProgressCallback | None = None,
+        on_sample: SampleCallback | None = None,
     ) -> Generation:
+        # on_sample is not called: a call cannot be cut short here (types.SampleCallback)
         if self._engine is None:
             raise EngineNotReady("the model is still loading")
         self._check_seed(params)

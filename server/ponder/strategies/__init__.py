@@ -4,11 +4,12 @@ registry. Adding one = a module with a `STRATEGY` object + one line in `_ALL` be
 
 from __future__ import annotations
 
-from . import cntp_decode, majority_vote, rpc, self_certainty
+from . import cntp_decode, deepconf, majority_vote, rpc, self_certainty
 from .base import (
     AdaptiveOptions,
     CntpOptions,
     Decision,
+    DeepConfOptions,
     Group,
     RpcOptions,
     SelectOptions,
@@ -24,6 +25,7 @@ _ALL: tuple[Strategy, ...] = (
     self_certainty.STRATEGY,
     rpc.STRATEGY,
     cntp_decode.STRATEGY,
+    deepconf.STRATEGY,
 )
 
 REGISTRY: dict[str, Strategy] = {s.name: s for s in _ALL}
@@ -43,6 +45,7 @@ __all__ = [
     "CntpOptions",
     "Decided",
     "Decision",
+    "DeepConfOptions",
     "Group",
     "Hooks",
     "Job",

@@ -12,11 +12,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from scipy.special import betainc
 
-from ..answers import Answer, equivalent
+from ..answers import Answer, AnswerSpec, equivalent
 from ..types import Engine, Generation, Sample
 from .base import AdaptiveOptions, extract_all, group_answers
 from .strategy import Hooks, Job
@@ -44,12 +44,31 @@ def settled(answers: Sequence[Answer | None], opts: AdaptiveOptions) -> bool:
     return beta_settled_probability(sizes[0], runner_up) >= opts.threshold
 
 
+def rule(spec: AnswerSpec, opts: AdaptiveOptions) -> Callable[[list[Sample]], Awaitable[bool]]:
+    """The stopping rule over whole samples (CNTP + vote's decodes): grade them and check
+    `settled`, in a worker thread (grading grows with the text)."""
+
+    def check(samples: list[Sample]) -> bool:
+        return settled(extract_all(samples, spec), opts)
+
+    async def enough(samples: list[Sample]) -> bool:
+        return await asyncio.to_thread(check, samples)
+
+    return enough
+
+
 async def draw(job: Job, engine: Engine, hooks: Hooks) -> tuple[Generation, str]:
     """Waves of samples until `settled` or the ceiling (`job.samples`): the samples drawn and
-    why it stopped ("settled" or "ceiling"). Progress is reported after each wave."""
+    why it stopped ("settled" or "ceiling"). Progress is reported after each wave.
+
+    Within a wave the rule is checked as samples finish, on the longest run of finished
+    samples in sampling order; when it fires, the engine stops the wave's running samples
+    (llama.cpp; vLLM and upstreams finish the wave, and the rule is checked after it). The
+    samples kept are that run, so they are always the fixed-budget run's first ones; samples
+    cut short, or finished out of order past the run, are paid for: their tokens count in
+    usage (`unused_tokens`), their answers do not vote."""
     opts = job.options.adaptive
     assert opts is not None
-    spec = job.options.answer
     drawn: list[Sample] = []
     answers: list[Answer | None] = []
     gens: list[Generation] = []
@@ -59,22 +78,62 @@ async def draw(job: Job, engine: Engine, hooks: Hooks) -> tuple[Generation, str]
         while len(drawn) < job.samples:
             k = min(opts.wave, job.samples - len(drawn))
             seed = None if job.params.seed is None else job.params.seed + len(drawn)
+            wave = _Wave(answers, k, job)
             gen = await session.sample(
-                job.prompt_ids, dataclasses.replace(job.params, seed=seed), k
+                job.prompt_ids, dataclasses.replace(job.params, seed=seed), k, on_sample=wave.add
             )
-            wave = [dataclasses.replace(s, index=len(drawn) + i) for i, s in enumerate(gen.samples)]
             gens.append(gen)
-            drawn += wave
-            # grading (regexes, the symbolic worker) grows with the text: never on the loop
-            answers += await asyncio.to_thread(extract_all, wave, spec)
+            if wave.settled_at is None:  # the engine did not report samples as they finished
+                for s in gen.samples:
+                    await asyncio.to_thread(wave.add, s)
+            used = wave.settled_at if wave.settled_at is not None else k
+            kept = gen.samples[:used]
+            gen.unused_tokens += sum(s.n_tokens for s in gen.samples[used:])
+            drawn += [dataclasses.replace(s, index=len(drawn) + i) for i, s in enumerate(kept)]
+            answers += wave.answers[:used]
             if hooks.on_progress is not None:
                 hooks.on_progress(len(drawn), job.samples)
-            if await asyncio.to_thread(settled, answers, opts):
+            if wave.settled_at is not None and wave.fired:
                 stopped = "settled"
                 break
     if hooks.on_stop is not None:
         hooks.on_stop(stopped, len(drawn))
     return _joined(gens, drawn, time.perf_counter() - started), stopped
+
+
+class _Wave:
+    """One wave's answers as its samples finish (called on the engine's thread, or a worker
+    thread: grading grows with the text and never runs on the event loop)."""
+
+    def __init__(self, before: list[Answer | None], size: int, job: Job) -> None:
+        self.before = before
+        self.answers: list[Answer | None] = [None] * size
+        self.done = [False] * size
+        self.size = size
+        self.spec = job.options.answer
+        opts = job.options.adaptive
+        assert opts is not None
+        self.opts = opts
+        self.settled_at: int | None = None
+        """Samples of the wave kept: the finished run when the rule fired, or the wave."""
+        self.fired = False
+
+    def add(self, sample: Sample) -> bool:
+        """Record a finished sample; True (stop the wave) once the finished run settles."""
+        if self.settled_at is not None:
+            return True
+        i = sample.index
+        self.answers[i] = extract_all([sample], self.spec)[0]
+        self.done[i] = True
+        run = 0
+        while run < self.size and self.done[run]:
+            run += 1
+        if run and settled(self.before + self.answers[:run], self.opts):
+            self.settled_at, self.fired = run, True
+            return True
+        if run == self.size:
+            self.settled_at = run
+        return False
 
 
 def _joined(gens: list[Generation], drawn: list[Sample], elapsed: float) -> Generation:

@@ -37,6 +37,21 @@ class CntpOptions:
 
 
 @dataclass(frozen=True)
+class DeepConfOptions:
+    """DeepConf (docs/strategies.md section 6): token confidence from the top `top_k` raw
+    logprobs, trace confidence = the lowest mean over sliding `window`-token windows. `keep`
+    is eta, the share of traces kept: offline, traces at or above the (1 - keep) quantile of
+    all traces' confidences vote; online, `warmup` traces set that quantile as the bar and
+    every later trace is stopped by the engine once a window's mean falls below it."""
+
+    mode: Literal["offline", "online"] = "offline"
+    top_k: int = 20
+    window: int = 2048
+    keep: float = 0.9
+    warmup: int = 16
+
+
+@dataclass(frozen=True)
 class AdaptiveOptions:
     """Adaptive stopping (docs/strategies.md section 2): draw in waves of `wave` samples and
     stop once the answer is settled. `beta`: 1 - I_0.5(a+1, b+1) >= threshold (a, b the top
@@ -56,6 +71,7 @@ class SelectOptions:
     self_certainty: SelfCertaintyOptions = field(default_factory=SelfCertaintyOptions)
     rpc: RpcOptions = field(default_factory=RpcOptions)
     cntp: CntpOptions = field(default_factory=CntpOptions)
+    deepconf: DeepConfOptions = field(default_factory=DeepConfOptions)
     adaptive: AdaptiveOptions | None = None
     """None: draw every sample (a fixed budget)."""
 

@@ -238,10 +238,14 @@ async def cntp_run(
     n: int,
     on_progress: Callable[[int, int], None] | None = None,
     on_text: Callable[[str], None] | None = None,
+    enough: Callable[[list[Sample]], Awaitable[bool]] | None = None,
+    wave: int | None = None,
 ) -> list[CntpResult]:
     """N CNTP decodes, decode i seeded with seed + i, in one session. Where the session can
     batch several prompts (`sample_many`), the decodes run in lockstep (`_lockstep`);
-    otherwise one after another."""
+    otherwise one after another. With `enough` (adaptive stopping) they run in waves of
+    `wave` decodes and stop after the first wave at which `enough` of the decodes so far is
+    true: the decodes returned are the first ones."""
     decoders = [
         CntpDecoder(
             engine.detokenize,
@@ -259,13 +263,19 @@ async def cntp_run(
         waited = time.perf_counter() - waited
         batch = getattr(session, "sample_many", None)
         group = max(1, getattr(engine, "max_samples", 1) // max(opts.max_trials, 1))
-        if n == 1 or batch is None or group == 1:
-            for d in decoders:
-                await _drive(d, session)
-                finished.one()
-        else:
-            for start in range(0, n, group):
-                await _lockstep(decoders[start : start + group], batch, opts.max_trials, finished)
+        step = min(group, wave) if wave else group
+        for start in range(0, n, step):
+            part = decoders[start : start + step]
+            if len(part) == 1 or batch is None:
+                for d in part:
+                    await _drive(d, session)
+                    finished.one()
+            else:
+                await _lockstep(part, batch, opts.max_trials, finished)
+            done = decoders[: start + len(part)]
+            if enough is not None and await enough([d.result.sample for d in done]):
+                decoders = done
+                break
     results = [d.result for d in decoders]
     results[0].queue_s += waited
     return results
@@ -312,6 +322,10 @@ class Cntp:
     kind: Kind = "decode"
     stats: frozenset[str] = frozenset({"logprob", "logprob_processed", "entropy_processed"})
     default_samples: int | None = 1
+    options_key: str | None = "cntp"
+
+    def check(self, options: SelectOptions, samples: int) -> None:
+        return None
 
     def decide(self, samples: Sequence[Sample], options: SelectOptions) -> Decision | None:
         return cntp.decide(samples, options)
@@ -319,6 +333,12 @@ class Cntp:
     async def run(self, job: Job, engine: Engine, hooks: Hooks) -> Decided:
         opts = job.options
         started = time.perf_counter()
+        adaptive_opts = opts.adaptive if job.samples > 1 else None
+        enough = None
+        if adaptive_opts is not None:
+            from .adaptive import rule
+
+            enough = rule(opts.answer, adaptive_opts)
         results = await cntp_run(
             engine,
             job.prompt_ids,
@@ -327,8 +347,17 @@ class Cntp:
             job.samples,
             hooks.on_progress,
             hooks.on_text,
+            enough,
+            adaptive_opts.wave if adaptive_opts is not None else None,
         )
         samples = [r.sample for r in results]
+        stopped = None
+        if adaptive_opts is not None:
+            stopped = "settled" if len(samples) < job.samples else "ceiling"
+            if stopped == "ceiling" and enough is not None and await enough(samples):
+                stopped = "settled"  # it settled with the last wave
+            if hooks.on_stop is not None:
+                hooks.on_stop(stopped, len(samples))
         # Wall clock, each second counted once: the wait for the engine's session (on the
         # first decode's result), then everything after it. Summing the decodes' own times
         # counted lockstep decodes N times and the session wait twice.
@@ -351,7 +380,7 @@ class Cntp:
             for key in notes:
                 decision.scores[key] = [float(c[key]) for c in counts]
         decision = dataclasses.replace(decision, notes={**decision.notes, **notes})
-        return Decided(gen, decision, time.perf_counter() - t0)
+        return Decided(gen, decision, time.perf_counter() - t0, stopped)
 
 
 STRATEGY = Cntp()

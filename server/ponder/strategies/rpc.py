@@ -125,4 +125,4 @@ def select(
     )
 
 
-STRATEGY = Selection(NAME, select, stats=frozenset({"logprob"}))
+STRATEGY = Selection(NAME, select, options_key="rpc", stats=frozenset({"logprob"}))

@@ -88,4 +88,4 @@ def select(
     )
 
 
-STRATEGY = Selection(NAME, select, stats=frozenset({"kl_uniform"}))
+STRATEGY = Selection(NAME, select, options_key="self_certainty", stats=frozenset({"kl_uniform"}))

@@ -79,6 +79,15 @@ class Strategy(Protocol):
     def default_samples(self) -> int | None:
         """None: the server's PONDER_DEFAULT_SAMPLES."""
 
+    @property
+    def options_key(self) -> str | None:
+        """The `ponder.<key>` options block this strategy reads (None: it has none); the
+        block given with another strategy is a 400, not ignored."""
+
+    def check(self, options: SelectOptions, samples: int) -> None:
+        """Refuse settings it cannot run with, before anything is generated: raise
+        `errors.InvalidRequest` or `errors.UnsupportedRequest` naming the field."""
+
     def decide(self, samples: Sequence[Sample], options: SelectOptions) -> Decision | None: ...
 
     async def run(self, job: Job, engine: Engine, hooks: Hooks) -> Decided: ...
@@ -105,6 +114,10 @@ class Selection:
     stats: frozenset[str] = frozenset()
     kind: Kind = "select"
     default_samples: int | None = None
+    options_key: str | None = None
+
+    def check(self, options: SelectOptions, samples: int) -> None:
+        return None
 
     def decide(self, samples: Sequence[Sample], options: SelectOptions) -> Decision | None:
         return alone(self.select(samples, options), samples)
@@ -130,6 +143,10 @@ class Plain:
     kind: Kind = "plain"
     stats: frozenset[str] = frozenset()
     default_samples: int | None = 1
+    options_key: str | None = None
+
+    def check(self, options: SelectOptions, samples: int) -> None:
+        return None
 
     def decide(self, samples: Sequence[Sample], options: SelectOptions) -> Decision | None:
         return None
