@@ -20,10 +20,11 @@ from ponder.eval.runner import (
     adaptive_trial,
     evaluate,
     judge,
+    online_trial,
     subsets,
     to_samples,
 )
-from ponder.strategies import REGISTRY, SelectOptions
+from ponder.strategies import REGISTRY, DeepConfOptions, SelectOptions
 from ponder.types import Sample
 
 from ..conftest import ROOT, SHARED_DATA, Server
@@ -145,7 +146,9 @@ def test_tiny_end_to_end_eval_on_the_real_model(tmp_path: Path) -> None:
             "--samples",
             "1,2,4",
             "--strategies",
-            "majority_vote,self_certainty,rpc,cntp",
+            "majority_vote,self_certainty,rpc,cntp,deepconf",
+            "--deepconf",
+            "2,2",
             "--subsets",
             "3",
             "--out",
@@ -168,6 +171,8 @@ def test_tiny_end_to_end_eval_on_the_real_model(tmp_path: Path) -> None:
     records = [json.loads(x) for x in (out / "problems.jsonl").read_text().splitlines()]
     assert len(records) == 3 and len(records[0]["candidates"]["sampling"]) == 4
     assert len(records[0]["candidates"]["cntp"]) == 4
+    for c in records[0]["candidates"]["sampling"]:  # DeepConf's per-token confidence, stored
+        assert len(c["confidence"]) == c["tokens"] and min(c["confidence"]) > 0
     for rec in records:
         assert rec["gold_parsed"] is not None
         for per_n in rec["results"].values():
@@ -176,9 +181,8 @@ def test_tiny_end_to_end_eval_on_the_real_model(tmp_path: Path) -> None:
                 assert all(a is None or isinstance(a, str) for a in res["answers"])
     summary = list(csv.DictReader((out / "summary.csv").open()))
     got = {(r["strategy"], int(r["n"])) for r in summary}
-    assert got == {
-        (s, n) for s in ("majority_vote", "self_certainty", "rpc", "cntp") for n in (1, 2, 4)
-    }
+    fixed = ("majority_vote", "self_certainty", "rpc", "cntp", "deepconf")
+    assert got == {(s, n) for s in fixed for n in (1, 2, 4)} | {("deepconf+online", 4)}
     for r in summary:
         assert 0.0 <= float(r["accuracy"]) <= 1.0 and float(r["mean_tokens"]) > 0
         assert float(r["ci_low"]) <= float(r["accuracy"]) <= float(r["ci_high"])
@@ -205,7 +209,7 @@ def test_eval_against_a_running_server(server: Server, tmp_path: Path) -> None:
             "--samples",
             "1,2",
             "--strategies",
-            "majority_vote,rpc,cntp",
+            "majority_vote,rpc,cntp,deepconf",
             "--url",
             server.base_url,
             "--out",
@@ -219,11 +223,15 @@ def test_eval_against_a_running_server(server: Server, tmp_path: Path) -> None:
     assert run.returncode == 0, run.stdout + run.stderr
     summary = list(csv.DictReader((out / "summary.csv").open()))
     assert {(r["strategy"], int(r["n"])) for r in summary} == {
-        (s, n) for s in ("majority_vote", "rpc", "cntp") for n in (1, 2)
+        (s, n) for s in ("majority_vote", "rpc", "cntp", "deepconf") for n in (1, 2)
     }
     records = [json.loads(x) for x in (out / "problems.jsonl").read_text().splitlines()]
     assert all(len(r["candidates"]["sampling"]) == 2 for r in records)
     assert all(c["mean_logprob"] is not None for r in records for c in r["candidates"]["sampling"])
+    # over HTTP the per-token confidences come from the candidates (`token_confidence`)
+    assert all(
+        len(c["confidence"]) == c["tokens"] for r in records for c in r["candidates"]["sampling"]
+    )
 
 
 def test_calibrate_on_replayed_samples_writes_a_map_that_lowers_ece(tmp_path: Path) -> None:
@@ -252,6 +260,7 @@ def test_calibrate_on_replayed_samples_writes_a_map_that_lowers_ece(tmp_path: Pa
     assert float(early["mean_samples"]) < 8 == float(fixed["mean_samples"])
     assert float(early["mean_tokens"]) < 0.8 * float(fixed["mean_tokens"])
     assert "ECE calibrated" in run.stdout
+    assert (out / "calibration.png").stat().st_size > 0  # reliability before / after
     m1 = cal.find("majority_vote", 1)
     assert m1 is not None and m1.fitted_on > 100 and 0.0 <= m1(0.5) <= 1.0
 
@@ -267,3 +276,22 @@ def test_adaptive_rows_replay_the_rule_in_stored_order() -> None:
     assert t.samples == 8 and t.tokens == 40  # never settles: the whole pool
     t = adaptive_trial("majority_vote", "window", same[:1] + split[1:], opts, gold)
     assert t.samples == 8
+
+
+def test_deepconf_online_rows_count_tokens_up_to_the_cut() -> None:
+    opts = SelectOptions(
+        answer=AnswerSpec("number"),
+        deepconf=DeepConfOptions(mode="online", warmup=2, window=2, keep=1.0),
+    )
+    gold = as_answer("4", "number")
+    pool = [
+        Candidate("the answer is 4", 4, -0.1, 1.0, [3.0, 3.0, 3.0, 3.0]),
+        Candidate("the answer is 4", 4, -0.1, 1.0, [4.0, 4.0, 4.0, 4.0]),
+        Candidate("the answer is 5", 6, -0.1, 1.0, [3.0, 1.0, 1.0, 3.0, 3.0, 3.0]),
+        Candidate("the answer is 4", 4, -0.1, 1.0, [5.0, 5.0, 5.0, 5.0]),
+    ]
+    t = online_trial("deepconf", pool, opts, gold)
+    assert t.correct and t.samples == 4
+    # bar = the lower warm-up trace's confidence, 3: the third trace's first window (3, 1)
+    # falls below it, so it stopped after its second token
+    assert t.tokens == 4 + 4 + 2 + 4

@@ -12,12 +12,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ..strategies import REGISTRY
+from ..strategies import REGISTRY, DeepConfOptions
+from ..strategies.deepconf import NAME as DEEPCONF
 from .datasets import READERS, load, read_replay
 from .runner import (
     SAMPLING,
     CandidateSource,
     calibrate,
+    calibration_plot,
     evaluate,
     pool_of,
     replay_fields,
@@ -55,6 +57,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "under the largest budget, replayed on the stored samples in order",
     )
     p.add_argument(
+        "--deepconf",
+        default="",
+        metavar="WINDOW,WARMUP[,KEEP]",
+        help="DeepConf's settings (default 2048,16,0.9): sliding window in tokens, online "
+        "warm-up traces, share kept; `deepconf+online` rows need the largest budget to exceed "
+        "the warm-up",
+    )
+    p.add_argument(
         "--calibrate",
         action="store_true",
         help="fit confidence maps on half the problems, report ECE on the other half, and "
@@ -79,6 +89,11 @@ def run_eval(args: argparse.Namespace) -> int:
     if not budgets or budgets[0] < 1:
         console.print("[red]--samples needs positive budgets[/red]")
         return 2
+    try:
+        args.deepconf_options = _deepconf_options(args.deepconf)
+    except ValueError as exc:
+        console.print(f"[red]--deepconf: {exc}[/red]")
+        return 2
     started = time.perf_counter()
     for given in (args.replay, args.data):
         if given is not None and not Path(given).is_file():
@@ -95,6 +110,20 @@ def run_eval(args: argparse.Namespace) -> int:
         console.print("[red]no problems to evaluate[/red]")
         return 1
     return _report(args, records, strategies, budgets, console, started)
+
+
+def _deepconf_options(text: str) -> DeepConfOptions:
+    """WINDOW,WARMUP[,KEEP] into DeepConf options (empty: the defaults)."""
+    if not text.strip():
+        return DeepConfOptions()
+    parts = [x.strip() for x in text.split(",")]
+    if len(parts) not in (2, 3):
+        raise ValueError("give WINDOW,WARMUP or WINDOW,WARMUP,KEEP")
+    window, warmup = int(parts[0]), int(parts[1])
+    keep = float(parts[2]) if len(parts) == 3 else DeepConfOptions.keep
+    if window < 1 or warmup < 1 or not 0 < keep <= 1:
+        raise ValueError("window and warm-up must be positive, keep in (0, 1]")
+    return DeepConfOptions(window=window, warmup=warmup, keep=keep)
 
 
 def _replayed(args: argparse.Namespace, strategies: list[str], console: Console) -> list:
@@ -126,7 +155,8 @@ def _sampled(args: argparse.Namespace, strategies: list[str], n: int, console: C
             with Progress(*columns, TimeRemainingColumn(), console=console) as bar:
                 task = bar.add_task("sampling", total=len(problems_in))
                 advance = lambda: bar.advance(task)  # noqa: E731
-                return await sample_all(problems_in, sampler, n, pools, advance)
+                k = args.deepconf_options.top_k if DEEPCONF in strategies else 0
+                return await sample_all(problems_in, sampler, n, pools, advance, k)
         finally:
             await sampler.close()
 
@@ -148,8 +178,10 @@ def _report(
     started: float,
 ) -> int:
     methods = [m.strip() for m in args.adaptive.split(",") if m.strip()]
+    dc = args.deepconf_options
     trials = {
-        r.id: evaluate(r, strategies, budgets, args.subsets, args.seed, methods) for r in records
+        r.id: evaluate(r, strategies, budgets, args.subsets, args.seed, methods, dc)
+        for r in records
     }
     rows = summarize(trials, args.seed, args.subsets)
     files = write_outputs(args.out, records, rows, trials)
@@ -179,15 +211,16 @@ def _report(
         )
     console.print(table)
     if args.calibrate:
-        files.append(_calibrated(trials, args.out, console))
+        files += _calibrated(trials, args.out, console)
     console.print(
         f"wrote {', '.join(str(f) for f in files)} in {time.perf_counter() - started:.0f} s"
     )
     return 0
 
 
-def _calibrated(trials: dict, out: Path, console: Console) -> Path:
-    """Fit the maps, print their held-out effect, write calibration.json."""
+def _calibrated(trials: dict, out: Path, console: Console) -> list[Path]:
+    """Fit the maps, print their held-out effect, write calibration.json and the
+    before/after reliability plot."""
     cal, rows = calibrate(trials)
     title = "calibration: fitted on half the problems, measured on the other half"
     columns = ("strategy", "N", "fitted on", "held out", "ECE raw", "ECE calibrated")
@@ -204,4 +237,4 @@ def _calibrated(trials: dict, out: Path, console: Console) -> Path:
     console.print(table)
     path = out / "calibration.json"
     cal.save(path)
-    return path
+    return [path, calibration_plot(out, trials, cal)]

@@ -31,7 +31,9 @@ class ReplayProblem:
     texts: list[str]
     mean_logprob: list[float] | None = None
     self_certainty: list[float] | None = None
-    tokens: list[int] = field(default_factory=list)
+    tokens: list[float] = field(default_factory=list)
+    confidence: list[list[float]] | None = None
+    """DeepConf's per-token confidences of each sample."""
 
 
 NUMBER_HINT = "Solve it step by step, then end with 'The answer is N'."
@@ -143,9 +145,13 @@ def read_generic(path: Path) -> list[Problem]:
 def read_replay(path: Path) -> list[ReplayProblem]:
     """Stored samples: JSONL of {question?, answer|gt, texts|response|code: [...],
     mean_logprob?: [...], self_certainty?: [...], format?}. Reads the shared
-    qwen25math_math_cot_100 file as is (MATH, boxed answers)."""
+    qwen25math_math_cot_100 file as is (MATH, boxed answers), and a `ponder eval` run's own
+    problems.jsonl (its plain samples, with everything stored for them)."""
     out = []
     for i, r in enumerate(_records(path)):
+        if isinstance(r.get("candidates"), dict) and "sampling" in r["candidates"]:
+            out.append(_own_record(r))
+            continue
         texts = r.get("texts") or r.get("response") or r.get("code")
         if not isinstance(texts, list):
             raise ValueError(f"{path}: record {i} has no list of sample texts")
@@ -162,6 +168,26 @@ def read_replay(path: Path) -> list[ReplayProblem]:
             )
         )
     return out
+
+
+def _own_record(r: dict[str, Any]) -> ReplayProblem:
+    """A problems.jsonl record of `ponder eval`: its pool of plain samples."""
+    cands = r["candidates"]["sampling"]
+
+    def field_of(name: str) -> list[Any] | None:
+        values = [c.get(name) for c in cands]
+        return None if any(v is None for v in values) else values
+
+    return ReplayProblem(
+        str(r["id"]),
+        str(r["gold"]),
+        r.get("format", "auto"),
+        [str(c["text"]) for c in cands],
+        field_of("mean_logprob"),
+        field_of("self_certainty"),
+        [float(c["tokens"]) for c in cands],
+        field_of("confidence"),
+    )
 
 
 READERS = {

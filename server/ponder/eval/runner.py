@@ -24,7 +24,7 @@ import numpy as np
 
 from ..answers import Answer, AnswerSpec, as_answer, equivalent
 from ..calibration import Calibration, fit
-from ..strategies import REGISTRY, AdaptiveOptions, SelectOptions
+from ..strategies import REGISTRY, AdaptiveOptions, DeepConfOptions, SelectOptions, deepconf
 from ..strategies.adaptive import settled
 from ..strategies.base import extract_all
 from ..types import Sample
@@ -40,6 +40,8 @@ class Candidate:
     tokens: float
     mean_logprob: float | None = None
     self_certainty: float | None = None
+    confidence: list[float] | None = None
+    """DeepConf's per-token confidence (stored per token: the online rule is replayed on it)."""
 
 
 @dataclass
@@ -66,20 +68,30 @@ class Trial:
 
 def to_samples(cands: Sequence[Candidate]) -> list[Sample]:
     """Samples that carry exactly what the selection functions read (text, mean logprob, mean
-    self-certainty) as one-element stat arrays."""
+    self-certainty) as one-element stat arrays, and DeepConf's per-token confidence (then one
+    token id per stored token, so its stop rule can be replayed)."""
     out = []
     for i, c in enumerate(cands):
         lp = np.array([c.mean_logprob if c.mean_logprob is not None else 0.0], np.float32)
         sc = np.array([c.self_certainty if c.self_certainty is not None else 0.0], np.float32)
-        out.append(Sample(i, c.text, [], "stop", lp, sc, lp.copy(), np.zeros(1, np.float32)))
+        conf = np.asarray(c.confidence or [], np.float32)
+        zero = np.zeros(1, np.float32)
+        s = Sample(i, c.text, list(range(conf.size)), "stop", lp, sc, lp.copy(), zero)
+        s.confidence = conf
+        out.append(s)
     return out
 
 
 def judge(
-    strategy: str, cands: Sequence[Candidate], options: SelectOptions, gold: Answer | None
+    strategy: str,
+    cands: Sequence[Candidate],
+    options: SelectOptions,
+    gold: Answer | None,
+    samples: list[Sample] | None = None,
 ) -> Trial:
-    """Run one strategy on one set of candidates and grade its answer against the gold."""
-    samples = to_samples(cands)
+    """Run one strategy on one set of candidates (or the samples made of them) and grade its
+    answer against the gold."""
+    samples = to_samples(cands) if samples is None else samples
     d = REGISTRY[strategy].decide(samples, options)
     if d is None:
         raise ValueError(f"strategy {strategy!r} makes no decision to evaluate")
@@ -98,8 +110,13 @@ def pool_of(strategy: str) -> str:
     return strategy if REGISTRY[strategy].kind == "decode" else SAMPLING
 
 
-_CANDIDATE_FIELD = {"logprob": "mean_logprob", "kl_uniform": "self_certainty"}
-"""The stored candidate field that carries each per-token stat (as its mean)."""
+_CANDIDATE_FIELD = {
+    "logprob": "mean_logprob",
+    "kl_uniform": "self_certainty",
+    "confidence": "confidence",
+}
+"""The stored candidate field that carries each per-token stat (as its mean; DeepConf's
+confidence per token)."""
 
 
 def replay_fields(strategy: str) -> list[str]:
@@ -128,6 +145,21 @@ def adaptive_trial(
     return dataclasses.replace(trial, samples=used)
 
 
+def online_trial(
+    strategy: str, pool: Sequence[Candidate], options: SelectOptions, gold: Answer | None
+) -> Trial:
+    """DeepConf online replayed on stored traces in their stored order: the first `warmup`
+    set the bar, each later one is cut where the engine would have stopped it, and the
+    tokens counted are those generated up to the cut."""
+    cut = deepconf.simulate_online(to_samples(pool), options.deepconf)
+    trial = judge(strategy, pool, options, gold, cut)
+    spent = sum(
+        c.tokens * (s.n_tokens / len(c.confidence)) if c.confidence else c.tokens
+        for c, s in zip(pool, cut, strict=True)
+    )
+    return dataclasses.replace(trial, tokens=float(spent), samples=len(pool))
+
+
 def subsets(n_total: int, n: int, count: int, rng: np.random.Generator) -> list[list[int]]:
     """`count` random size-n subsets (sorted indices); the whole set once when n >= n_total."""
     if n >= n_total:
@@ -142,11 +174,14 @@ def evaluate(
     count: int,
     seed: int,
     adaptive: Sequence[str] = (),
+    deepconf_options: DeepConfOptions | None = None,
 ) -> dict[str, dict[int, list[Trial]]]:
     """Every strategy at every budget on this problem's stored candidates; with `adaptive`
     methods, also each selection strategy with that stopping rule under the largest budget
-    (rows named `strategy+method`)."""
-    options = SelectOptions(answer=AnswerSpec(record.format))  # type: ignore[arg-type]
+    (rows named `strategy+method`); DeepConf also online under the largest budget, when it
+    exceeds the warm-up (row `deepconf+online`)."""
+    dc = deepconf_options or DeepConfOptions()
+    options = SelectOptions(answer=AnswerSpec(record.format), deepconf=dc)  # type: ignore[arg-type]
     gold = as_answer(record.gold, record.format)
     record.gold_parsed = gold.text if gold is not None else None
     out: dict[str, dict[int, list[Trial]]] = {}
@@ -164,6 +199,10 @@ def evaluate(
                 for idx in subsets(len(pool), n, count, rng)
             ]
         out[strategy] = per
+        top = budgets[-1] if budgets else 0
+        if strategy == deepconf.NAME and dc.warmup < top <= len(pool):
+            online = dataclasses.replace(options, deepconf=dataclasses.replace(dc, mode="online"))
+            out[f"{strategy}+online"] = {top: [online_trial(strategy, pool[:top], online, gold)]}
         if REGISTRY[strategy].kind == "select" and budgets and budgets[-1] <= len(pool):
             for method in adaptive:
                 top = budgets[-1]
@@ -288,6 +327,56 @@ def calibrate(
     return Calibration(tuple(maps)), rows
 
 
+def calibration_plot(
+    out: Path, trials: dict[str, dict[str, dict[int, list[Trial]]]], cal: Calibration
+) -> Path:
+    """calibration.png: per strategy at its largest budget, the held-out half's reliability
+    (accuracy per confidence bin) before and after its fitted map, with ECE in the legend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    held: dict[tuple[str, int], list[Trial]] = defaultdict(list)
+    for pid, per_problem in trials.items():
+        if hash_id(pid) % 2 == 1:
+            for strategy, per in per_problem.items():
+                for n, ts in per.items():
+                    held[(strategy, n)] += ts
+    tops: dict[str, int] = {}
+    for strategy, n in held:
+        tops[strategy] = max(n, tops.get(strategy, 0))
+    names = sorted(s for s in tops if cal.find(s, tops[s]) is not None)
+    fig, axes = _panels(plt, len(names))
+    for ax, s in zip(axes, names, strict=False):
+        ts = held[(s, tops[s])]
+        m = cal.find(s, tops[s])
+        assert m is not None
+        right = [float(t.correct) for t in ts]
+        raw = [t.confidence for t in ts]
+        fitted = [m(c) for c in raw]
+        ax.plot([0, 1], [0, 1], "k--", lw=0.8)
+        for conf, label, style in ((raw, "raw", "o-"), (fitted, "calibrated", "s-")):
+            bins = reliability(conf, right)
+            ax.plot(
+                [b[0] for b in bins],
+                [b[1] for b in bins],
+                style,
+                label=f"{label} (ECE {ece(conf, right):.3f})",
+            )
+        ax.set_title(f"{s} @{tops[s]}, held out", fontsize=9)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("confidence")
+        ax.set_ylabel("accuracy")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = out / "calibration.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def write_outputs(
     out: Path,
     records: Sequence[ProblemRecord],
@@ -351,10 +440,8 @@ def _plots(
         fig.savefig(out / name, dpi=120)
         plt.close(fig)
         paths.append(out / name)
-    fig, axes = plt.subplots(
-        1, max(len(strategies), 1), figsize=(3.2 * max(len(strategies), 1), 3.4), squeeze=False
-    )
-    for ax, s in zip(axes[0], strategies, strict=False):
+    fig, axes = _panels(plt, len(strategies))
+    for ax, s in zip(axes, strategies, strict=False):
         top = max(r.n for r in rows if r.strategy == s)
         flat = [t for per in trials.values() for t in per.get(s, {}).get(top, [])]
         bins = reliability([t.confidence for t in flat], [float(t.correct) for t in flat])
@@ -364,12 +451,23 @@ def _plots(
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
         ax.set_xlabel("confidence")
-    axes[0][0].set_ylabel("accuracy")
+        ax.set_ylabel("accuracy")
     fig.tight_layout()
     fig.savefig(out / "reliability.png", dpi=120)
     plt.close(fig)
     paths.append(out / "reliability.png")
     return paths
+
+
+def _panels(plt: Any, n: int, per_row: int = 4) -> tuple[Any, list[Any]]:
+    """A figure of n square panels, at most `per_row` to a row; unused panels hidden."""
+    cols = max(min(n, per_row), 1)
+    rows = max(math.ceil(n / per_row), 1)
+    fig, grid = plt.subplots(rows, cols, figsize=(3.4 * cols, 3.4 * rows), squeeze=False)
+    axes = [ax for row in grid for ax in row]
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig, axes
 
 
 def replay_records(problems: Sequence[ReplayProblem]) -> list[ProblemRecord]:
@@ -385,6 +483,7 @@ def replay_records(problems: Sequence[ReplayProblem]) -> list[ProblemRecord]:
                         float(p.tokens[i]) if i < len(p.tokens) else math.nan,
                         p.mean_logprob[i] if p.mean_logprob else None,
                         p.self_certainty[i] if p.self_certainty else None,
+                        p.confidence[i] if p.confidence else None,
                     )
                     for i, t in enumerate(p.texts)
                 ]
@@ -424,12 +523,15 @@ class CandidateSource:
         if self._engine is not None:
             await self._engine.close()
 
-    async def draw(self, p: Problem, k: int, n: int, pool: str) -> list[Candidate]:
+    async def draw(
+        self, p: Problem, k: int, n: int, pool: str, confidence_k: int = 0
+    ) -> list[Candidate]:
         """n candidates of problem k for `pool` (see pool_of), through the runner in
-        process or a server over HTTP."""
+        process or a server over HTTP; with `confidence_k`, each with DeepConf's per-token
+        confidence (top-k logprobs; the samples are the same)."""
         seed = self.seed + 100_003 * k
         if self._client is not None:
-            return await self._draw_http(p, n, pool, seed)
+            return await self._draw_http(p, n, pool, seed, confidence_k)
         from .. import runner
         from ..strategies import Job
         from ..types import SamplingParams
@@ -441,22 +543,32 @@ class CandidateSource:
             else eng.tokenize(p.prompt)
         )
         params = SamplingParams(
-            max_tokens=p.max_tokens, temperature=self.temperature, seed=seed, stop=p.stop
+            max_tokens=p.max_tokens,
+            temperature=self.temperature,
+            seed=seed,
+            stop=p.stop,
+            confidence_top_k=confidence_k if pool == SAMPLING else 0,
         )
         strategy = "none" if pool == SAMPLING else pool
         out = await runner.run(Job(strategy, ids, params, n, choices=n), eng)
         gen = out.generation
         extra = gen.unused_tokens / max(len(gen.samples), 1)  # trials, spread evenly (as HTTP)
         return [
-            Candidate(s.text, s.n_tokens + extra, s.mean_logprob, s.self_certainty)
+            Candidate(
+                s.text, s.n_tokens + extra, s.mean_logprob, s.self_certainty, _rounded(s.confidence)
+            )
             for s in gen.samples
         ]
 
-    async def _draw_http(self, p: Problem, n: int, pool: str, seed: int) -> list[Candidate]:
+    async def _draw_http(
+        self, p: Problem, n: int, pool: str, seed: int, confidence_k: int
+    ) -> list[Candidate]:
         call = self._client.chat if p.kind == "chat" else self._client.complete
+        voter = deepconf.NAME if confidence_k else "majority_vote"  # same samples, + confidence
+        strategy = voter if pool == SAMPLING else pool
         r = await call(
             p.prompt,
-            strategy="majority_vote" if pool == SAMPLING else pool,
+            strategy=strategy,
             samples=n,
             include_candidates=True,
             max_tokens=p.max_tokens,
@@ -464,15 +576,27 @@ class CandidateSource:
             temperature=self.temperature,
             stop=list(p.stop) or None,
             answer={"format": p.format},
+            **({"deepconf": {"top_k": confidence_k}} if strategy == deepconf.NAME else {}),
         )
         cands = r.candidates or []
         per_token_extra = (r.usage.completion_tokens - sum(c.tokens for c in cands)) / max(
             len(cands), 1
         )
         return [
-            Candidate(c.text, c.tokens + per_token_extra, c.mean_logprob, c.self_certainty)
+            Candidate(
+                c.text,
+                c.tokens + per_token_extra,
+                c.mean_logprob,
+                c.self_certainty,
+                c.token_confidence,
+            )
             for c in cands
         ]
+
+
+def _rounded(confidence: np.ndarray) -> list[float] | None:
+    """Per-token confidences as stored (4 decimals keep problems.jsonl small)."""
+    return [round(float(c), 4) for c in confidence] if confidence.size else None
 
 
 async def sample_all(
@@ -481,6 +605,7 @@ async def sample_all(
     n: int,
     pools: Sequence[str],
     progress: Any = None,
+    confidence_k: int = 0,
 ) -> list[ProblemRecord]:
     """Draw every problem's candidates for each pool (`pool_of` the strategies evaluated);
     Ctrl-C stops and keeps the problems finished so far."""
@@ -489,7 +614,7 @@ async def sample_all(
         for k, p in enumerate(problems):
             rec = ProblemRecord(p.id, p.gold, p.format)
             for pool in pools:
-                rec.candidates[pool] = await sampler.draw(p, k, n, pool)
+                rec.candidates[pool] = await sampler.draw(p, k, n, pool, confidence_k)
             records.append(rec)
             if progress is not None:
                 progress()
