@@ -27,7 +27,9 @@ class Settings(BaseSettings):
     context_tokens: int = Field(
         32768, ge=256, description="KV cache cells shared by all samples of one request."
     )
-    threads: int | None = Field(None, ge=1, description="CPU threads; default: all cores.")
+    threads: int | None = Field(
+        None, ge=1, description="llama.cpp threads; default: every core but one."
+    )
 
     vllm_tensor_parallel_size: int = Field(1, ge=1)
     vllm_gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0)

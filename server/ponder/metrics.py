@@ -6,11 +6,27 @@ metrics there, so `/metrics` shows both. Metric objects are module-level singlet
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-__all__ = ["CONTENT_TYPE_LATEST", "observe_outcome", "observe_request", "render", "watch_engine"]
+__all__ = [
+    "CONTENT_TYPE_LATEST",
+    "observe_outcome",
+    "observe_request",
+    "render",
+    "watch_batching",
+    "watch_engine",
+]
 
 _LATENCY = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300)
 _COUNTS = (1, 2, 4, 8, 16, 32, 64, 128)
@@ -84,6 +100,58 @@ def watch_engine(in_flight: Callable[[], float], queue_depth: Callable[[], float
     """Read the engine's gauges at scrape time."""
     IN_FLIGHT.set_function(in_flight)
     QUEUE_DEPTH.set_function(queue_depth)
+
+
+_BATCHING: list[Callable[[], Mapping[str, Any]]] = []
+_BATCH_COUNTERS = {
+    "steps": ("ponder_engine_steps", "Decode steps of the engine's batcher"),
+    "sequences": (
+        "ponder_engine_step_sequences",
+        "Sequences decoded, summed over steps (batch occupancy = its rate / the steps' rate)",
+    ),
+    "shared_steps": (
+        "ponder_engine_shared_steps",
+        "Decode steps that carried sequences of two or more requests",
+    ),
+    "generated": (
+        "ponder_engine_generated_tokens",
+        "Tokens sampled by the engine (tokens/s = its rate)",
+    ),
+    "prefilled": ("ponder_engine_prefill_tokens", "Prompt tokens prefilled by the engine"),
+    "decode_s": ("ponder_engine_decode_seconds", "Seconds inside the model's decode calls"),
+    "busy_s": (
+        "ponder_engine_busy_seconds",
+        "Seconds of whole decode steps (the model's decode + Ponder's host work)",
+    ),
+}
+"""Counter families (exposed with `_total`) read from the engine's batcher counters."""
+
+
+class _BatchingCollector:
+    """Reads the engine's batcher counters at scrape time (engines that batch across
+    requests expose `counters`)."""
+
+    def collect(self) -> Iterator[Any]:
+        if not _BATCHING:
+            return
+        values = _BATCHING[-1]()
+        for key, (name, doc) in _BATCH_COUNTERS.items():
+            yield CounterMetricFamily(name, doc, value=float(values.get(key, 0)))
+        yield GaugeMetricFamily(
+            "ponder_engine_batch_sequences",
+            "Sequences in the engine's last decode step",
+            value=float(values.get("last_batch", 0)),
+        )
+
+
+_COLLECTOR = _BatchingCollector()
+REGISTRY.register(_COLLECTOR)
+
+
+def watch_batching(read: Callable[[], Mapping[str, Any]]) -> None:
+    """Publish an engine's batching counters (steps, sequences, tokens, seconds)."""
+    _BATCHING.append(read)
+    del _BATCHING[:-1]
 
 
 def render() -> bytes:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -159,6 +160,13 @@ class Generation:
 ProgressCallback = Callable[[int, int], None]
 """Called from the engine as `(finished_samples, total_samples)`; must be thread-safe."""
 
+ENGINE_WAIT: ContextVar[Callable[[float], None] | None] = ContextVar(
+    "ponder_engine_wait", default=None
+)
+"""Set by the HTTP layer around a request's run; an engine that queues requests itself (the
+llama.cpp batcher) calls it, on the event loop, with the seconds a call waited before it was
+admitted, so the request's deadline counts from its admission to the engine."""
+
 SampleCallback = Callable[["Sample"], bool]
 """Called from the engine (its thread) with each sample as it finishes; returning True ends
 the call: samples still running stop where they are (finish_reason "cancelled"; their tokens
@@ -195,6 +203,9 @@ class Engine(Protocol):
     exact_stats: bool
     continues_chat: bool
     """Whether a chat prompt can be extended with generated tokens (CNTP on chat requests)."""
+    reports_admission: bool
+    """Whether it queues requests itself and reports their wait (`ENGINE_WAIT`): deadlines
+    then count from admission to the engine."""
     n_vocab: int
 
     def render_chat(self, messages: list[dict[str, str]]) -> list[int]:

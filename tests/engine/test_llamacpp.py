@@ -141,7 +141,7 @@ def test_requests_that_do_not_fit_are_refused(engine: LlamaCppEngine) -> None:
     assert err.value.param == "samples"
 
 
-def test_concurrent_requests_are_queued_not_interleaved(engine: LlamaCppEngine) -> None:
+def test_concurrent_requests_run_together_not_queued(engine: LlamaCppEngine) -> None:
     params = SamplingParams(max_tokens=16, temperature=0.0)
     prompt = engine.render_chat(MESSAGES)
 
@@ -152,7 +152,8 @@ def test_concurrent_requests_are_queued_not_interleaved(engine: LlamaCppEngine) 
 
     a, b = asyncio.run(both())
     assert a.samples[0].token_ids == b.samples[0].token_ids
-    assert max(a.queue_s, b.queue_s) > 0.5 * min(a.generate_s, b.generate_s)
+    # continuous batching: neither waited for the other (engines/batcher.py)
+    assert max(a.queue_s, b.queue_s) < 0.5 * min(a.generate_s, b.generate_s)
 
 
 def test_prompt_logprobs_equal_llama_cpps_own_forward_pass(engine: LlamaCppEngine) -> None:

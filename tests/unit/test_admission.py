@@ -43,3 +43,17 @@ def test_pace_is_a_moving_average_and_no_deadline_means_no_refusal() -> None:
     assert gate.pace == pytest.approx(0.8 * 0.01 + 0.2 * 0.02)
     gate.admit("a", 10**9)
     gate.admit("b", 10**9)  # no deadline: time never refuses
+
+
+def test_where_the_engine_reports_admission_the_wait_does_not_count() -> None:
+    """llama.cpp's batcher: deadlines count from admission to the engine, so only the
+    request's own work must fit its deadline; the queue ahead sets Retry-After only."""
+    gate = Gate(Settings(request_timeout_s=10), wait_counts=False)
+    gate.observe(budget_tokens=1000, seconds=2.0)
+    held = [gate.admit("a", 2000), gate.admit("b", 2000)]  # 8 s of work ahead
+    gate.admit("c", 4000).release()  # 8 s of its own: fits its 10 s from admission
+    with pytest.raises(ApiError) as err:
+        gate.admit("d", 6000)  # 12 s of its own cannot
+    assert err.value.status == 503
+    for p in held:
+        p.release()

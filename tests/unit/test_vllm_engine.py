@@ -321,6 +321,7 @@ class FakeAsyncLLM:
     hang: bool = False
     fail: bool = False
     aborted: list[str] = field(default_factory=list)
+    finish: str = "stop"
 
     async def generate(self, prompt: Any, sp: Any, request_id: str):
         if self.fail:
@@ -336,7 +337,8 @@ class FakeAsyncLLM:
         scored = None
         if sp.get("prompt_logprobs") is not None:  # vLLM: None, then {id: Logprob} per token
             scored = [None] + [{t: _LP(-1.0 - t), 99: _LP(-0.1)} for t in prompt[1:]]
-        out = {"outputs": [_out([10 + i], [-0.5])], "finished": True, "prompt_logprobs": scored}
+        sample = _out([10 + i], [-0.5], finish_reason=self.finish)
+        out = {"outputs": [sample], "finished": True, "prompt_logprobs": scored}
         yield type("RO", (), out)()
 
     async def abort(self, ids: Any) -> None:
@@ -608,3 +610,15 @@ def test_deepconf_confidence_from_vllms_own_top_k() -> None:
     assert s.confidence == pytest.approx([(0.2 + 9.0) / 2, (0.1 + 9.0) / 2])
     s, _ = to_sample(_out([5, 6], [-0.2, -0.1]), 0, SamplingParams(), 1000, None, piece)
     assert s.confidence.size == 0
+
+
+def test_the_confidence_stop_rule_runs_client_side_on_vllm() -> None:
+    """`stop_confidence` on vLLM goes through the chunked path (vLLM cannot apply it while
+    decoding): every sample is cut at its first window below the bar."""
+    eng = _engine(FakeAsyncLLM(finish="length"))  # one token per call, never finished
+    eng.detokenize = lambda ids, special=False: "".join(piece(t) for t in ids)  # type: ignore[method-assign]
+    params = SamplingParams(max_tokens=3, confidence_top_k=1, stop_confidence=(1, 100.0))
+    gen = asyncio.run(eng.sample([1, 2], params, 2))
+    assert [s.finish_reason for s in gen.samples] == ["confidence", "confidence"]
+    assert [s.n_tokens for s in gen.samples] == [1, 1]
+    assert gen.samples[0].confidence.tolist() == pytest.approx([0.5])

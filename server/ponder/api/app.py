@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -146,11 +147,13 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.engine = engine
     app.state.engine_error = None
     app.state.calibration = calibration
-    app.state.gate = Gate(settings)
+    app.state.gate = Gate(settings, wait_counts=not engine.reports_admission)
     app.state.started = int(time.time())
     install_error_handlers(app)
     app.include_router(router)
     app.add_middleware(_BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(_RequestMetrics)
     metrics.watch_engine(lambda: engine.in_flight, lambda: engine.queue_depth)
+    if hasattr(engine, "counters"):  # engines that batch across requests (llama.cpp)
+        metrics.watch_batching(lambda: dataclasses.asdict(engine.counters))
     return app

@@ -32,7 +32,7 @@ from .schemas import (
     error_responses,
 )
 from .security import Gate
-from .service import stream, until_done_or_gone, with_deadline
+from .service import EngineClock, stream, until_done_or_gone, with_deadline
 
 router = APIRouter()
 log = logging.getLogger("ponder.api")
@@ -93,17 +93,17 @@ async def _respond(request: Request, plan: Plan, engine: Engine, who: str) -> An
     gate = get_gate(request)
     budget = plan.samples * plan.job.params.max_tokens
     permit = gate.admit(who, budget)
-    timeout = settings.request_timeout_s or None
+    clock = EngineClock(settings.request_timeout_s or None)  # from admission to the engine
     calibration = request.app.state.calibration
     if plan.stream:
         events = stream(plan, engine, calibration)
-        guarded = with_deadline(events, timeout, permit.release, gate.closing)
+        guarded = with_deadline(events, clock, permit.release, gate.closing)
         weakref.finalize(guarded, permit.release)  # a stream that never started
         headers = {**_SSE_HEADERS, **_plan_headers(plan)}
         return StreamingResponse(guarded, media_type="text/event-stream", headers=headers)
     try:
         run = runner.run(plan.job, engine, calibration=calibration)
-        out = await until_done_or_gone(request, run, timeout, gate.closing)
+        out = await until_done_or_gone(request, run, clock, gate.closing)
     finally:
         permit.release()
     gate.observe(budget, out.generation.generate_s)

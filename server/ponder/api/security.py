@@ -27,8 +27,11 @@ def _fingerprint(key: str) -> str:
 class Gate:
     """Authentication and admission for the /v1 routes."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, wait_counts: bool = True) -> None:
         self.settings = settings
+        self.wait_counts = wait_counts
+        """Whether time spent waiting for the engine counts toward a request's deadline: not
+        on an engine that reports admission (llama.cpp's batcher, `types.ENGINE_WAIT`)."""
         self.keys = settings.key_set()
         self._digests = [hashlib.sha256(k.encode()).digest() for k in self.keys]
         self._calls: dict[str, deque[float]] = defaultdict(deque)
@@ -98,13 +101,15 @@ class Gate:
         return 0.0 if self.pace is None else self.pace * self.work
 
     def _fits(self, budget_tokens: int) -> None:
-        """503 now, with a Retry-After computed from the queue, when the work admitted before
-        this request plus its own cannot finish within the request deadline."""
+        """503 now, with a Retry-After computed from the queue, when the request cannot finish
+        within its deadline: its own work at the measured pace, plus the work admitted before
+        it where waiting for the engine counts toward the deadline."""
         timeout = self.settings.request_timeout_s
         if not timeout or self.pace is None or self.admitted == 0:
             return
         ahead = self.expected_wait()
-        if ahead + self.pace * budget_tokens > timeout:
+        counted = ahead if self.wait_counts else 0.0
+        if counted + self.pace * budget_tokens > timeout:
             raise ApiError(
                 503,
                 f"the server is busy: about {ahead:.0f} s of work is queued ahead of this "

@@ -12,7 +12,7 @@ from typing import Any
 from .. import runner
 from ..calibration import Calibration
 from ..runner import Finished, Idle, Outcome, Progress, Text
-from ..types import Engine
+from ..types import ENGINE_WAIT, Engine
 from .errors import ApiError, ClientGone, error_body, to_api_error
 from .plan import Plan
 from .render import (
@@ -42,14 +42,34 @@ def _deadline_error(timeout: float | None) -> ApiError:
     return ApiError(504, f"the request took longer than {timeout:g} s", code="deadline_exceeded")
 
 
+class EngineClock:
+    """A request's deadline, counted from its admission to the engine: seconds spent waiting
+    for the engine's sequences (reported by the engine through `types.ENGINE_WAIT`, summed
+    over the request's engine calls) are not counted. Engines that do not queue requests
+    themselves report nothing: their deadline counts from arrival."""
+
+    def __init__(self, timeout: float | None) -> None:
+        self.timeout = timeout
+        self.start = asyncio.get_running_loop().time()
+        self.waited = 0.0
+        ENGINE_WAIT.set(self.add)
+
+    def add(self, seconds: float) -> None:
+        self.waited += seconds
+
+    def remaining(self) -> float | None:
+        if self.timeout is None:
+            return None
+        now = asyncio.get_running_loop().time()
+        return self.start + self.waited + self.timeout - now
+
+
 async def until_done_or_gone(
-    request: Any, coro: Any, timeout: float | None, closing: asyncio.Event | None = None
+    request: Any, coro: Any, clock: EngineClock, closing: asyncio.Event | None = None
 ) -> Outcome:
     """Await `coro` (a runner.run), cancelling it — and so the engine's work on it — when the
     client disconnects, the deadline passes (504) or the server's grace period ends (503)."""
     task = asyncio.ensure_future(coro)
-    loop = asyncio.get_running_loop()
-    deadline = None if timeout is None else loop.time() + timeout
     try:
         while True:
             done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
@@ -58,8 +78,9 @@ async def until_done_or_gone(
                 return result
             if await request.is_disconnected():
                 raise ClientGone()
-            if deadline is not None and loop.time() > deadline:
-                raise _deadline_error(timeout)
+            left = clock.remaining()
+            if left is not None and left < 0:
+                raise _deadline_error(clock.timeout)
             if closing is not None and closing.is_set():
                 raise _shutting_down()
     finally:
@@ -71,23 +92,28 @@ async def until_done_or_gone(
 
 async def with_deadline(
     events: AsyncIterator[str],
-    timeout: float | None,
+    clock: EngineClock,
     on_end: Callable[[], None],
     closing: asyncio.Event | None = None,
 ) -> AsyncIterator[str]:
     """Pass SSE events through; past the deadline (504) or at the end of the server's grace
     period (503), stop the stream (which cancels its engine work) with one error event and
     [DONE]. `on_end` runs however the stream ends."""
-    loop = asyncio.get_running_loop()
-    deadline = None if timeout is None else loop.time() + timeout
     stop = asyncio.ensure_future(closing.wait()) if closing is not None else None
     nxt: asyncio.Future[str] | None = None
     try:
         while True:
-            remaining = None if deadline is None else max(deadline - loop.time(), 0.0)
             nxt = asyncio.ensure_future(events.__anext__())
             waiters = {nxt} if stop is None else {nxt, stop}
-            done, _ = await asyncio.wait(waiters, timeout=remaining, return_when="FIRST_COMPLETED")
+            while True:  # the deadline moves while the request waits for the engine
+                left = clock.remaining()
+                timeout = None if left is None else max(left, 0.0)
+                done, _ = await asyncio.wait(
+                    waiters, timeout=timeout, return_when="FIRST_COMPLETED"
+                )
+                again = clock.remaining()
+                if done or again is None or again <= 0:
+                    break
             if nxt in done:
                 try:
                     event = nxt.result()
@@ -99,7 +125,7 @@ async def with_deadline(
             with contextlib.suppress(BaseException):
                 await nxt
             err = _shutting_down() if stop is not None and stop in done else None
-            yield _error_event(err or _deadline_error(timeout))
+            yield _error_event(err or _deadline_error(clock.timeout))
             yield DONE
             return
     finally:

@@ -1,55 +1,53 @@
 """The embedded CPU engine: llama.cpp through llama-cpp-python, N samples in one batch.
 
-Every call into llama-cpp-python's unstable `_internals` API lives in this module. One
-llama.cpp context holds up to `max_samples` sequences with a unified KV cache: the prompt is
-prefilled once on sequence 0 and shared with the others by `kv_cache_seq_cp`; each decode step
-then carries one token per live sequence. Sampling and the per-token stats are numpy over the
-raw logits rows (engines/stats.py). Native calls run on one dedicated thread, so requests are
-queued in arrival order and never touch the context concurrently.
+Every call into llama-cpp-python's unstable `_internals` API lives in this module and in
+engines/batcher.py. One llama.cpp context holds up to `max_samples` sequences with a unified
+KV cache: a request's prompt is prefilled once and shared with its other sequences by
+`kv_cache_seq_cp`. The batcher (one thread, the only one that touches the context) carries
+the live sequences of every admitted request in each decode step (continuous batching).
+Sampling and the per-token stats are numpy over the raw logits rows (engines/stats.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import codecs
 import contextlib
 import ctypes
-import dataclasses
 import importlib.util
 import logging
-import threading
-import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-import numpy as np
-
 from ..errors import EngineError, EngineNotReady, RequestTooLarge
-from ..stops import holdback, stop_index
 from ..types import (
     Generation,
     ProgressCallback,
-    PromptLogprobs,
-    Sample,
     SampleCallback,
     Sampler,
     SamplingParams,
     StreamDelta,
 )
 from .base import punctuation_ids, render_plain_content
-from .stats import RowStats, sample_rows, score_rows, token_confidence, top_logprobs
+from .batcher import Batcher, Counters, Request
 
 log = logging.getLogger("ponder.engine")
 
 T = TypeVar("T")
-PREFILL_CHUNK = 64
-"""Prompt tokens decoded per step of a prefill; cancellation is checked between steps. On this
-project's 2-core CPU a prefill runs at ~130 tokens/s whatever the chunk (64: 124, 128: 131,
-256: ~130, 512: ~140 tokens/s), so 64 keeps a dropped request's wait under ~0.5 s."""
-DeltaCallback = Callable[[str], None]
+
+
+def default_threads() -> int:
+    """llama.cpp threads when PONDER_THREADS is not set: every core but one. llama.cpp's
+    thread barriers collapse when a thread has to wait for a busy core; measured on this
+    project's 2-core machine (benchmarks/bench_threads.py, majority vote @8, 64 tokens):
+    idle, 2 threads 4.2 s vs 1 thread 5.8 s; with one other busy process, 2 threads 12.0 s vs
+    1 thread 6.3 s. One core is left for Ponder's own event loop, tokenizing and grading,
+    and whatever else runs on the host."""
+    import os
+
+    return max(1, len(os.sched_getaffinity(0)) - 1)
 
 
 def embedded_model_path() -> Path:
@@ -70,118 +68,12 @@ def embedded_model_path() -> Path:
     return found[0]
 
 
-def _seed(seed: int | None, i: int) -> int | None:
-    """Sample i's seed (seed + i), folded into numpy's non-negative range."""
-    return None if seed is None else (seed + i) % 2**64
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
-    for i in range(n):
-        if a[i] != b[i]:
-            return i
-    return n
-
-
-@dataclasses.dataclass
-class _Job:
-    """One prompt's share of a batched call: its samples on sequences base, base + 1, ..."""
-
-    prompt_ids: list[int]
-    params: SamplingParams
-    samples: int
-    base: int
-    scores: list[tuple[float, list[tuple[int, float]]]] | None = None
-    """The prompt's scores (`params.prompt_logprobs`), filled by the prefill."""
-    max_stop: int = 0
-    """Length of the longest stop string (how far back a new token can complete one)."""
-
-    def __post_init__(self) -> None:
-        self.max_stop = max((len(x) for x in self.params.stop), default=0)
-
-    def prompt_logprobs(self, text: Callable[[int], str]) -> PromptLogprobs | None:
-        if self.scores is None:
-            return None
-        ids = self.prompt_ids
-        return PromptLogprobs(
-            tokens_text=[text(t) for t in ids],
-            logprob=[None] + [lp for lp, _ in self.scores],
-            top=[None] + [[(text(t), v) for t, v in top] for _, top in self.scores],
-        )
-
-
-class _Seq:
-    """Bookkeeping of one sequence being decoded."""
-
-    __slots__ = (
-        "conf",
-        "conf_window",
-        "decoder",
-        "emitted",
-        "ent",
-        "finish",
-        "index",
-        "job",
-        "kl",
-        "lp",
-        "lpp",
-        "next_entropy",
-        "pieces",
-        "rng",
-        "row",
-        "seq",
-        "text",
-        "tokens",
-        "top",
-    )
-
-    def __init__(self, rng: np.random.Generator) -> None:
-        self.rng = rng
-        self.tokens: list[int] = []
-        self.lp: list[float] = []
-        self.kl: list[float] = []
-        self.lpp: list[float] = []
-        self.ent: list[float] = []
-        self.conf: list[float] = []
-        self.conf_window = 0.0
-        self.top: list[list[tuple[str, float]]] = []
-        self.pieces: list[str] = []
-        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self.text = ""
-        self.emitted = 0
-        self.finish: str | None = None
-        self.row: np.ndarray | None = None
-        self.next_entropy: float | None = None
-        self.job = 0
-        self.seq = 0
-        self.index = 0
-
-    def decoded(self) -> list[int]:
-        """Generated tokens whose KV is in the cache (a final sampled token never is)."""
-        return self.tokens if self.finish in ("entropy", None) else self.tokens[:-1]
-
-    def to_sample(self, index: int, with_top: bool) -> Sample:
-        return Sample(
-            index=index,
-            text=self.text,
-            token_ids=self.tokens,
-            finish_reason=self.finish or "cancelled",
-            logprob=np.asarray(self.lp, dtype=np.float32),
-            kl_uniform=np.asarray(self.kl, dtype=np.float32),
-            logprob_processed=np.asarray(self.lpp, dtype=np.float32),
-            entropy_processed=np.asarray(self.ent, dtype=np.float32),
-            top_logprobs=self.top if with_top else None,
-            tokens_text=self.pieces,
-            next_entropy=self.next_entropy,
-            confidence=np.asarray(self.conf, dtype=np.float32),
-        )
-
-
 class LlamaCppEngine:
     """llama.cpp engine with exact per-token stats; see the module docstring."""
 
     exact_stats = True
     continues_chat = True
+    reports_admission = True
 
     def __init__(
         self,
@@ -199,7 +91,7 @@ class LlamaCppEngine:
         self.max_samples = max_samples
         self.n_threads = n_threads
         self.n_batch = n_batch
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama.cpp")
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama.cpp-load")
         self._ready = False
         self._llama: Any = None
         self._ctx: Any = None
@@ -207,11 +99,7 @@ class LlamaCppEngine:
         self._lib: Any = None
         self._pieces: dict[tuple[int, bool], bytes] = {}
         self._chat: Any = None
-        self._kv: dict[int, tuple[list[int], np.ndarray | None]] = {}
-        self._lock_obj: asyncio.Lock | None = None
-        self._lock_loop: asyncio.AbstractEventLoop | None = None
-        self._waiting = 0
-        self._running = 0
+        self._batcher: Batcher | None = None
         self.n_vocab = 0
         self._punct: frozenset[int] = frozenset()
         self._is_eog: Any = None
@@ -226,11 +114,12 @@ class LlamaCppEngine:
 
     async def start(self) -> None:
         await self._run(self._load)
+        self._batcher = Batcher(self)
         warm = self.tokenize("Hello")
         await self.sample(warm, SamplingParams(max_tokens=1, temperature=0.0), 1)
         self._ready = True
 
-    def _load(self, cancel: threading.Event | None = None) -> None:
+    def _load(self) -> None:
         from llama_cpp import Llama, llama_chat_format
         from llama_cpp import _internals as internals
         from llama_cpp import llama_cpp as lib
@@ -238,7 +127,7 @@ class LlamaCppEngine:
         path = self.model_path or str(embedded_model_path())
         if not Path(path).is_file():
             raise EngineError(f"model file not found: {path}")
-        threads = self.n_threads or max(1, len(__import__("os").sched_getaffinity(0)))
+        threads = self.n_threads or default_threads()
         # The high-level object gives us the model, tokenizer and GGUF metadata; its own
         # context is kept tiny because generation uses the batched context below.
         self._llama = Llama(model_path=path, n_ctx=64, n_batch=64, n_threads=threads, verbose=False)
@@ -254,6 +143,7 @@ class LlamaCppEngine:
         params.n_ubatch = self.n_batch
         params.n_seq_max = n_seq
         params.kv_unified = True
+        params.flash_attn_type = 1  # enabled: attention skips other sequences' cells exactly
         params.n_threads = threads
         params.n_threads_batch = threads
         params.no_perf = True
@@ -295,7 +185,11 @@ class LlamaCppEngine:
     async def close(self) -> None:
         self._ready = False
 
-        def _free(cancel: threading.Event | None = None) -> None:
+        batcher, self._batcher = self._batcher, None
+        if batcher is not None:  # its thread ends (failing what is left) before the context goes
+            await asyncio.to_thread(batcher.stop)
+
+        def _free() -> None:
             for obj in (self._batch, self._ctx, self._llama):
                 if obj is not None:
                     obj.close()
@@ -405,52 +299,39 @@ class LlamaCppEngine:
 
     # ---------------------------------------------------------------- generation
 
-    def _lock(self) -> asyncio.Lock:
-        """The lock that orders requests and sessions (one per event loop)."""
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(*args)` on the engine's loader thread (loading and freeing the model)."""
         loop = asyncio.get_running_loop()
-        if self._lock_obj is None or self._lock_loop is not loop:
-            self._lock_obj, self._lock_loop = asyncio.Lock(), loop
-        return self._lock_obj
-
-    async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run `fn(*args, cancel=event)` on the engine thread; cancelling the caller stops it."""
-        cancel = threading.Event()
-        loop = asyncio.get_running_loop()
-        fut = loop.run_in_executor(self._executor, partial(fn, *args, cancel=cancel, **kwargs))
-        try:
-            return await asyncio.shield(fut)
-        except asyncio.CancelledError:
-            cancel.set()
-            fut.add_done_callback(lambda f: f.cancelled() or f.exception())
-            raise
+        return await loop.run_in_executor(self._executor, partial(fn, *args))
 
     @property
     def in_flight(self) -> int:
-        """Requests inside the engine, running or waiting for it."""
-        return self._waiting + self._running
+        """Requests inside the engine, running or waiting for sequences."""
+        b = self._batcher
+        return 0 if b is None else len(b.incoming) + len(b.waiting) + len(b.active)
 
     @property
     def queue_depth(self) -> int:
-        return self._waiting
+        b = self._batcher
+        return 0 if b is None else len(b.incoming) + len(b.waiting)
 
-    @contextlib.asynccontextmanager
-    async def _admitted(self) -> AsyncIterator[None]:
-        """Wait for exclusive use of the engine (arrival order), counting the wait."""
-        self._waiting += 1
-        try:
-            await self._lock().acquire()
-        finally:
-            self._waiting -= 1
-        self._running += 1
-        try:
-            yield
-        finally:
-            self._running -= 1
-            self._lock().release()
+    @property
+    def counters(self) -> Counters:
+        """The batcher's counters (steps, sequences per step, shared steps, tokens)."""
+        return self._batcher.counters if self._batcher is not None else Counters()
 
-    def _require_ready(self) -> None:
-        if self._ctx is None:
+    def _require_ready(self) -> Batcher:
+        if self._ctx is None or self._batcher is None:
             raise EngineNotReady("the model is still loading")
+        return self._batcher
+
+    def _request(
+        self, prompt_ids: list[int], params: SamplingParams, samples: int, **hooks: Any
+    ) -> Request:
+        if not prompt_ids:
+            raise EngineError("empty prompt")
+        self.check_fits(len(prompt_ids), params.max_tokens, samples)
+        return Request(list(prompt_ids), params, samples, **hooks)
 
     async def sample(
         self,
@@ -460,369 +341,56 @@ class LlamaCppEngine:
         on_progress: ProgressCallback | None = None,
         on_sample: SampleCallback | None = None,
     ) -> Generation:
-        self._require_ready()
-        submitted = time.perf_counter()
-        async with self._admitted():
-            return await self._run(
-                self._generate,
-                prompt_ids,
-                params,
-                samples,
-                on_progress,
-                None,
-                submitted,
-                on_sample=on_sample,
-            )
+        batcher = self._require_ready()
+        req = self._request(
+            prompt_ids, params, samples, on_progress=on_progress, on_sample=on_sample
+        )
+        return await batcher.run(req)
 
     @contextlib.asynccontextmanager
     async def session(self) -> AsyncIterator[Sampler]:
-        """Exclusive use of the engine for a series of calls (CNTP's drafts and trials): inside
-        it, each call reuses the KV cache of the previous call's longest matching sequence, so
-        a growing prefix is never prefilled twice. The first call starts from a clean cache, so
-        a session is as reproducible as a single call."""
+        """A series of calls extending one another's prefixes (CNTP's drafts and trials,
+        adaptive waves). Nothing is held: each call is an ordinary request, and the batcher's
+        prefix cache gives it the previous call's KV, so a growing prefix is not prefilled
+        twice."""
         self._require_ready()
-        async with self._admitted():
-            yield _Session(self)
+        yield _Session(self)
 
     async def stream(
         self, prompt_ids: list[int], params: SamplingParams
     ) -> AsyncIterator[StreamDelta]:
-        self._require_ready()
+        batcher = self._require_ready()
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[str] = asyncio.Queue()
 
         def on_delta(text: str) -> None:
             loop.call_soon_threadsafe(queue.put_nowait, text)
 
-        async with self._admitted():
-            task = asyncio.ensure_future(
-                self._run(
-                    self._generate, prompt_ids, params, 1, None, on_delta, time.perf_counter()
-                )
-            )
-            try:
-                while True:
-                    getter = asyncio.ensure_future(queue.get())
-                    await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
-                    if getter.done():
-                        yield StreamDelta(getter.result())
-                        continue
-                    getter.cancel()
-                    while not queue.empty():
-                        yield StreamDelta(queue.get_nowait())
-                    gen = task.result()
-                    yield StreamDelta("", sample=gen.samples[0], prompt_tokens=gen.prompt_tokens)
-                    return
-            finally:
-                if not task.done():
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await task
-
-    def _decode(self, rows: list[tuple[int, int, int]]) -> np.ndarray:
-        """Decode one batch of (token, position, sequence) rows; return their logits rows."""
-        b = self._batch.batch
-        b.n_tokens = len(rows)
-        for r, (tok, pos, seq) in enumerate(rows):
-            b.token[r] = tok
-            b.pos[r] = pos
-            b.n_seq_id[r] = 1
-            b.seq_id[r][0] = seq
-            b.logits[r] = True
-        self._check(self._lib.llama_decode(self._ctx.ctx, b))
-        ptr = self._lib.llama_get_logits(self._ctx.ctx)
-        return np.ctypeslib.as_array(ptr, shape=(len(rows), self.n_vocab)).copy()
-
-    def _prefill(
-        self,
-        tokens: list[int],
-        start: int,
-        seq: int = 0,
-        cancel: threading.Event | None = None,
-        job: _Job | None = None,
-    ) -> np.ndarray:
-        """Decode `tokens` at positions start.. on sequence `seq` in chunks of PREFILL_CHUNK;
-        return the logits row of the last one. A cancelled request (client gone, deadline)
-        stops between chunks: the KV cache is then cleared (it holds a partial prompt) and
-        EngineError raised, so a long prompt nobody waits for frees the engine at once.
-        With a `job` that scores its prompt, every row's logits are kept and scored chunk by
-        chunk (memory stays one chunk of rows)."""
-        b = self._batch.batch
-        n = len(tokens)
-        k = job.params.prompt_logprobs if job is not None else None
-        if job is not None and k is not None:
-            job.scores = []
-        for off in range(0, n, PREFILL_CHUNK):
-            if cancel is not None and cancel.is_set():
-                self._kv = {}
-                self._ctx.kv_cache_clear()
-                raise EngineError("cancelled during prefill")
-            chunk = tokens[off : off + PREFILL_CHUNK]
-            b.n_tokens = len(chunk)
-            for r, tok in enumerate(chunk):
-                b.token[r] = tok
-                b.pos[r] = start + off + r
-                b.n_seq_id[r] = 1
-                b.seq_id[r][0] = seq
-                b.logits[r] = k is not None or off + r == n - 1
-            self._check(self._lib.llama_decode(self._ctx.ctx, b))
-            if job is not None and job.scores is not None and k is not None:
-                ptr = self._lib.llama_get_logits(self._ctx.ctx)
-                rows = np.ctypeslib.as_array(ptr, shape=(len(chunk), self.n_vocab))
-                job.scores += score_rows(rows, tokens[off + 1 : off + 1 + len(chunk)], k)
-        ptr = self._lib.llama_get_logits_ith(self._ctx.ctx, -1)
-        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).copy()
-
-    def _prepare(
-        self, job: _Job, block: range, cancel: threading.Event | None = None
-    ) -> np.ndarray:
-        """Put the job's prompt KV on sequence `job.base` and return the next-token logits row.
-
-        The sequence of `block` left by the previous call (in `self._kv`) that shares the
-        longest prefix with the prompt becomes the base and only the rest is decoded (nothing
-        at all when its state is exactly the prompt); the block's other sequences are freed.
-        With no usable state, or when the prompt is to be scored, it is prefilled whole."""
-        prompt_ids, base = job.prompt_ids, job.base
-        scoring = job.params.prompt_logprobs is not None
-        kv = {} if scoring else {s: v for s, v in self._kv.items() if s in block}
-        for s in block:
-            if s not in kv:
-                self._ctx.kv_cache_seq_rm(s, -1, -1)
-        if not kv:
-            return self._prefill(prompt_ids, 0, base, cancel, job)
-        common = {s: _common_prefix(toks, prompt_ids) for s, (toks, _) in kv.items()}
-        src = max(common, key=lambda s: (common[s], -s))
-        toks, row = kv[src]
-        if src != base:
-            self._ctx.kv_cache_seq_rm(base, -1, -1)
-            self._ctx.kv_cache_seq_cp(src, base, -1, -1)
-        for s in kv:
-            if s != base:
-                self._ctx.kv_cache_seq_rm(s, -1, -1)
-        if common[src] == len(prompt_ids) == len(toks) and row is not None:
-            return row
-        keep = min(common[src], len(prompt_ids) - 1)
-        self._ctx.kv_cache_seq_rm(base, keep, -1)
-        return self._prefill(prompt_ids[keep:], keep, base, cancel)
-
-    @staticmethod
-    def _check(code: int) -> None:
-        if code == 1:
-            raise EngineError("the KV cache is full: lower samples or max_tokens")
-        if code != 0:
-            raise EngineError(f"llama_decode failed with code {code}")
-
-    def _generate(
-        self,
-        prompt_ids: list[int],
-        params: SamplingParams,
-        samples: int,
-        on_progress: ProgressCallback | None,
-        on_delta: DeltaCallback | None,
-        submitted: float,
-        cancel: threading.Event,
-        reuse: bool = False,
-        on_sample: SampleCallback | None = None,
-    ) -> Generation:
-        job = _Job(prompt_ids, params, samples, 0)
-        block = self.max_samples  # one job: every sequence's cached state is a candidate
-        return self._generate_jobs(
-            [job], block, on_progress, on_delta, submitted, cancel, reuse, on_sample
-        )[0]
-
-    def _generate_jobs(
-        self,
-        jobs: list[_Job],
-        block_size: int,
-        on_progress: ProgressCallback | None,
-        on_delta: DeltaCallback | None,
-        submitted: float,
-        cancel: threading.Event,
-        reuse: bool = False,
-        on_sample: SampleCallback | None = None,
-    ) -> list[Generation]:
-        """Decode every job's samples in one batch loop. Job j's samples live on sequences
-        base_j .. base_j + samples_j - 1 of its block [base_j, base_j + block_size); with
-        `reuse` each block starts from the state the previous call left in it. `on_sample`
-        sees each finished sample and may end the call (the others stop as "cancelled")."""
-        started = time.perf_counter()
-        self._check_jobs(jobs, block_size)
-        if not reuse:
-            self._ctx.kv_cache_clear()
-            self._kv = {}
-        seqs, logits = self._start(jobs, block_size, cancel)
-        live = list(range(len(seqs)))
-        finished = 0
-        enough = False
-        while live and not cancel.is_set():
-            rows, still = self._step(jobs, seqs, live, logits, on_delta)
-            if on_progress is not None:
-                for _ in range(len(live) - len(still)):
-                    finished += 1
-                    on_progress(finished, len(seqs))
-            if on_sample is not None:
-                done = [seqs[k] for k in live if k not in set(still)]
-                enough = any(
-                    [
-                        on_sample(s.to_sample(s.index, jobs[s.job].params.top_logprobs > 0))
-                        for s in done
-                    ]
-                )
-            live = still
-            if enough:
-                for k in live:  # their last sampled token was never decoded
-                    seqs[k].finish = "cancelled"
-                    seqs[k].text += seqs[k].decoder.decode(b"", final=True)
-                break
-            if live and not cancel.is_set():
-                logits = self._decode(rows)
-        if not cancel.is_set():
-            self._kv = {s.seq: (jobs[s.job].prompt_ids + s.decoded(), s.row) for s in seqs}
-        return self._generations(jobs, seqs, submitted, started)
-
-    def _check_jobs(self, jobs: list[_Job], block_size: int) -> None:
-        for job in jobs:
-            if not job.prompt_ids:
-                raise EngineError("empty prompt")
-            self.check_fits(len(job.prompt_ids), job.params.max_tokens, job.samples)
-        if max(j.base + block_size for j in jobs) > self.max_samples:
-            raise RequestTooLarge(
-                f"this engine decodes at most {self.max_samples} sequences at once", "samples"
-            )
-
-    def _start(
-        self, jobs: list[_Job], block_size: int, cancel: threading.Event
-    ) -> tuple[list[_Seq], np.ndarray]:
-        """Each job's prompt prefilled (or resumed) on its base sequence and shared with its
-        other sequences; the sequences and their first logits rows."""
-        seqs: list[_Seq] = []
-        rows: list[np.ndarray] = []
-        for j, job in enumerate(jobs):
-            first = self._prepare(job, range(job.base, job.base + block_size), cancel)
-            for i in range(job.samples):
-                if i:
-                    self._ctx.kv_cache_seq_cp(job.base, job.base + i, -1, -1)
-                s = _Seq(np.random.default_rng(_seed(job.params.seed, i)))
-                s.job, s.seq, s.index = j, job.base + i, i
-                seqs.append(s)
-                rows.append(first)
-        return seqs, np.stack(rows)
-
-    def _step(
-        self,
-        jobs: list[_Job],
-        seqs: list[_Seq],
-        live: list[int],
-        logits: np.ndarray,
-        on_delta: DeltaCallback | None,
-    ) -> tuple[list[tuple[int, int, int]], list[int]]:
-        """Sample one token for every live sequence (row r of `logits` is live[r]'s), job by
-        job with its own parameters; the next decode's rows and the sequences still live."""
-        nxt: list[tuple[int, int, int]] = []
-        still: list[int] = []
-        for j, job in enumerate(jobs):
-            idx = [r for r, k in enumerate(live) if seqs[k].job == j]
-            if not idx:
-                continue
-            params = job.params
-            st = sample_rows(logits[idx], params, [seqs[live[r]].rng for r in idx])
-            conf = (
-                token_confidence(logits[idx], st.lse, params.confidence_top_k)
-                if params.confidence_top_k > 0
-                else None
-            )
-            for q, r in enumerate(idx):
-                s = seqs[live[r]]
-                s.row = logits[r]
-                ent = float(st.entropy_processed[q])
-                if params.stop_entropy is not None and ent >= params.stop_entropy:
-                    s.finish, s.next_entropy = "entropy", ent  # stop before this token
-                else:
-                    eog = self._is_eog(self._vocab, int(st.token[q]))
-                    self._accept(s, st, q, params, job.max_stop, eog)
-                    if conf is not None:
-                        _confident(s, float(conf[q]), params)
-                if on_delta is not None:
-                    hold = 0 if s.finish else holdback(s.text, params.stop)
-                    if len(s.text) - hold > s.emitted:
-                        on_delta(s.text[s.emitted : len(s.text) - hold])
-                        s.emitted = len(s.text) - hold
-                if s.finish is None:
-                    nxt.append((s.tokens[-1], len(job.prompt_ids) + len(s.tokens) - 1, s.seq))
-                    still.append(live[r])
-        return nxt, still
-
-    def _generations(
-        self, jobs: list[_Job], seqs: list[_Seq], submitted: float, started: float
-    ) -> list[Generation]:
-        elapsed = time.perf_counter() - started
-        return [
-            Generation(
-                samples=[
-                    s.to_sample(s.index, job.params.top_logprobs > 0) for s in seqs if s.job == j
-                ],
-                prompt_tokens=len(job.prompt_ids),
-                queue_s=started - submitted,
-                generate_s=elapsed,
-                prompt_logprobs=job.prompt_logprobs(partial(self._text, special=True)),
-            )
-            for j, job in enumerate(jobs)
-        ]
-
-    def _accept(
-        self, s: _Seq, st: RowStats, r: int, params: SamplingParams, max_stop: int, eog: bool
-    ) -> None:
-        """Append row r's sampled token to sequence s and decide whether s is finished."""
-        tok = int(st.token[r])
-        s.tokens.append(tok)
-        s.lp.append(float(st.logprob[r]))
-        s.kl.append(float(st.kl_uniform[r]))
-        s.lpp.append(float(st.logprob_processed[r]))
-        s.ent.append(float(st.entropy_processed[r]))
-        if params.top_logprobs > 0:
-            assert s.row is not None
-            top = top_logprobs(s.row, float(st.lse[r]), params.top_logprobs)
-            s.top.append([(self._text(t), lp) for t, lp in top])
-        if eog:
-            s.pieces.append("")
-            s.text += s.decoder.decode(b"", final=True)
-            s.finish = "stop"
-            return
-        piece = self._text(tok)
-        s.pieces.append(piece)
-        before = len(s.text)
-        s.text += s.decoder.decode(self._piece(tok))
-        if params.stop:
-            cut = stop_index(s.text, params.stop, max(0, before - max_stop + 1))
-            if cut != -1:
-                s.text = s.text[:cut]
-                s.finish = "stop"
+        req = self._request(prompt_ids, params, 1, on_delta=on_delta)
+        task = asyncio.ensure_future(batcher.run(req))
+        try:
+            while True:
+                getter = asyncio.ensure_future(queue.get())
+                await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
+                if getter.done():
+                    yield StreamDelta(getter.result())
+                    continue
+                getter.cancel()
+                while not queue.empty():
+                    yield StreamDelta(queue.get_nowait())
+                gen = task.result()
+                yield StreamDelta("", sample=gen.samples[0], prompt_tokens=gen.prompt_tokens)
                 return
-        if params.punct_stop and tok in self._punct:
-            s.text += s.decoder.decode(b"", final=True)
-            s.finish = "punct"
-        elif len(s.tokens) >= params.max_tokens:
-            s.text += s.decoder.decode(b"", final=True)
-            s.finish = "length"
-
-
-def _confident(s: _Seq, c: float, params: SamplingParams) -> None:
-    """Record a token's DeepConf confidence; finish the sequence when the mean of its last
-    `window` confidences falls below the threshold (`SamplingParams.stop_confidence`)."""
-    s.conf.append(c)
-    if params.stop_confidence is None:
-        return
-    window, threshold = params.stop_confidence
-    s.conf_window += c
-    if len(s.conf) > window:
-        s.conf_window -= s.conf[-window - 1]
-    if s.finish is None and len(s.conf) >= window and s.conf_window < threshold * window:
-        s.text += s.decoder.decode(b"", final=True)
-        s.finish = "confidence"
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
 
 
 class _Session:
-    """Calls inside `LlamaCppEngine.session()`; the first one starts from a clean cache."""
+    """Calls inside `LlamaCppEngine.session()`: ordinary requests; the first one may start
+    from a clean cache (as a request alone does), the later ones reuse what it left."""
 
     def __init__(self, engine: LlamaCppEngine) -> None:
         self._engine = engine
@@ -836,20 +404,11 @@ class _Session:
         on_progress: ProgressCallback | None = None,
         on_sample: SampleCallback | None = None,
     ) -> Generation:
-        reuse = self._calls > 0
+        fresh = self._calls == 0
         self._calls += 1
+        hooks = {"on_progress": on_progress, "on_sample": on_sample, "fresh": fresh}
         eng = self._engine
-        return await eng._run(
-            eng._generate,
-            prompt_ids,
-            params,
-            samples,
-            on_progress,
-            None,
-            time.perf_counter(),
-            reuse=reuse,
-            on_sample=on_sample,
-        )
+        return await eng._require_ready().run(eng._request(prompt_ids, params, samples, **hooks))
 
     async def sample_many(
         self,
@@ -857,15 +416,13 @@ class _Session:
         blocks: list[int],
         block_size: int,
     ) -> list[Generation]:
-        """Several prompts' samples in one batch: request i on block blocks[i] (a stable
-        per-caller slot, so each block resumes from its own previous state)."""
-        reuse = self._calls > 0
+        """Several prompts' samples at once: the batcher decodes them in the same steps."""
+        fresh = self._calls == 0
         self._calls += 1
         eng = self._engine
-        jobs = [
-            _Job(p, params, n, b * block_size)
-            for (p, params, n), b in zip(requests, blocks, strict=True)
-        ]
-        return await eng._run(
-            eng._generate_jobs, jobs, block_size, None, None, time.perf_counter(), reuse=reuse
+        batcher = eng._require_ready()
+        return list(
+            await asyncio.gather(
+                *(batcher.run(eng._request(p, params, n, fresh=fresh)) for p, params, n in requests)
+            )
         )

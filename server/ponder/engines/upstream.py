@@ -167,6 +167,7 @@ class UpstreamEngine:
 
     exact_stats = False
     continues_chat = False
+    reports_admission = False
 
     def __init__(
         self,

@@ -227,6 +227,7 @@ class VllmEngine:
         self.model_name = opts.served_name
         self.exact_stats = opts.exact_stats
         self.continues_chat = True
+        self.reports_admission = False  # vLLM queues internally: deadlines count from arrival
         self.n_vocab = 0
         self.max_model_len = 0
         self._engine: Any = None
@@ -467,7 +468,7 @@ class VllmEngine:
         if self._engine is None:
             raise EngineNotReady("the model is still loading")
         self._check_seed(params)
-        if params.stop_entropy is not None:
+        if params.stop_entropy is not None or params.stop_confidence is not None:
             return await self._draft(prompt_ids, params, samples)
         return await self._sample(prompt_ids, params, samples, on_progress)
 
@@ -552,7 +553,7 @@ class VllmEngine:
     async def _draft(
         self, prompt_ids: list[int], params: SamplingParams, samples: int
     ) -> Generation:
-        """`stop_entropy` on vLLM: chunks cut client-side (`chunked`)."""
+        """`stop_entropy` and `stop_confidence` on vLLM: chunks cut client-side (`chunked`)."""
         started = time.perf_counter()
         gen = await chunked.generate(
             lambda ids, p: self._sample(ids, p, 1), self.detokenize, prompt_ids, params, samples

@@ -1,0 +1,118 @@
+"""Continuous batching on the real SmolLM2 (engines/batcher.py): concurrent requests share
+decode steps, a short request is not stuck behind a long one, a cancelled request does not
+disturb the others, and a seeded request draws the same samples alone or beside others."""
+
+from __future__ import annotations
+
+import asyncio
+
+from ponder.engines.llamacpp import LlamaCppEngine
+from ponder.strategies import CntpOptions
+from ponder.strategies.cntp_decode import cntp_run
+from ponder.types import SamplingParams
+
+SEA = [{"role": "user", "content": "Write one sentence about the sea."}]
+STORY = [{"role": "user", "content": "Write a long story about a dragon."}]
+
+
+def test_concurrent_requests_share_decode_steps(engine: LlamaCppEngine) -> None:
+    p = SamplingParams(max_tokens=24, temperature=0.8, seed=3)
+    q = SamplingParams(max_tokens=24, temperature=0.8, seed=8)
+
+    async def go() -> tuple:
+        before = engine.counters.shared_steps
+        both = await asyncio.gather(
+            engine.sample(engine.render_chat(SEA), p, 3),
+            engine.sample(engine.render_chat(STORY), q, 2),
+        )
+        return both, engine.counters.shared_steps - before
+
+    (a, b), shared = asyncio.run(go())
+    assert shared > 0
+    assert len(a.samples) == 3 and len(b.samples) == 2
+    # same seed, same samples as each request alone (per-sequence RNG)
+    alone_a = asyncio.run(engine.sample(engine.render_chat(SEA), p, 3))
+    alone_b = asyncio.run(engine.sample(engine.render_chat(STORY), q, 2))
+    assert [s.token_ids for s in a.samples] == [s.token_ids for s in alone_a.samples]
+    assert [s.token_ids for s in b.samples] == [s.token_ids for s in alone_b.samples]
+
+
+def test_a_short_request_finishes_while_a_long_cntp_request_runs(engine: LlamaCppEngine) -> None:
+    always = CntpOptions(max_trials=4, entropy_low=-2.0, entropy_high=-1.0)  # branch every step
+    long_params = SamplingParams(max_tokens=64, temperature=0.8, seed=5)
+
+    async def go() -> tuple[bool, float]:
+        prompt = engine.render_chat(STORY)
+        long = asyncio.ensure_future(cntp_run(engine, prompt, long_params, always, 1))
+        await asyncio.sleep(1.0)
+        short = await engine.sample(
+            engine.render_chat(SEA), SamplingParams(max_tokens=8, seed=1), 1
+        )
+        running = not long.done()
+        await long
+        return running, short.queue_s
+
+    running, queued = asyncio.run(go())
+    assert running  # answered while the CNTP decode was still going
+    assert queued < 1.0  # admitted at once: nothing holds the engine
+
+
+def test_cancelling_one_request_leaves_the_other_intact(engine: LlamaCppEngine) -> None:
+    p = SamplingParams(max_tokens=32, temperature=0.8, seed=12)
+    alone = asyncio.run(engine.sample(engine.render_chat(SEA), p, 2))
+
+    async def go() -> tuple:
+        doomed = asyncio.ensure_future(
+            engine.sample(engine.render_chat(STORY), SamplingParams(max_tokens=200, seed=1), 4)
+        )
+        kept = asyncio.ensure_future(engine.sample(engine.render_chat(SEA), p, 2))
+        await asyncio.sleep(0.5)
+        doomed.cancel()
+        gen = await kept
+        await asyncio.sleep(0.1)
+        return gen, engine.in_flight
+
+    gen, in_flight = asyncio.run(go())
+    assert [s.token_ids for s in gen.samples] == [s.token_ids for s in alone.samples]
+    assert in_flight == 0
+
+
+def test_a_session_call_reuses_the_previous_calls_prefix(engine: LlamaCppEngine) -> None:
+    """Within a session (CNTP, adaptive waves), a call whose prompt extends what an earlier
+    call left takes that sequence over: only the new tokens are prefilled."""
+    prompt = engine.render_chat(STORY)
+    p = SamplingParams(max_tokens=6, seed=2)
+
+    async def go() -> tuple[int, int]:
+        async with engine.session() as session:
+            first = await session.sample(prompt, p, 2)
+            before = engine.counters.prefilled
+            extended = prompt + first.samples[0].token_ids[:-1]  # the draft so far
+            await session.sample(extended, p, 2)
+            return engine.counters.prefilled - before, len(extended)
+
+    prefilled, length = asyncio.run(go())
+    assert prefilled <= 1 < length  # at most the last token, not the whole prompt
+
+
+def test_requests_with_the_same_prompt_share_its_prefill(engine: LlamaCppEngine) -> None:
+    """A request whose prompt is already in a running request's sequence copies that KV
+    (shared cells) and starts from its stored row: nothing is prefilled twice, and its
+    samples are the ones it draws alone."""
+    prompt = engine.render_chat(STORY)
+    long = SamplingParams(max_tokens=48, temperature=0.8, seed=40)
+    p = SamplingParams(max_tokens=16, temperature=0.8, seed=41)
+    alone = asyncio.run(engine.sample(prompt, p, 2))
+
+    async def go() -> tuple:
+        first = asyncio.ensure_future(engine.sample(prompt, long, 2))
+        await asyncio.sleep(0.5)  # its prompt is prefilled by now
+        before = engine.counters.prefilled
+        second = await engine.sample(prompt, p, 2)
+        grown = engine.counters.prefilled - before
+        await first
+        return second, grown
+
+    second, grown = asyncio.run(go())
+    assert grown == 0
+    assert [s.token_ids for s in second.samples] == [s.token_ids for s in alone.samples]
