@@ -171,7 +171,7 @@ SampleCallback = Callable[["Sample"], bool]
 """Called from the engine (its thread) with each sample as it finishes; returning True ends
 the call: samples still running stop where they are (finish_reason "cancelled"; their tokens
 were generated and stay in the returned samples). Engines that cannot stop a call midway do
-not call it (vLLM, upstream): the caller checks its rule on the returned samples as well."""
+not call it (an HTTP upstream): the caller checks its rule on the returned samples as well."""
 
 
 @dataclass

@@ -28,7 +28,7 @@ from ponder.engines.vllm import (
 )
 from ponder.engines.vllm_stats import StatsStore, approximate, combine
 from ponder.errors import EngineError
-from ponder.types import SamplingParams
+from ponder.types import Sample, SamplingParams
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
 HAS_TORCH = importlib.util.find_spec("torch") is not None
@@ -622,3 +622,46 @@ def test_the_confidence_stop_rule_runs_client_side_on_vllm() -> None:
     assert [s.finish_reason for s in gen.samples] == ["confidence", "confidence"]
     assert [s.n_tokens for s in gen.samples] == [1, 1]
     assert gen.samples[0].confidence.tolist() == pytest.approx([0.5])
+
+
+@dataclass
+class SlowFakeAsyncLLM(FakeAsyncLLM):
+    """Request i takes (i + 1) x 50 ms; an aborted one ends with vLLM's final "abort" output
+    holding the tokens so far (what vLLM's V1 output processor sends)."""
+
+    def __post_init__(self) -> None:
+        self.events: dict[str, asyncio.Event] = {}
+
+    async def generate(self, prompt: Any, sp: Any, request_id: str):
+        i = int(request_id.rsplit("-", 1)[1])
+        stop = self.events.setdefault(request_id, asyncio.Event())
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=0.05 * (i + 1))
+            out = _out([10 + i], [-0.5], finish_reason="abort")
+        except TimeoutError:
+            out = _out([10 + i, 11 + i], [-0.5, -0.4])
+        yield type("RO", (), {"outputs": [out], "finished": True, "prompt_logprobs": None})()
+
+    async def abort(self, ids: Any) -> None:
+        self.aborted += list(ids)
+        for rid in ids:
+            self.events.setdefault(rid, asyncio.Event()).set()
+
+
+def test_on_sample_cuts_a_vllm_call_short() -> None:
+    """Adaptive stopping on vLLM: when the rule fires on a finished sample, the requests still
+    running are aborted and come back cut short ("cancelled", their tokens kept)."""
+    fake = SlowFakeAsyncLLM()
+    eng = _engine(fake)
+    eng.exact_stats = False
+    seen: list[int] = []
+
+    def first(s: Sample) -> bool:
+        seen.append(s.index)
+        return True
+
+    gen = asyncio.run(eng.sample([1, 2], SamplingParams(seed=1), 4, on_sample=first))
+    assert seen == [0]
+    assert [s.finish_reason for s in gen.samples] == ["stop", "cancelled", "cancelled", "cancelled"]
+    assert [s.n_tokens for s in gen.samples] == [2, 1, 1, 1]
+    assert len(fake.aborted) == len(set(fake.aborted)) == 3  # the three still running, once

@@ -159,6 +159,23 @@ def test_deepconf_online_stops_traces_on_vllm(client: openai.OpenAI) -> None:
     assert out["usage"]["completion_tokens"] >= sum(c["tokens"] for c in p["candidates"])
 
 
+def test_adaptive_stopping_cuts_a_vllm_wave_short(client: openai.OpenAI) -> None:
+    """The rule is checked as vLLM's samples finish; the ones still running are aborted and
+    counted in usage (vLLM's final "abort" output carries their tokens)."""
+    fixed = ask(client, "majority_vote", ponder={"samples": 8})
+    rule = {"method": "window", "window": 2, "wave": 8}
+    early = ask(client, "majority_vote", ponder={"samples": 8, "adaptive": rule})
+    p = early["ponder"]
+    assert p["stopped"] in ("settled", "ceiling") and p["exact"] is True
+    texts = [c["text"] for c in p["candidates"]]
+    assert texts == [c["text"] for c in fixed["ponder"]["candidates"][: len(texts)]]
+    kept = sum(c["tokens"] for c in p["candidates"])
+    assert early["usage"]["completion_tokens"] >= kept
+    if p["stopped"] == "settled":
+        assert p["generated"] < 8
+        assert early["usage"]["completion_tokens"] <= fixed["usage"]["completion_tokens"]
+
+
 @pytest.fixture(scope="module")
 def engine(model_dir: Path, server: Server) -> Iterator[object]:
     """A VllmEngine in this process (after the server module's tests, which share the CPU)."""

@@ -219,6 +219,11 @@ def to_sample(
     return sample, exact
 
 
+def _empty(index: int) -> Sample:
+    z = np.zeros(0, dtype=np.float32)
+    return Sample(index, "", [], "cancelled", z, z.copy(), z.copy(), z.copy())
+
+
 class VllmEngine:
     """The Engine protocol over `vllm.v1.engine.async_llm.AsyncLLM`."""
 
@@ -464,13 +469,12 @@ class VllmEngine:
         on_progress: ProgressCallback | None = None,
         on_sample: SampleCallback | None = None,
     ) -> Generation:
-        # on_sample is not called: a call cannot be cut short here (types.SampleCallback)
         if self._engine is None:
             raise EngineNotReady("the model is still loading")
         self._check_seed(params)
         if params.stop_entropy is not None or params.stop_confidence is not None:
-            return await self._draft(prompt_ids, params, samples)
-        return await self._sample(prompt_ids, params, samples, on_progress)
+            return await self._draft(prompt_ids, params, samples)  # (on_sample not called)
+        return await self._sample(prompt_ids, params, samples, on_progress, on_sample)
 
     def _request_params(self, params: SamplingParams, ids: list[str]) -> list[Any]:
         """vLLM SamplingParams of each sample's request: sample i seeded seed + i, its stats
@@ -494,19 +498,40 @@ class VllmEngine:
         params: SamplingParams,
         samples: int,
         on_progress: ProgressCallback | None = None,
+        on_sample: SampleCallback | None = None,
     ) -> Generation:
         started = time.perf_counter()
         base = uuid.uuid4().hex
         ids = [f"ponder-{base}-{i}" for i in range(samples)]
         sps = self._request_params(params, ids)
         finished = 0
+        done: set[int] = set()
+        enough = False
+        one_at_a_time = asyncio.Lock()
 
         async def run(i: int) -> Any:
-            nonlocal finished
-            out = await self._one(prompt_ids, sps[i], ids[i])
+            nonlocal finished, enough
+            try:
+                out = await self._one(prompt_ids, sps[i], ids[i])
+            except EngineError:
+                if enough:  # aborted below, and this vLLM sent no final output for it
+                    return None
+                raise
+            done.add(i)
             finished += 1
             if on_progress is not None:
                 on_progress(finished, samples)
+            if on_sample is not None and not enough:
+                sample, _ = to_sample(
+                    out.outputs[0], i, params, self.n_vocab, None, self._piece, self._punct
+                )
+                async with one_at_a_time:  # grading grows with the text: off the event loop
+                    stop = not enough and await asyncio.to_thread(on_sample, sample)
+                if stop:  # enough: the samples still running are cut short
+                    enough = True
+                    running = [ids[j] for j in range(samples) if j not in done]
+                    with contextlib.suppress(Exception):
+                        await self._engine.abort(running)
             return out
 
         self._running += 1
@@ -533,10 +558,14 @@ class VllmEngine:
         stats = await self._fetch_stats(ids) if self.exact_stats else {}
         scored = None
         if params.prompt_logprobs is not None:
-            plp = list(finals[0].prompt_logprobs or [])
+            plp = list(next(f for f in finals if f is not None).prompt_logprobs or [])
             scored = to_prompt_logprobs(prompt_ids, plp, params.prompt_logprobs, self._full_piece)
         drawn, all_exact = [], True
         for i, final in enumerate(finals):
+            if final is None:  # cut short, and vLLM reported nothing of it
+                log.warning("vLLM sent no output for an aborted sample: its tokens are unknown")
+                drawn.append(_empty(i))
+                continue
             s, exact = to_sample(
                 final.outputs[0],
                 i,
@@ -547,7 +576,7 @@ class VllmEngine:
                 self._punct,
             )
             drawn.append(s)
-            all_exact &= exact
+            all_exact &= exact or s.finish_reason == "cancelled"  # cut short: votes nothing
         return Generation(drawn, len(prompt_ids), 0.0, 0.0, exact=all_exact, prompt_logprobs=scored)
 
     async def _draft(

@@ -63,7 +63,7 @@ async def draw(job: Job, engine: Engine, hooks: Hooks) -> tuple[Generation, str]
 
     Within a wave the rule is checked as samples finish, on the longest run of finished
     samples in sampling order; when it fires, the engine stops the wave's running samples
-    (llama.cpp; vLLM and upstreams finish the wave, and the rule is checked after it). The
+    (llama.cpp, vLLM; an upstream finishes the wave, and the rule is checked after it). The
     samples kept are that run, so they are always the fixed-budget run's first ones; samples
     cut short, or finished out of order past the run, are paid for: their tokens count in
     usage (`unused_tokens`), their answers do not vote."""
