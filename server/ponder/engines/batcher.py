@@ -220,8 +220,6 @@ class Counters:
     generated: int = 0
     prefilled: int = 0
     last_batch: int = 0
-    running: int = 0
-    waiting: int = 0
     decode_s: float = 0.0
     """Seconds inside llama_decode (the model's own work)."""
     busy_s: float = 0.0
@@ -274,7 +272,6 @@ class Batcher:
             req.on_admitted = admitted
         with self._cv:
             self.incoming.append(req)
-            self.counters.waiting += 1
             self._cv.notify()
         try:
             return await asyncio.shield(fut)
@@ -347,8 +344,6 @@ class Batcher:
         c.sequences += len(rows)
         c.last_batch = len(rows)
         c.shared_steps += len({id(r) for r, _ in owners}) > 1
-        c.running = len(self.active)
-        c.waiting = len(self.waiting) + len(self.incoming)
 
     def _drop_cancelled(self) -> None:
         for req in [r for r in self.waiting if r.cancel.is_set()]:

@@ -522,11 +522,15 @@ class VllmEngine:
             if on_progress is not None:
                 on_progress(finished, samples)
             if on_sample is not None and not enough:
-                sample, _ = to_sample(
-                    out.outputs[0], i, params, self.n_vocab, None, self._piece, self._punct
-                )
-                async with one_at_a_time:  # grading grows with the text: off the event loop
-                    stop = not enough and await asyncio.to_thread(on_sample, sample)
+
+                def judge() -> bool:  # conversion and grading grow with the text
+                    sample, _ = to_sample(
+                        out.outputs[0], i, params, self.n_vocab, None, self._piece, self._punct
+                    )
+                    return on_sample(sample)
+
+                async with one_at_a_time:  # off the event loop, one sample at a time
+                    stop = not enough and await asyncio.to_thread(judge)
                 if stop:  # enough: the samples still running are cut short
                     enough = True
                     running = [ids[j] for j in range(samples) if j not in done]
