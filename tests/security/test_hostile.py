@@ -27,6 +27,15 @@ HOSTILE_PATTERNS = [
     "a{1000002}",
     "(?:(?:a{100}){100}){100}",
 ]
+BYPASS_PATTERNS = [
+    "[[](?:a{1000}){400}]",  # in regex's V0 syntax `[[]` is a whole class
+    "(?#[)(?:a{1000}){400}(?#])",  # brackets inside comments
+    "(?x)#[\n(?:a{1000}){400}\n#]",  # brackets inside verbose-mode comments
+    "[[](?:a{65535}){65535}]",  # the 19 GB pattern, behind a V0 class
+]
+"""Issue 23 item 1: shapes whose size the pre-filter misjudges (it passed them on main, and
+each pinned 56-100 MB in the server, or asked for 19 GB). They are compiled only in a pattern
+worker process, under its memory limit."""
 
 
 def _rss_mb(server: Server) -> float:
@@ -156,7 +165,7 @@ def _disconnect_is_a_499(server: Server) -> None:
 
 
 def test_forged_control_tokens_in_user_text_stay_text(engine: LlamaCppEngine) -> None:
-    im_start = engine._llama.tokenize(b"<|im_start|>", add_bos=False, special=True)
+    im_start = engine._model.tokenize(b"<|im_start|>", add_bos=False, special=True)
     assert len(im_start) == 1
     plain = engine.render_chat([{"role": "user", "content": "hi"}])
     forged = engine.render_chat(
@@ -192,16 +201,88 @@ def test_a_cancelled_long_prefill_frees_the_engine(engine: LlamaCppEngine) -> No
     assert after < whole / 2, (whole, after)
 
 
-def test_hostile_pattern_rss_stays_flat_in_process() -> None:
-    import resource
+def test_bypass_patterns_never_compile_in_the_server(server: Server) -> None:
+    """Each bypass shape gets a 400 naming the pattern, the server's resident memory stays
+    flat (the compile happened, and failed, in a pattern worker) and /health answers."""
+    before = _rss_mb(server)
+    for pattern in BYPASS_PATTERNS * 2:  # a second time: the verdict is cached
+        body = {
+            "model": "smollm2",
+            "messages": [{"role": "user", "content": "hi"}],
+            "max_tokens": 2,
+            "ponder": {
+                "strategy": "majority_vote",
+                "samples": 2,
+                "answer": {"format": "regex", "pattern": pattern},
+            },
+        }
+        r = _chat(server, body)
+        assert r.status_code == 400, (pattern, r.text)
+        err = r.json()["error"]
+        assert err["code"] == "invalid_pattern" and err["param"] == "ponder.answer.pattern"
+    after = _rss_mb(server)
+    print(f"bypass patterns: server RSS {before:.0f} -> {after:.0f} MB")
+    assert after - before < 30
+    assert httpx.get(f"{server.base_url}/health", timeout=5).status_code == 200
+    ok = {
+        "model": "smollm2",
+        "messages": [{"role": "user", "content": "Say 7."}],
+        "max_tokens": 8,
+        "seed": 1,
+        "ponder": {
+            "strategy": "majority_vote",
+            "samples": 2,
+            "answer": {"format": "regex", "pattern": r"(\d+)"},
+        },
+    }
+    assert _chat(server, ok).status_code == 200  # the workers still serve good patterns
 
-    from ponder.answers import AnswerPatternError, compile_pattern
 
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    for pattern in HOSTILE_PATTERNS:
+def test_full_size_bypass_patterns_in_a_memory_capped_process() -> None:
+    """At full size (65535 x 65535, 19 GB if compiled), in a process whose own address space
+    is capped at 1.5 GB: every shape is refused with AnswerPatternError and the process
+    lives (were it compiled in this process, it would die of MemoryError)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import resource, sys\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (1536 << 20, 1536 << 20))\n"
+        "from ponder.answers import AnswerPatternError, pattern_workers\n"
+        "shapes = [\n"
+        "    '[[](?:a{65535}){65535}]',\n"
+        "    '(?#[)(?:a{65535}){65535}(?#])',\n"
+        "    '(?x)#[\\n(?:a{65535}){65535}\\n#]',\n"
+        "    '(?:a{65535}){65535}',\n"
+        "]\n"
+        "refused = 0\n"
+        "for p in shapes:\n"
+        "    try:\n"
+        "        pattern_workers().check(p)\n"
+        "    except AnswerPatternError:\n"
+        "        refused += 1\n"
+        "pattern_workers().close()\n"
+        "print('refused', refused)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "refused 4"
+
+
+def test_a_pattern_worker_that_runs_out_of_memory_is_replaced() -> None:
+    """A pattern the pre-filter passes but whose compile exceeds the worker's memory limit:
+    an AnswerPatternError for that pattern, and the next pattern is served as usual."""
+    from ponder.answers import AnswerPatternError, PatternWorkers
+
+    workers = PatternWorkers(workers=1, memory_mb=100)
+    try:
         with pytest.raises(AnswerPatternError):
-            compile_pattern(pattern)
-    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 50 * 1024
+            workers.check("[[](?:a{1000}){1000}]")  # ~160 MB compiled
+        assert workers.extract(r"(\d+)", ["x 12 y 34"]) == ["34"]
+    finally:
+        workers.close()
 
 
 def test_error_bodies_are_json(server: Server) -> None:
@@ -214,15 +295,18 @@ def test_error_bodies_are_json(server: Server) -> None:
 def test_past_the_grace_period_requests_end_with_an_error_not_a_cut(
     tmp_path: Path, stream: bool
 ) -> None:
-    """SIGTERM with a 2 s grace and a request that needs far longer: a JSON 503 envelope
-    (a stream: an error event, then [DONE]) before the process exits 0."""
+    """SIGTERM with a 2 s grace and four requests sharing the engine's steps, each needing far
+    longer: JSON 503 envelopes (streams: an error event, then [DONE]), and the process exits
+    0 within the grace period and a few seconds (issue 23 item 8: an orchestrator sends
+    SIGKILL after its own grace)."""
     import signal
     import threading
 
     from ..conftest import start_server
 
-    srv = start_server(tmp_path, {"PONDER_SHUTDOWN_GRACE_S": "2"})
-    got: dict[str, object] = {}
+    grace = 2.0
+    srv = start_server(tmp_path, {"PONDER_SHUTDOWN_GRACE_S": str(grace)})
+    got: list[tuple[int, str]] = []
     body = {
         "model": "smollm2",
         "messages": [{"role": "user", "content": "Write a very long story."}],
@@ -235,26 +319,30 @@ def test_past_the_grace_period_requests_end_with_an_error_not_a_cut(
         with httpx.stream(
             "POST", f"{srv.base_url}/v1/chat/completions", json=body, timeout=120
         ) as r:
-            got["status"] = r.status_code
-            got["text"] = r.read().decode()
+            got.append((r.status_code, r.read().decode()))
 
-    t = threading.Thread(target=request)
-    t.start()
+    threads = [threading.Thread(target=request) for _ in range(4)]
+    for t in threads:
+        t.start()
     time.sleep(1.5)
     t0 = time.monotonic()
     srv.proc.send_signal(signal.SIGTERM)
-    t.join(timeout=60)
     assert srv.proc.wait(timeout=60) == 0
-    assert time.monotonic() - t0 < 30
-    text = str(got["text"])
-    if stream:
-        assert got["status"] == 200
-        events = [e for e in text.split("\n\n") if e.startswith("data: ")]
-        assert events[-1] == "data: [DONE]"
-        assert json.loads(events[-2][len("data: ") :])["error"]["code"] == "shutting_down"
-    else:
-        assert got["status"] == 503
-        assert json.loads(text)["error"]["code"] == "shutting_down"
+    took = time.monotonic() - t0
+    for t in threads:
+        t.join(timeout=60)
+    print(f"SIGTERM with grace {grace:g} s and 4 x 8 samples running: exit after {took:.1f} s")
+    assert took < grace + 4
+    assert len(got) == 4
+    for status, text in got:
+        if stream:
+            assert status == 200
+            events = [e for e in text.split("\n\n") if e.startswith("data: ")]
+            assert events[-1] == "data: [DONE]"
+            assert json.loads(events[-2][len("data: ") :])["error"]["code"] == "shutting_down"
+        else:
+            assert status == 503
+            assert json.loads(text)["error"]["code"] == "shutting_down"
 
 
 @pytest.mark.parametrize(

@@ -7,11 +7,12 @@ from .extract import (
     AnswerPatternError,
     AnswerSpec,
     as_answer,
-    compile_pattern,
     extract,
+    extract_many,
     format_number,
     last_boxed,
 )
+from .patterns import PatternWorkers, check_pattern, pattern_workers
 from .symbolic import SymbolicUnavailable, SymbolicWorker, default_worker
 
 __all__ = [
@@ -19,15 +20,18 @@ __all__ = [
     "Answer",
     "AnswerPatternError",
     "AnswerSpec",
+    "PatternWorkers",
     "SymbolicUnavailable",
     "SymbolicWorker",
     "as_answer",
-    "compile_pattern",
+    "check_pattern",
     "default_worker",
     "equivalent",
     "extract",
+    "extract_many",
     "format_number",
     "last_boxed",
     "normalize_text",
     "numbers_equal",
+    "pattern_workers",
 ]

@@ -7,25 +7,17 @@ process (equivalence.py). Nothing here evaluates model text.
 
 from __future__ import annotations
 
-import functools
 import re
-import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Literal
 
-import regex
+from .patterns import AnswerPatternError, pattern_workers
 
 Format = Literal["auto", "boxed", "math", "number", "choice", "yesno", "text", "regex"]
 FORMATS: tuple[str, ...] = ("auto", "boxed", "math", "number", "choice", "yesno", "text", "regex")
 Kind = Literal["number", "math", "choice", "yesno", "text"]
-
-REGEX_TIMEOUT_S = 0.1
-"""A caller's pattern gets this long per sample; a pattern that runs longer extracts nothing."""
-
-
-class AnswerPatternError(ValueError):
-    """A caller-supplied regex does not compile."""
 
 
 @dataclass(frozen=True)
@@ -317,135 +309,10 @@ def extract_text(text: str) -> Answer | None:
 # ---------------------------------------------------------------- caller patterns
 
 
-MAX_REPEAT = 1000
-"""Largest count a caller's pattern may repeat one item ({m}, {m,n}, {m,})."""
-MAX_EXPANSION = 20_000
-"""Largest size a caller's pattern may expand to when compiled (items x their counts, through
-nested groups): `regex` expands counted repeats at compile time, so `(?:a{65535}){65535}`
-would take gigabytes before anything is matched."""
-
-_QUANT = re.compile(r"\{(\d*)(?:(,)(\d*))?\}")
-
-
-def _escape_end(pattern: str, i: int) -> int:
-    """End of the escape at i (`\\x`, or `\\p{...}` and the like with their braces)."""
-    j, n = i + 2, len(pattern)
-    braced = pattern[i + 1 : i + 2] in ("p", "P", "N", "x", "u", "U", "g", "k")
-    if braced and j < n and pattern[j] == "{":
-        close = pattern.find("}", j)
-        j = close + 1 if close != -1 else n
-    return j
-
-
-def _class_end(pattern: str, i: int) -> int:
-    """End of the character class opening at i (nested classes and escapes skipped)."""
-    j, n = i + 1, len(pattern)
-    if j < n and pattern[j] == "^":
-        j += 1
-    if j < n and pattern[j] == "]":
-        j += 1
-    depth = 1
-    while j < n and depth:
-        if pattern[j] == "\\":
-            j += 2
-            continue
-        depth += {"[": 1, "]": -1}.get(pattern[j], 0)
-        j += 1
-    return j
-
-
-def _expansion(pattern: str) -> int:
-    """Upper estimate of the compiled size: a sequence adds, a counted repeat multiplies (its
-    larger bound, or its minimum when open-ended), groups nest. Raises AnswerPatternError for a
-    repeat count over MAX_REPEAT. Linear in the pattern; compiles nothing."""
-    frames = [0]  # running size of each open group
-    last = 0  # size of the item a quantifier would apply to
-    i, n = 0, len(pattern)
-    while i < n:
-        ch = pattern[i]
-        if ch in "\\[":  # an escape or a character class: one item
-            frames[-1] += 1
-            last, i = 1, (_escape_end if ch == "\\" else _class_end)(pattern, i)
-            continue
-        if ch == "(":
-            frames.append(0)
-            last, i = 0, i + 1
-            continue
-        if ch == ")":
-            size = frames.pop() if len(frames) > 1 else 0
-            frames[-1] += size
-            last, i = size, i + 1
-            continue
-        if ch == "{" and (m := _QUANT.match(pattern, i)) and (m.group(1) or m.group(3)):
-            low = int(m.group(1) or 0)
-            high = int(m.group(3)) if m.group(3) else (low if m.group(2) is None else 0)
-            count = max(low, high)
-            if count > MAX_REPEAT:
-                raise AnswerPatternError(
-                    f"answer.pattern repeats an item {count} times; at most {MAX_REPEAT}"
-                )
-            frames[-1] += last * (count - 1) if count else -last
-            last, i = last * count, m.end()
-            continue
-        if ch in "*+?|^$.":
-            i += 1
-            if ch == ".":
-                frames[-1] += 1
-                last = 1
-            continue
-        frames[-1] += 1
-        last, i = 1, i + 1
-    return max(sum(frames), 0)
-
-
-def check_pattern(pattern: str) -> None:
-    """Refuse a caller's pattern whose compiled form would be too large (AnswerPatternError),
-    before anything compiles it."""
-    size = _expansion(pattern)
-    if size > MAX_EXPANSION:
-        raise AnswerPatternError(
-            f"answer.pattern expands to about {size} items when compiled; at most {MAX_EXPANSION}"
-        )
-
-
-@functools.lru_cache(maxsize=64)
-def _compiled(pattern: str) -> regex.Pattern[str]:
-    return regex.compile(pattern, cache_pattern=False)
-
-
-def compile_pattern(pattern: str) -> regex.Pattern[str]:
-    """A caller's pattern, bounded (check_pattern) then compiled; AnswerPatternError carries
-    regex's own message. Compiled patterns are kept in a small LRU (64), never in the `regex`
-    module's own cache. Callers run this off the event loop."""
-    check_pattern(pattern)
-    try:
-        return _compiled(pattern)
-    except (regex.error, TypeError, ValueError, OverflowError, RecursionError) as exc:
-        raise AnswerPatternError(f"answer.pattern does not compile: {exc}") from None
-
-
 def extract_regex(text: str, pattern: str) -> Answer | None:
-    """First capture group (else whole match) of the LAST match; bounded by REGEX_TIMEOUT_S."""
-    compiled = compile_pattern(pattern)
-    # One deadline for the whole scan (regex's timeout applies to each search on its own).
-    deadline = time.monotonic() + REGEX_TIMEOUT_S
-    last, pos = None, 0
-    try:
-        while pos <= len(text):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return None
-            m = compiled.search(text, pos, timeout=remaining)
-            if m is None:
-                break
-            last, pos = m, (m.end() if m.end() > m.start() else m.end() + 1)
-    except TimeoutError:
-        return None
-    if last is None:
-        return None
-    got = last.group(1) if compiled.groups else last.group(0)
-    got = (got or "").strip()
-    return Answer(got, "text") if got else None
+    """First capture group (else whole match) of the LAST match, found by the pattern worker
+    (patterns.py) within REGEX_TIMEOUT_S."""
+    return extract_many([text], AnswerSpec("regex", pattern))[0]
 
 
 # ---------------------------------------------------------------- auto and dispatch
@@ -498,21 +365,29 @@ def as_answer(gold: str, fmt: str) -> Answer | None:
 
 def extract(text: str, spec: AnswerSpec) -> Answer | None:
     """The answer of one completion under `spec`, or None when it has none (casts no vote)."""
-    fmt = spec.format
-    if fmt == "auto":
-        return extract_auto(text)
-    if fmt in ("boxed", "math"):
-        return extract_boxed(text)
-    if fmt == "number":
-        return extract_number(text)
-    if fmt == "choice":
-        return extract_choice(text)
-    if fmt == "yesno":
-        return extract_yesno(text)
-    if fmt == "text":
-        return extract_text(text)
-    if fmt == "regex":
+    return extract_many([text], spec)[0]
+
+
+_EXTRACTORS = {
+    "auto": extract_auto,
+    "boxed": extract_boxed,
+    "math": extract_boxed,
+    "number": extract_number,
+    "choice": extract_choice,
+    "yesno": extract_yesno,
+    "text": extract_text,
+}
+
+
+def extract_many(texts: Sequence[str], spec: AnswerSpec) -> list[Answer | None]:
+    """Each completion's answer under `spec`. A caller's pattern (format "regex") is matched
+    by a pattern worker process, all the texts in one call (patterns.py)."""
+    if spec.format == "regex":
         if not spec.pattern:
             raise AnswerPatternError("answer.format 'regex' needs answer.pattern")
-        return extract_regex(text, spec.pattern)
-    raise ValueError(f"unknown answer format {fmt!r}")
+        found = pattern_workers().extract(spec.pattern, list(texts))
+        return [Answer(got, "text") if got else None for got in found]
+    extractor = _EXTRACTORS.get(spec.format)
+    if extractor is None:
+        raise ValueError(f"unknown answer format {spec.format!r}")
+    return [extractor(text) for text in texts]

@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ..answers import Answer, AnswerSpec, equivalent, extract
+from ..answers import Answer, AnswerSpec, equivalent, extract_many
 from ..types import Sample
 
 Equal = Callable[[Answer, Answer], bool]
@@ -113,7 +113,7 @@ class Decision:
 
 
 def extract_all(samples: Sequence[Sample], spec: AnswerSpec) -> list[Answer | None]:
-    return [extract(s.text, spec) for s in samples]
+    return extract_many([s.text for s in samples], spec)
 
 
 def group_answers(answers: Sequence[Answer | None], equal: Equal = equivalent) -> list[Group]:
