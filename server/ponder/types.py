@@ -165,7 +165,7 @@ ENGINE_WAIT: ContextVar[Callable[[float], None] | None] = ContextVar(
 )
 """Set by the HTTP layer around a request's run; an engine that queues requests itself (the
 llama.cpp batcher) calls it, on the event loop, with the seconds a call waited before it was
-admitted, so the request's deadline counts from its admission to the engine."""
+admitted: a request whose deadline passes before that never started (503, not 504)."""
 
 SampleCallback = Callable[["Sample"], bool]
 """Called from the engine (its thread) with each sample as it finishes; returning True ends
@@ -204,8 +204,8 @@ class Engine(Protocol):
     continues_chat: bool
     """Whether a chat prompt can be extended with generated tokens (CNTP on chat requests)."""
     reports_admission: bool
-    """Whether it queues requests itself and reports their wait (`ENGINE_WAIT`): deadlines
-    then count from admission to the engine."""
+    """Whether it queues requests itself and reports their admission (`ENGINE_WAIT`): a
+    request past its deadline that was never admitted then gets 503, not 504."""
     n_vocab: int
 
     def render_chat(self, messages: list[dict[str, str]]) -> list[int]:

@@ -1,31 +1,24 @@
 """Continuous batching through a live server: concurrent requests share decode steps (seen in
-/metrics), and a request's deadline counts from its admission to the engine, not from its
-arrival (a request that waits for sequences is not timed out by that wait)."""
+/metrics); a request that cannot start before its deadline gets 503, not 504."""
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
+import threading
 import time
-from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from ..conftest import Server, start_server, stop_server
+from ponder.api.errors import ApiError
+from ponder.api.service import EngineClock, until_done_or_gone
+from ponder.engines.llamacpp import LlamaCppEngine
+from ponder.types import Generation, SamplingParams
+
+from ..conftest import Server
 
 COUNT = [{"role": "user", "content": "Count from 1 to 1000, separated by commas."}]
-TIMEOUT_S = 6.0
-
-
-@pytest.fixture(scope="module")
-def small(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """One sequence in all (a second request must wait for it), and a 6 s deadline."""
-    srv = start_server(
-        tmp_path_factory.mktemp("batching"),
-        {"PONDER_MAX_SAMPLES": "1", "PONDER_REQUEST_TIMEOUT_S": str(TIMEOUT_S)},
-    )
-    yield srv
-    stop_server(srv)
 
 
 def chat(srv: Server, samples: int, max_tokens: int) -> tuple[httpx.Response, float]:
@@ -62,19 +55,39 @@ def test_concurrent_requests_share_steps_in_metrics(server: Server) -> None:
     )
 
 
-def test_the_deadline_counts_from_admission_to_the_engine(small: Server) -> None:
-    """A holds the only sequence for ~0.75 of the deadline; B, sent just after, waits for it
-    and then runs ~0.75 of it itself: ~1.4 deadlines after its arrival, within its
-    deadline from admission. (Each alone fits, so the admission gate lets both in.)"""
-    chat(small, 1, 64)
-    _, per64 = chat(small, 1, 64)  # seconds for 64 tokens, the gate's pace learned too
-    tokens = max(64, int(64 * 0.75 * TIMEOUT_S / per64))
-    with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        a = pool.submit(chat, small, 1, tokens)
-        time.sleep(0.3)
-        b = pool.submit(chat, small, 1, tokens)
-        (ra, ta), (rb, tb) = a.result(), b.result()
-    assert ra.status_code == 200, ra.text
-    assert tb > TIMEOUT_S, (ta, tb, rb.text[:300])  # B's wall time from arrival passed it...
-    assert rb.status_code == 200, rb.text  # ...but from its admission it did not
-    assert rb.json()["usage"]["completion_tokens"] == tokens
+class _Present:
+    """The HTTP request of `until_done_or_gone`: a client that stays connected."""
+
+    async def is_disconnected(self) -> bool:
+        return False
+
+
+def test_a_request_that_cannot_start_before_its_deadline_gets_503(engine: LlamaCppEngine) -> None:
+    """The deadline counts from arrival, waiting for the engine included. With the engine's
+    thread held (another call's progress callback blocks until the test lets it go), a
+    request whose deadline passes while it waits never started: 503 with Retry-After, not
+    504. Nothing depends on the machine's speed: the pause lasts until the test ends it."""
+    prompt = engine.render_chat(COUNT)
+    p = SamplingParams(max_tokens=4, temperature=0.0)
+    release, entered = threading.Event(), threading.Event()
+
+    def hold(done: int, total: int) -> None:
+        entered.set()
+        release.wait(60)
+
+    async def go() -> tuple[ApiError, Generation, Generation]:
+        held = asyncio.ensure_future(engine.sample(prompt, p, 1, on_progress=hold))
+        assert await asyncio.to_thread(entered.wait, 60)
+        clock = EngineClock(0.3, reports_admission=True)
+        with pytest.raises(ApiError) as err:
+            await until_done_or_gone(_Present(), engine.sample(prompt, p, 1), clock)
+        release.set()
+        first = await held
+        after = await engine.sample(prompt, p, 1)  # the engine is healthy after
+        return err.value, first, after
+
+    err, first, after = asyncio.run(go())
+    assert err.status == 503 and err.code == "overloaded", err.message
+    assert int((err.headers or {})["Retry-After"]) >= 1
+    assert "could not start" in err.message
+    assert first.samples[0].n_tokens == after.samples[0].n_tokens == 4

@@ -358,3 +358,81 @@ def test_a_malformed_body_without_a_key_is_401_not_400(limited: Server) -> None:
     keyed = {**headers, "authorization": f"Bearer {KEYS[0]}"}
     r = httpx.post(url, content=b"{not json", headers=keyed)
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
+
+
+def test_the_tokenizer_routes_have_the_same_limits(limited: Server) -> None:
+    """Issue 23 item 9: /tokenize, /detokenize and /tokenizer_info count against the caller's
+    rate limit like the /v1 routes; a /detokenize body longer than PONDER_MAX_PROMPT_TOKENS
+    ids could be is refused (413) before it is parsed."""
+    h = {"Authorization": "Bearer k3"}
+    base = limited.base_url
+    codes = [httpx.get(f"{base}/tokenizer_info", headers=h).status_code for _ in range(2)]
+    codes += [
+        httpx.post(f"{base}/tokenize", json={"prompt": "hi"}, headers=h).status_code,
+        httpx.post(f"{base}/detokenize", json={"tokens": [1, 2]}, headers=h).status_code,
+        httpx.post(f"{base}/tokenize", json={"prompt": "hi"}, headers=h).status_code,
+    ]
+    assert codes == [200] * 5
+    r = httpx.post(f"{base}/tokenize", json={"prompt": "hi"}, headers=h)
+    assert r.status_code == 429 and r.json()["error"]["code"] == "rate_limited"
+    assert int(r.headers["retry-after"]) >= 1
+    ids = b"[" + b",".join(b"1" for _ in range(200_000)) + b"]"
+    r = httpx.post(
+        f"{base}/detokenize",
+        content=b'{"tokens": ' + ids + b"}",
+        headers={**h, "content-type": "application/json"},
+    )
+    assert r.status_code == 413 and r.json()["error"]["code"] == "body_too_large"
+
+
+def test_field_names_are_checked_before_any_work(server: Server) -> None:
+    """Issue 23 item 2: an unknown field's name goes into a response header and the log, so a
+    name outside [A-Za-z0-9_.-]{1,64} is a 400 before anything is generated; the name is not
+    echoed. A well-formed unknown field is still accepted and named in the header."""
+    base = server.base_url
+
+    def generated() -> float:
+        for line in httpx.get(f"{base}/metrics", timeout=10).text.splitlines():
+            if line.startswith("ponder_engine_generated_tokens_total "):
+                return float(line.split()[-1])
+        raise AssertionError("no generated-tokens counter")
+
+    before = generated()
+    for name in ["字", "a\r\nSet-Cookie: x=1", "x" * 65, ""]:
+        body = {"model": "smollm2", "messages": Q, "max_tokens": 4, name: 1}
+        r = httpx.post(f"{base}/v1/chat/completions", json=body, timeout=60)
+        assert r.status_code == 400, (name, r.text)
+        assert r.json()["error"]["code"] == "invalid_field_name"
+        assert "set-cookie" not in r.headers and "Set-Cookie" not in r.text
+    assert generated() == before
+    ok = {"model": "smollm2", "messages": Q, "max_tokens": 2, "optillm_approach": "none"}
+    r = httpx.post(f"{base}/v1/chat/completions", json=ok, timeout=60)
+    assert r.status_code == 200 and r.headers["x-ponder-ignored-fields"] == "optillm_approach"
+    assert "Set-Cookie" not in server.log.read_text()
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "param"),
+    [
+        (
+            "/v1/chat/completions",
+            {"model": "smollm2", "messages": Q, "ponder": {"strategy": "\ud800"}},
+            "ponder.strategy",
+        ),
+        (
+            "/v1/chat/completions",
+            {"model": "smollm2", "messages": [{"role": "user", "content": [{"type": "\ud800"}]}]},
+            "messages.0.content",
+        ),
+        ("/tokenize", {"prompt": "a\ud800b"}, "prompt"),
+    ],
+)
+def test_a_lone_surrogate_anywhere_is_a_400(
+    server: Server, path: str, body: dict, param: str
+) -> None:
+    """Issue 23 item 7: these gave 500 (the error message, or the tokenizer, could not encode
+    the caller's text)."""
+    r = httpx.post(f"{server.base_url}{path}", json=body, timeout=60)
+    assert 400 <= r.status_code < 500, r.text
+    assert r.json()["error"]["param"] == param
+    assert httpx.get(f"{server.base_url}/health", timeout=5).status_code == 200

@@ -13,14 +13,14 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__, metrics
-from ..answers import default_worker
+from ..answers import default_worker, pattern_workers
 from ..calibration import Calibration
 from ..config import Settings
 from ..engines import create_engine
 from ..strategies import STRATEGIES
 from ..types import Engine
 from .errors import ApiError, error_response, install_error_handlers
-from .routes import router
+from .routes import detokenize_body_limit, router
 from .security import Gate
 
 log = logging.getLogger("ponder")
@@ -66,17 +66,20 @@ class _BodyLimit:
     """ASGI middleware: refuse request bodies over `limit` bytes with a 413 envelope, from the
     Content-Length header or while reading a chunked body (buffered, so at most `limit`)."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, paths: dict[str, int] | None = None) -> None:
         self.app = app
         self.limit = limit
+        self.paths = paths or {}
+        """Smaller limits for some paths (a body that is nothing but a list to bound)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = min(self.limit, self.paths.get(scope.get("path", ""), self.limit))
         declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await self._too_large(scope, receive, send)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._too_large(scope, receive, send, limit)
             return
         chunks: list[bytes] = []
         size = 0
@@ -88,8 +91,8 @@ class _BodyLimit:
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
             more = message.get("more_body", False)
-            if size > self.limit:
-                await self._too_large(scope, receive, send)
+            if size > limit:
+                await self._too_large(scope, receive, send, limit)
                 return
         body = b"".join(chunks)
         sent = False
@@ -103,9 +106,9 @@ class _BodyLimit:
 
         await self.app(scope, replay, send)
 
-    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
         response = error_response(
-            ApiError(413, f"request body over {self.limit} bytes", code="body_too_large")
+            ApiError(413, f"request body over {limit} bytes", code="body_too_large")
         )
         await response(scope, receive, send)
 
@@ -136,6 +139,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
                 await starting
             await engine.close()
             worker.close()
+            pattern_workers().close()
 
     app = FastAPI(
         title="Ponder",
@@ -151,7 +155,11 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.started = int(time.time())
     install_error_handlers(app)
     app.include_router(router)
-    app.add_middleware(_BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(
+        _BodyLimit,
+        limit=settings.max_body_bytes,
+        paths={"/detokenize": detokenize_body_limit(settings)},
+    )
     app.add_middleware(_RequestMetrics)
     metrics.watch_engine(lambda: engine.in_flight, lambda: engine.queue_depth)
     if hasattr(engine, "counters"):  # engines that batch across requests (llama.cpp)

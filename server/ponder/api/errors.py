@@ -61,9 +61,22 @@ class ApiError(Exception):
 def error_body(
     status: int, message: str, param: str | None = None, code: str | None = None
 ) -> dict[str, Any]:
-    """`{"error": {"message", "type", "param", "code"}}`."""
+    """`{"error": {"message", "type", "param", "code"}}`. A message or param quoting the
+    caller's text is made valid Unicode (a lone surrogate shown as `\\udXXX`), so the body
+    can always be encoded."""
     kind = _TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
-    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+    return {
+        "error": {
+            "message": _encodable(message),
+            "type": kind,
+            "param": None if param is None else _encodable(param),
+            "code": code,
+        }
+    }
+
+
+def _encodable(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def to_api_error(exc: BaseException) -> ApiError:

@@ -4,10 +4,11 @@ kind and defaults come from its object in the registry)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ..answers import AnswerSpec, compile_pattern
+from ..answers import AnswerSpec, pattern_workers
 from ..config import Settings
 from ..strategies import (
     REGISTRY,
@@ -26,6 +27,12 @@ from .errors import ApiError
 from .schemas import ChatCompletionRequest, ChatMessage, CompletionRequest
 
 MAX_STOP = 16
+MAX_STOP_CHARS = 256
+"""Longest stop string (hosted APIs keep them short too): a stream holds back up to this many
+characters, and finding one costs in proportion to it on the engine's thread."""
+FIELD_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+"""What a request field's name may be: unknown fields are named in a response header and the
+log, so their names are checked before anything else."""
 
 
 @dataclass(frozen=True)
@@ -118,6 +125,13 @@ def _stops(stop: str | list[str] | None) -> tuple[str, ...]:
     items = [stop] if isinstance(stop, str) else list(stop or [])
     if len(items) > MAX_STOP:
         raise ApiError(400, f"at most {MAX_STOP} stop strings", param="stop", code="invalid_value")
+    if any(len(s) > MAX_STOP_CHARS for s in items):
+        raise ApiError(
+            400,
+            f"a stop string may have at most {MAX_STOP_CHARS} characters",
+            param="stop",
+            code="invalid_value",
+        )
     return tuple(s for s in items if s)
 
 
@@ -171,6 +185,8 @@ def check_bounds(req: ChatCompletionRequest | CompletionRequest, settings: Setti
     """The limits on what drives rendering and tokenization, checked before either runs (cheap:
     counts and lengths only, so it may run on the event loop). Token-id prompts need no
     tokenizing; their length is checked against PONDER_MAX_PROMPT_TOKENS in build_plan."""
+    check_field_names(req)
+    _stops(req.stop)
     if isinstance(req, ChatCompletionRequest) and len(req.messages) > settings.max_messages:
         raise ApiError(
             400,
@@ -189,15 +205,34 @@ def check_bounds(req: ChatCompletionRequest | CompletionRequest, settings: Setti
             code="prompt_too_long",
         )
     for where, text in texts:
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ApiError(
-                400,
-                f"{where} contains an unpaired UTF-16 surrogate (not valid Unicode text)",
-                param=where,
-                code="invalid_value",
-            ) from None
+        check_unicode(text, where)
+
+
+def check_unicode(text: str, where: str) -> None:
+    """400 for text that is not valid Unicode (an unpaired UTF-16 surrogate, which JSON can
+    carry as an escape): no tokenizer or matcher could take it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ApiError(
+            400,
+            f"{where} contains an unpaired UTF-16 surrogate (not valid Unicode text)",
+            param=where,
+            code="invalid_value",
+        ) from None
+
+
+def check_field_names(req: ChatCompletionRequest | CompletionRequest) -> None:
+    """400 for a request field whose name is not FIELD_NAME (the name is not repeated: it
+    could be anything)."""
+    bad = sum(not FIELD_NAME.fullmatch(name) for name in req.model_extra or {})
+    if bad:
+        raise ApiError(
+            400,
+            f"{bad} request field name(s) are not 1 to 64 characters of A-Z, a-z, 0-9, "
+            "'_', '.' or '-'",
+            code="invalid_field_name",
+        )
 
 
 def _texts(req: ChatCompletionRequest | CompletionRequest) -> list[tuple[str, str]]:
@@ -385,7 +420,8 @@ def _samples(
 
 def _options(req: ChatCompletionRequest | CompletionRequest) -> SelectOptions:
     """The selection options of the `ponder` object; a regex answer's pattern is compiled
-    (bounded) here, so a bad one is a 400 before anything is generated."""
+    here (in a pattern worker process, never in the server), so a bad one is a 400 before
+    anything is generated."""
     ponder = req.ponder
     if ponder is None:
         return SelectOptions()
@@ -398,7 +434,7 @@ def _options(req: ChatCompletionRequest | CompletionRequest) -> SelectOptions:
                 param="ponder.answer.pattern",
                 code="invalid_value",
             )
-        compile_pattern(answer.pattern)
+        pattern_workers().check(answer.pattern)  # compiled in a worker process, bounded
     return SelectOptions(
         answer=answer,
         self_certainty=SelfCertaintyOptions(

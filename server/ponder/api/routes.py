@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import weakref
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -15,7 +17,7 @@ from ..config import Settings
 from ..strategies import REGISTRY
 from ..types import Engine
 from .errors import ApiError
-from .plan import Plan, build_plan, check_bounds, parse_model, prompt_token_ids
+from .plan import Plan, build_plan, check_bounds, check_unicode, parse_model, prompt_token_ids
 from .render import response_body
 from .schemas import (
     CHAT_RESPONSES,
@@ -93,7 +95,7 @@ async def _respond(request: Request, plan: Plan, engine: Engine, who: str) -> An
     gate = get_gate(request)
     budget = plan.samples * plan.job.params.max_tokens
     permit = gate.admit(who, budget)
-    clock = EngineClock(settings.request_timeout_s or None)  # from admission to the engine
+    clock = EngineClock(settings.request_timeout_s or None, engine.reports_admission)
     calibration = request.app.state.calibration
     if plan.stream:
         events = stream(plan, engine, calibration)
@@ -119,7 +121,7 @@ async def _plan(request: Request, body: Any, settings: Settings, engine: Engine)
     new = [name for name in plan.ignored if name not in _WARNED]
     if new and len(_WARNED) < 256:  # once per field name, bounded
         _WARNED.update(new)
-        log.warning("request fields ignored (no server defines them): %s", ", ".join(new))
+        log.warning("request fields ignored (no server defines them): %r", new)
     return plan
 
 
@@ -181,6 +183,16 @@ async def ready(engine: ReadyEngineDep) -> dict[str, str]:
 _TOKEN_ERRORS = error_responses(400, 401, 404, 413, 422, 503)
 
 
+@contextlib.contextmanager
+def _limited(request: Request, who: str) -> Iterator[None]:
+    """The rate and concurrency limits of the /v1 routes, for the tokenizer routes."""
+    permit = get_gate(request).admit(who)
+    try:
+        yield
+    finally:
+        permit.release()
+
+
 def _check_model(name: str | None, engine: Engine) -> None:
     if name is not None:
         parse_model(name, engine.model_name)
@@ -188,10 +200,20 @@ def _check_model(name: str | None, engine: Engine) -> None:
 
 @router.post("/tokenize", responses={200: {"model": TokenizeResponse}, **_TOKEN_ERRORS})
 async def tokenize(
-    body: TokenizeRequest, settings: SettingsDep, engine: ReadyEngineDep, who: CallerDep
+    body: TokenizeRequest,
+    request: Request,
+    settings: SettingsDep,
+    engine: ReadyEngineDep,
+    who: CallerDep,
 ) -> dict[str, Any]:
     """Token ids of a prompt exactly as /v1/completions (`prompt`) or /v1/chat/completions
-    (`messages`) would see them; bounded like them, tokenized in a worker thread."""
+    (`messages`) would see them; bounded and limited like them, tokenized in a worker
+    thread."""
+    with _limited(request, who):
+        return await _tokenize(body, settings, engine)
+
+
+async def _tokenize(body: TokenizeRequest, settings: Settings, engine: Engine) -> dict[str, Any]:
     _check_model(body.model, engine)
     info = engine.tokenizer_info()  # 400 when the engine has no tokenizer
     texts = [body.prompt] if body.prompt is not None else [m.content for m in body.messages or []]
@@ -209,6 +231,7 @@ async def tokenize(
             code="prompt_too_long",
         )
     if body.prompt is not None:
+        check_unicode(body.prompt, "prompt")
         add = True if body.add_special_tokens is None else body.add_special_tokens
         ids = await asyncio.to_thread(engine.tokenize, body.prompt, add)
     else:
@@ -228,9 +251,27 @@ async def tokenize(
 
 @router.post("/detokenize", responses={200: {"model": DetokenizeResponse}, **_TOKEN_ERRORS})
 async def detokenize(
-    body: DetokenizeRequest, settings: SettingsDep, engine: ReadyEngineDep, who: CallerDep
+    body: DetokenizeRequest,
+    request: Request,
+    settings: SettingsDep,
+    engine: ReadyEngineDep,
+    who: CallerDep,
 ) -> dict[str, str]:
-    """Text of token ids, special tokens shown (so it tokenizes back to the same ids)."""
+    """Text of token ids, special tokens shown (so it tokenizes back to the same ids). The
+    body is bounded before it is parsed (`detokenize_body_limit`)."""
+    with _limited(request, who):
+        return await _detokenize(body, settings, engine)
+
+
+def detokenize_body_limit(settings: Settings) -> int:
+    """Bytes a /detokenize body may have: PONDER_MAX_PROMPT_TOKENS ids of up to 15 bytes
+    each (digits, comma, white space), and room for the rest of the object."""
+    return 15 * settings.max_prompt_tokens + 4096
+
+
+async def _detokenize(
+    body: DetokenizeRequest, settings: Settings, engine: Engine
+) -> dict[str, str]:
     _check_model(body.model, engine)
     engine.tokenizer_info()
     if len(body.tokens) > settings.max_prompt_tokens:
@@ -255,6 +296,9 @@ async def detokenize(
 
 
 @router.get("/tokenizer_info", responses={200: {"model": TokenizerInfo}, **_TOKEN_ERRORS})
-async def tokenizer_info(engine: ReadyEngineDep, who: CallerDep) -> dict[str, Any]:
+async def tokenizer_info(
+    engine: ReadyEngineDep, request: Request, who: CallerDep
+) -> dict[str, Any]:
     """The tokenizer's special tokens, chat template and lengths (lm-eval's remote tokenizer)."""
-    return engine.tokenizer_info()
+    with _limited(request, who):
+        return engine.tokenizer_info()

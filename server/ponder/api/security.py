@@ -30,8 +30,10 @@ class Gate:
     def __init__(self, settings: Settings, wait_counts: bool = True) -> None:
         self.settings = settings
         self.wait_counts = wait_counts
-        """Whether time spent waiting for the engine counts toward a request's deadline: not
-        on an engine that reports admission (llama.cpp's batcher, `types.ENGINE_WAIT`)."""
+        """Whether the work admitted ahead of a request runs before it (an engine that takes
+        requests one batch at a time) rather than beside it (llama.cpp's batcher, which
+        reports admission, `types.ENGINE_WAIT`): only then does it delay the request's start
+        in the deadline estimate below."""
         self.keys = settings.key_set()
         self._digests = [hashlib.sha256(k.encode()).digest() for k in self.keys]
         self._calls: dict[str, deque[float]] = defaultdict(deque)

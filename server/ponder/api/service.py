@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -38,30 +39,42 @@ def _shutting_down() -> ApiError:
     )
 
 
-def _deadline_error(timeout: float | None) -> ApiError:
-    return ApiError(504, f"the request took longer than {timeout:g} s", code="deadline_exceeded")
-
-
 class EngineClock:
-    """A request's deadline, counted from its admission to the engine: seconds spent waiting
-    for the engine's sequences (reported by the engine through `types.ENGINE_WAIT`, summed
-    over the request's engine calls) are not counted. Engines that do not queue requests
-    themselves report nothing: their deadline counts from arrival."""
+    """A request's deadline, counted from its arrival, waiting for the engine included. An
+    engine that queues requests itself (the llama.cpp batcher) reports each admission
+    (`types.ENGINE_WAIT`): a request still waiting for its first admission when the deadline
+    passes never started, and gets 503 + Retry-After (safe to retry); one that started gets
+    504."""
 
-    def __init__(self, timeout: float | None) -> None:
+    def __init__(self, timeout: float | None, reports_admission: bool = False) -> None:
         self.timeout = timeout
         self.start = asyncio.get_running_loop().time()
         self.waited = 0.0
+        self.started = not reports_admission
         ENGINE_WAIT.set(self.add)
 
     def add(self, seconds: float) -> None:
         self.waited += seconds
+        self.started = True
 
     def remaining(self) -> float | None:
         if self.timeout is None:
             return None
-        now = asyncio.get_running_loop().time()
-        return self.start + self.waited + self.timeout - now
+        return self.start + self.timeout - asyncio.get_running_loop().time()
+
+    def expired(self) -> ApiError:
+        """The error of a request whose deadline passed (see the class docstring)."""
+        if not self.started:
+            return ApiError(
+                503,
+                f"the engine is busy: the request could not start within its "
+                f"{self.timeout:g} s deadline; retry it",
+                code="overloaded",
+                headers={"Retry-After": str(max(1, math.ceil((self.timeout or 0) / 4)))},
+            )
+        return ApiError(
+            504, f"the request took longer than {self.timeout:g} s", code="deadline_exceeded"
+        )
 
 
 async def until_done_or_gone(
@@ -80,7 +93,7 @@ async def until_done_or_gone(
                 raise ClientGone()
             left = clock.remaining()
             if left is not None and left < 0:
-                raise _deadline_error(clock.timeout)
+                raise clock.expired()
             if closing is not None and closing.is_set():
                 raise _shutting_down()
     finally:
@@ -125,7 +138,7 @@ async def with_deadline(
             with contextlib.suppress(BaseException):
                 await nxt
             err = _shutting_down() if stop is not None and stop in done else None
-            yield _error_event(err or _deadline_error(clock.timeout))
+            yield _error_event(err or clock.expired())
             yield DONE
             return
     finally:
