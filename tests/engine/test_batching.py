@@ -116,3 +116,97 @@ def test_requests_with_the_same_prompt_share_its_prefill(engine: LlamaCppEngine)
     second, grown = asyncio.run(go())
     assert grown == 0
     assert [s.token_ids for s in second.samples] == [s.token_ids for s in alone.samples]
+
+
+SEVEN = [
+    SamplingParams(max_tokens=24, temperature=0.5 + 0.1 * i, seed=i + 1, stop=(" the",) * (i % 2))
+    for i in range(7)
+]
+TALE = (
+    "Once upon a time in a small village by the sea there lived an old fisherman who told "
+    "stories to the children every evening about storms, whales and lost ships. "
+) * 6
+
+
+def _alone_then_together(
+    engine: LlamaCppEngine, prompts: list[list[int]]
+) -> tuple[list[list[int]], list[list[list[int]]]]:
+    async def go() -> tuple[list[list[int]], list[list[list[int]]]]:
+        alone = [
+            (await engine.sample(p, sp, 1)).samples[0].token_ids
+            for p, sp in zip(prompts, SEVEN, strict=True)
+        ]
+        rounds = []
+        for _ in range(2):
+            gens = await asyncio.gather(
+                *(engine.sample(p, sp, 1) for p, sp in zip(prompts, SEVEN, strict=True))
+            )
+            rounds.append([g.samples[0].token_ids for g in gens])
+        return alone, rounds
+
+    return asyncio.run(go())
+
+
+def test_seven_seeded_requests_on_one_long_prompt_equal_their_solo_runs(
+    engine: LlamaCppEngine,
+) -> None:
+    """Issue 23 item 5: seven parameter sets on one 251-token prompt (eight prefill chunks)
+    sent at once draw what each draws alone, in two rounds (on main before the fix, 4 of 7
+    differed: llama.cpp's tiled attention kernel at 64-token chunks, batcher.FA_QUERY_TILE)."""
+    prompt = engine.tokenize(TALE)[:251]
+    alone, rounds = _alone_then_together(engine, [prompt] * 7)
+    for got in rounds:
+        assert got == alone
+
+
+def test_seven_seeded_requests_on_different_long_prompts_equal_their_solo_runs(
+    engine: LlamaCppEngine,
+) -> None:
+    prompts = [engine.tokenize(f"Chapter {i}. " + TALE)[: 240 + i] for i in range(7)]
+    alone, rounds = _alone_then_together(engine, prompts)
+    for got in rounds:
+        assert got == alone
+
+
+def test_a_short_request_is_not_stuck_behind_every_sample_of_a_large_one(
+    engine: LlamaCppEngine,
+) -> None:
+    """Issue 23 item 4: a request of max_samples samples takes every sample's sequence while
+    alone; a short request sent next is admitted at once (a spare sequence id), the large
+    one's rows take turns with it (its share), and both draw what they draw alone."""
+    big_p = SamplingParams(max_tokens=64, temperature=0.9, seed=70)
+    short_p = SamplingParams(max_tokens=8, temperature=0.9, seed=71)
+    story, sea = engine.render_chat(STORY), engine.render_chat(SEA)
+    n = engine.max_samples
+
+    async def go() -> tuple:
+        big_alone = await engine.sample(story, big_p, n)
+        short_alone = await engine.sample(sea, short_p, 1)
+        deferred = engine.counters.deferred
+        big = asyncio.ensure_future(engine.sample(story, big_p, n))
+        while engine.counters.generated == 0 or not big_started(engine):
+            await asyncio.sleep(0.01)
+        short = await engine.sample(sea, short_p, 1)
+        running = not big.done()
+        return (
+            big_alone,
+            short_alone,
+            await big,
+            short,
+            running,
+            engine.counters.deferred - deferred,
+        )
+
+    big_alone, short_alone, big, short, running, deferred = asyncio.run(go())
+    assert running  # the short request finished while the large one was still decoding
+    assert short.queue_s < short.generate_s + 0.5  # admitted at once, not after the large one
+    assert deferred > 0  # the large request's rows took turns
+    assert short.samples[0].token_ids == short_alone.samples[0].token_ids
+    assert [s.token_ids for s in big.samples] == [s.token_ids for s in big_alone.samples]
+
+
+def big_started(engine: LlamaCppEngine) -> bool:
+    """Whether the running request has every one of its samples live."""
+    batcher = engine._batcher
+    assert batcher is not None
+    return any(len(r.live()) == r.samples for r in list(batcher.active))

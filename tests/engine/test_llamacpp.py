@@ -22,7 +22,7 @@ def run(engine: LlamaCppEngine, params: SamplingParams, n: int, messages=MESSAGE
 
 def test_chat_template_comes_from_the_model(engine: LlamaCppEngine) -> None:
     ids = engine.render_chat(MESSAGES)
-    text = engine._llama.detokenize(ids, special=True).decode()
+    text = engine._model.detokenize(ids, special=True).decode()
     assert "<|im_start|>user" in text and text.rstrip().endswith("<|im_start|>assistant")
 
 
@@ -162,6 +162,8 @@ def test_prompt_logprobs_equal_llama_cpps_own_forward_pass(engine: LlamaCppEngin
     from llama_cpp import Llama
     from scipy.special import log_softmax
 
+    from ponder.engines.batcher import PREFILL_CHUNK
+
     text = " ".join(f"Item {i} is a small red box." for i in range(20))  # > one prefill chunk
     ids = engine.tokenize(text)
     params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=3)
@@ -173,7 +175,8 @@ def test_prompt_logprobs_equal_llama_cpps_own_forward_pass(engine: LlamaCppEngin
     ref = Llama(
         model_path=str(embedded_model_path()),
         n_ctx=1024,
-        n_batch=64,
+        n_batch=PREFILL_CHUNK,  # the same calls as Ponder's prefill (batcher.FA_QUERY_TILE)
+        n_ubatch=PREFILL_CHUNK,
         flash_attn=True,  # the kernel llama.cpp picks for Ponder's context here
         logits_all=True,
         verbose=False,
@@ -204,11 +207,11 @@ def test_raw_text_parses_special_tokens_chat_content_does_not(engine: LlamaCppEn
     """A completion prompt is the caller's own text: template markers in it are special
     tokens (as in vLLM and llama.cpp's server); chat content cannot forge them."""
     eos = engine.tokenizer_info()["eos_token"]
-    assert engine.tokenize(eos, add_special=False) == [engine._llama.token_eos()]
+    assert engine.tokenize(eos, add_special=False) == [engine._model.token_eos()]
     raw = engine.tokenize("<|im_start|>user\nhi<|im_end|>\n", add_special=False)
     assert engine.detokenize(raw, special=True) == "<|im_start|>user\nhi<|im_end|>\n"
     chat = engine.render_chat([{"role": "user", "content": "<|im_end|>"}])
-    assert chat.count(engine._llama.token_eos()) == 2  # the system turn's and the user turn's
+    assert chat.count(engine._model.token_eos()) == 2  # the system turn's and the user turn's
 
 
 def test_confidence_stop_rule_stops_where_the_window_falls_below(engine: LlamaCppEngine) -> None:

@@ -1,21 +1,33 @@
 """Continuous batching for the llama.cpp engine: one thread owns the context and every decode
 step carries the live sequences of all admitted requests (llama.cpp server's "slots").
 
-- A request (`Request`) asks for `samples` sequences. It is admitted, in arrival order, when
-  that many sequence ids are free and its KV budget (prompt + samples x max_tokens) fits
-  beside the running ones; a request that does not fit waits, and so does every request
-  behind it (no starvation of large requests).
-- Admission looks for the cached sequence (left by a finished request) sharing the longest
-  prefix with the prompt and takes it over, so only the rest is prefilled (CNTP's drafts and
-  trials extend one another's prefixes; a repeated prompt costs nothing). A prompt is
-  prefilled in chunks of PREFILL_CHUNK tokens carried in the same decode steps as the others'
-  tokens, so a long prompt slows the running requests instead of stopping them.
-- Each step samples every live sequence with its own request's parameters and per-sequence
-  RNG (sample i of a request seeded seed + i), so a seeded request draws the same samples
-  alone or beside others (up to the float rounding of different batch shapes).
-- Finished requests leave at once; their sequences stay cached (prefix reuse) until their
-  ids or cells are needed. A cancelled request (client gone, deadline) leaves at the next
-  step, prefill included.
+A request (`Request`) asks for `samples` sequences of one prompt. Its phases:
+waiting -> prefilling -> decoding -> finished (`Request.phase`).
+
+- **Admission and fairness** (`Batcher._admit`, `_grow`, `share`): requests are admitted in
+  arrival order as soon as one sequence id and the KV cells of their prompt and first sample
+  are free. A request's samples start in parts: it runs at most `share` of them at a time,
+  where `share` is the engine's `max_samples` divided among the requests present (running
+  or waiting), and it decodes at most `share` rows per step (the rest of its live samples
+  wait their turn, round robin). The context has `spare` sequence ids beyond `max_samples`,
+  so a request that took every sample's id while alone still leaves room for the next one:
+  a short request never waits for a long one to finish.
+- **Prefix cache** (`_reuse`, `_keep`, `_evict`): a finished sequence stays cached (its ids
+  and cells) until its id or cells are needed; a new request takes over the cached or running
+  sequence sharing the longest prefix with its prompt and prefills only the rest.
+- **Steps** (`_step`, `_decode`): sample every live sequence that has a logits row, then one
+  llama_decode of the pending tokens (at most DECODE_ROWS rows a call) and, when a prompt is
+  being prefilled, its next PREFILL_CHUNK tokens in a call of their own.
+- **Reproducibility**: each sequence has its own RNG (sample i of a request seeded seed + i),
+  and no llama_decode call carries 64 or more rows: llama.cpp's CPU flash attention switches
+  to a tiled kernel at 64 query rows, whose rounding depends on where a sequence's cells sit
+  in the shared cache. Below it, attention for a row reads only its own sequence's cells in
+  order, so a seeded request draws the same samples alone or beside others (README
+  "Reproducibility" says where this stops).
+- **Grading off this thread**: a finished sample is handed to `on_sample` (adaptive stopping
+  grades it: regex, math-verify) in the grader pool, never on this thread; its verdict ends
+  the request's running samples at a later step, and an exception in it fails that request
+  only.
 """
 
 from __future__ import annotations
@@ -28,13 +40,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from functools import partial
-from typing import TYPE_CHECKING
+from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol
 
 import numpy as np
 
 from ..errors import EngineError
-from ..stops import holdback, stop_index
+from ..stops import StopMatcher
 from ..types import (
     ENGINE_WAIT,
     Generation,
@@ -46,16 +58,54 @@ from ..types import (
 )
 from .stats import RowStats, sample_rows, score_rows, token_confidence, top_logprobs
 
-if TYPE_CHECKING:
-    from .llamacpp import LlamaCppEngine
-
 log = logging.getLogger("ponder.engine")
 
-PREFILL_CHUNK = 64
-"""Prompt tokens per step of a prefill. On this project's 2-core CPU a prefill runs at ~130
-tokens/s whatever the chunk (64: 124, 128: 131, 256: ~130, 512: ~140 tokens/s), so 64 keeps the
-steps of the requests decoding beside a long prompt under ~0.5 s."""
+FA_QUERY_TILE = 64
+"""llama.cpp's CPU flash attention (ggml-cpu ops.cpp, GGML_FA_TILE_Q in llama-cpp-python
+0.3.36) runs calls of this many query rows or more through a tiled kernel, which sums each
+64-cell tile of the shared cache at once: its rounding then depends on which tiles a
+sequence's cells share with other sequences. Calls below it take the per-row kernel, which
+reads a row's own cells one by one and skips every other sequence's exactly."""
+PREFILL_CHUNK = 32
+"""Prompt tokens per prefill call: below FA_QUERY_TILE (see there), so a prompt's KV is the
+same wherever its cells are. On this project's 2-core CPU a prefill runs at ~120 tokens/s
+whatever the chunk, so a chunk keeps the steps of the requests decoding beside a long prompt
+short."""
+DECODE_ROWS = FA_QUERY_TILE - 1
+"""Most rows one llama_decode of a decode step carries (more are split into calls)."""
+GRADERS = 2
+"""Threads that run `on_sample` (adaptive stopping's grading) for every request."""
+IDLE_WAIT_S = 0.05
+
 DeltaCallback = Callable[[str], None]
+
+
+class Model(Protocol):
+    """What the batcher needs of the model and its context (engines/llamacpp.py implements it
+    over llama.cpp; tests use a fake). Only the batcher's thread calls it."""
+
+    n_vocab: int
+    n_ctx: int
+    n_seq: int
+    """Sequence ids in the context: max_samples + spare."""
+    max_samples: int
+    punct: frozenset[int]
+
+    def decode(self, rows: list[tuple[int, int, int, bool]]) -> np.ndarray:
+        """One llama_decode of (token, position, sequence, wants logits) rows: the logits rows
+        asked for (valid until the next call). Raises EngineError."""
+
+    def seq_rm(self, seq: int, p0: int, p1: int) -> None: ...
+
+    def seq_cp(self, src: int, dst: int, p0: int, p1: int) -> None: ...
+
+    def clear(self) -> None: ...
+
+    def piece(self, token: int) -> bytes: ...
+
+    def text(self, token: int, special: bool = False) -> str: ...
+
+    def is_eog(self, token: int) -> bool: ...
 
 
 def seed_of(seed: int | None, i: int) -> int | None:
@@ -90,13 +140,17 @@ class Seq:
         "rng",
         "row",
         "seq",
+        "stops",
         "text",
         "tokens",
         "top",
     )
 
-    def __init__(self, rng: np.random.Generator, seq: int, index: int) -> None:
+    def __init__(
+        self, rng: np.random.Generator, seq: int, index: int, stops: tuple[str, ...] = ()
+    ) -> None:
         self.rng = rng
+        self.stops = StopMatcher(stops) if stops else None
         self.seq = seq
         self.index = index
         self.tokens: list[int] = []
@@ -113,6 +167,8 @@ class Seq:
         self.emitted = 0
         self.finish: str | None = None
         self.row: np.ndarray | None = None
+        """The logits row after the sequence's last decoded token; None while its last sampled
+        token waits to be decoded."""
         self.next_entropy: float | None = None
 
     def decoded(self) -> list[int]:
@@ -166,36 +222,56 @@ class Request:
     submitted: float = dataclasses.field(default_factory=time.perf_counter)
     admitted: float = 0.0
     seqs: list[Seq] = dataclasses.field(default_factory=list)
-    ids: list[int] = dataclasses.field(default_factory=list)
+    """The samples started so far, in sample order."""
+    base: int = -1
+    """The sequence id holding the prompt's KV (held until the request leaves: later parts
+    of its samples copy the prompt from it)."""
+    held: list[int] = dataclasses.field(default_factory=list)
+    """Sequence ids the request holds: `base`, then its running samples' other ids."""
     todo: list[int] = dataclasses.field(default_factory=list)
-    """Prompt tokens still to prefill (on ids[0]), from position `done`."""
+    """Prompt tokens still to prefill (on `base`), from position `done`."""
     done: int = 0
     scores: list[tuple[float, list[tuple[int, float]]]] | None = None
     """The prompt's scores (`params.prompt_logprobs`), filled by the prefill."""
     finished: int = 0
+    turn: int = 0
+    """Where the round robin over its live samples starts next step (when it has more live
+    samples than its share of rows)."""
     enough: bool = False
-    max_stop: int = 0
+    """Set by `on_sample` (in the grader pool): stop its running samples, start no more."""
+    failed: BaseException | None = None
+    """Set when `on_sample` raised: the request fails, the others go on."""
+    grading: int = 0
+    """`on_sample` calls submitted and not yet returned (changed under the batcher's lock)."""
     resolve: Callable[[Generation | BaseException], None] | None = None
     on_admitted: Callable[[float], None] | None = None
-    """Told (from the batcher thread) how long the request waited for its sequences."""
+    """Told (from the batcher thread) how long the request waited for the engine."""
     prompt_row: np.ndarray | None = None
-    """The logits row after the whole prompt (once prefilled): a request with the same prompt
-    copies its KV and starts from this row, with nothing to prefill."""
+    """The logits row after the whole prompt (once prefilled): every sample starts from it,
+    and a request with the same prompt copies its KV and prefills nothing."""
     fresh: bool = True
     """Not a continuation of a session: when it finds the engine idle, it starts from a
-    clean KV cache, so a request run alone is computed exactly as it always is (cached
-    sequences from other requests would change llama.cpp's attention layout and rounding)."""
-
-    def __post_init__(self) -> None:
-        self.max_stop = max((len(x) for x in self.params.stop), default=0)
+    clean KV cache, and it reuses only what a fresh prefill computes identically."""
 
     @property
-    def budget(self) -> int:
-        """KV cells it may need: the prompt once (shared by its sequences) + every sample."""
-        return len(self.prompt_ids) + self.samples * self.params.max_tokens
+    def phase(self) -> str:
+        if not self.held:
+            return "waiting"
+        if self.prompt_row is None:
+            return "prefilling"
+        return "decoding"
+
+    @property
+    def pending(self) -> int:
+        """Samples not started yet."""
+        return 0 if self.enough else self.samples - len(self.seqs)
 
     def live(self) -> list[Seq]:
         return [s for s in self.seqs if s.finish is None]
+
+    def budget(self, max_tokens: int) -> int:
+        """KV cells it may need: the prompt once + every sample it holds an id for."""
+        return len(self.prompt_ids) + max(len(self.held), 1) * max_tokens
 
     def prompt_logprobs(self, text: Callable[[int], str]) -> PromptLogprobs | None:
         if self.scores is None:
@@ -217,6 +293,8 @@ class Counters:
     """Sequences summed over steps (occupancy = sequences / steps)."""
     shared_steps: int = 0
     """Steps that carried sequences of two or more requests."""
+    deferred: int = 0
+    """Rows a step left for the next one: a request's live samples over its share."""
     generated: int = 0
     prefilled: int = 0
     last_batch: int = 0
@@ -229,10 +307,9 @@ class Counters:
 class Batcher:
     """The scheduler thread and its state; see the module docstring."""
 
-    def __init__(self, eng: LlamaCppEngine) -> None:
-        self.eng = eng
-        self.n_seq = eng.max_samples
-        self.free = list(range(self.n_seq))
+    def __init__(self, model: Model) -> None:
+        self.model = model
+        self.free = list(range(model.n_seq))
         self.cached: collections.OrderedDict[int, Cached] = collections.OrderedDict()
         self.incoming: list[Request] = []
         self.waiting: collections.deque[Request] = collections.deque()
@@ -240,6 +317,7 @@ class Batcher:
         self.counters = Counters()
         self._cv = threading.Condition()
         self._stop = False
+        self._graders = ThreadPoolExecutor(GRADERS, thread_name_prefix="ponder-grade")
         self._thread = threading.Thread(target=self._loop, name="llama.cpp", daemon=True)
         self._thread.start()
 
@@ -287,12 +365,28 @@ class Batcher:
             self._stop = True
             self._cv.notify()
         self._thread.join()
+        self._graders.shutdown(wait=False, cancel_futures=True)
+
+    @property
+    def in_flight(self) -> int:
+        with self._cv:
+            return len(self.incoming) + len(self.waiting) + len(self.active)
+
+    @property
+    def queued(self) -> int:
+        with self._cv:
+            return len(self.incoming) + len(self.waiting)
 
     # ------------------------------------------------------------ the scheduler thread
 
     def _loop(self) -> None:
+        idle = False
         while True:
             with self._cv:
+                if idle and not (self.incoming or self._stop):
+                    # Requests wait on their grading (or on ids): a verdict, a new request or
+                    # a cancellation notifies; the timeout re-checks the rest.
+                    self._cv.wait(timeout=IDLE_WAIT_S)
                 while not (self.incoming or self.active or self.waiting or self._stop):
                     self._cv.wait()
                 if self._stop:
@@ -305,7 +399,10 @@ class Batcher:
                 self.waiting.extend(self.incoming)
                 self.incoming = []
             try:
-                self._tick()
+                started = time.perf_counter()
+                idle = not self._step()
+                if not idle:
+                    self.counters.busy_s += time.perf_counter() - started
             except Exception as exc:  # a failed decode: every running request fails, state reset
                 log.exception("llama.cpp step failed")
                 err = exc if isinstance(exc, EngineError) else EngineError(str(exc))
@@ -313,29 +410,22 @@ class Batcher:
                     self._fail(req, err)
                 self.active = []
                 self._reset()
+                idle = False
 
-    def _tick(self) -> None:
-        started = time.perf_counter()
-        self._step()
-        self.counters.busy_s += time.perf_counter() - started
-
-    def _step(self) -> None:
+    def _step(self) -> bool:
+        """One step; False when there was nothing to do (requests wait on their grading)."""
         self._drop_cancelled()
         self._admit()
         for req in self.active:
-            if not req.todo and req.seqs:
+            if req.prompt_row is not None:
+                self._grow(req)
                 self._sample(req)
-        for req in [r for r in self.active if r.seqs and (r.enough or not r.live())]:
+        for req in [r for r in self.active if self._leaving(r)]:
             self._finish(req)
-        rows: list[tuple[int, int, int]] = []
-        owners: list[tuple[Request, Seq]] = []
-        for req in self.active:
-            for s in req.live():
-                rows.append((s.tokens[-1], len(req.prompt_ids) + len(s.tokens) - 1, s.seq))
-                owners.append((req, s))
+        rows, owners = self._rows()
         filling = next((r for r in self.active if r.todo), None)
         if not rows and filling is None:
-            return
+            return False
         logits = self._decode(rows, filling)
         for k, (_, s) in enumerate(owners):
             s.row = logits[k]
@@ -344,6 +434,39 @@ class Batcher:
         c.sequences += len(rows)
         c.last_batch = len(rows)
         c.shared_steps += len({id(r) for r, _ in owners}) > 1
+        return True
+
+    def share(self) -> int:
+        """Samples one request may run (and rows it may decode per step) while the others
+        present get theirs: max_samples divided among the requests running or waiting."""
+        present = len(self.active) + len(self.waiting)
+        return max(1, self.model.max_samples // max(present, 1))
+
+    def _rows(self) -> tuple[list[tuple[int, int, int]], list[tuple[Request, Seq]]]:
+        """The (token, position, sequence) rows of this step: each request's live samples
+        whose last token waits, at most `share` of them (round robin)."""
+        share = self.share()
+        rows: list[tuple[int, int, int]] = []
+        owners: list[tuple[Request, Seq]] = []
+        for req in self.active:
+            ready = [s for s in req.seqs if s.finish is None and s.row is None]
+            if len(ready) > share:
+                self.counters.deferred += len(ready) - share
+                start = req.turn % len(ready)
+                ready = (ready[start:] + ready[:start])[:share]
+                req.turn += share
+            n = len(req.prompt_ids)
+            for s in sorted(ready, key=lambda s: s.index):
+                rows.append((s.tokens[-1], n + len(s.tokens) - 1, s.seq))
+                owners.append((req, s))
+        return rows, owners
+
+    def _leaving(self, req: Request) -> bool:
+        if req.failed is not None:
+            return True
+        if req.prompt_row is None or req.grading:
+            return False
+        return not req.live() and (req.enough or not req.pending)
 
     def _drop_cancelled(self) -> None:
         for req in [r for r in self.waiting if r.cancel.is_set()]:
@@ -355,71 +478,77 @@ class Batcher:
             self._fail(req, EngineError("cancelled"))
 
     def _admit(self) -> None:
-        """Admit waiting requests in arrival order while sequences and KV cells allow."""
+        """Admit waiting requests in arrival order while a sequence id and the KV cells of
+        their prompt and first sample are free (the rest of their samples start in parts)."""
         while self.waiting:
             req = self.waiting[0]
-            used = sum(r.budget for r in self.active)
-            fits_alone = not self.active
-            while (
-                len(self.free) < req.samples
-                or used + req.budget + self._cached_cells() > self.eng.n_ctx
-            ) and self.cached:
-                self._evict()
-            if len(self.free) < req.samples:
-                return
-            if not fits_alone and used + req.budget > self.eng.n_ctx:
+            alone = not self.active
+            need = len(req.prompt_ids) + req.params.max_tokens
+            if not self._room(1, need, alone):
                 return
             self.waiting.popleft()
-            if fits_alone and req.fresh:
+            if alone and req.fresh:
                 self._reset()
             try:
                 self._start(req)
             except Exception as exc:
-                for s in req.ids:
-                    self.eng._ctx.kv_cache_seq_rm(s, -1, -1)
-                    self.free.append(s)
+                self._release(req)
                 self._fail(req, exc if isinstance(exc, EngineError) else EngineError(str(exc)))
                 continue
             self.active.append(req)
+
+    def _used(self) -> int:
+        return sum(r.budget(r.params.max_tokens) for r in self.active)
+
+    def _room(self, ids: int, cells: int, alone: bool = False) -> bool:
+        """Whether `ids` sequence ids and `cells` more KV cells can be had now (evicting
+        cached sequences, oldest first); a request alone may exceed the cells (its budget
+        is an upper bound)."""
+        n_ctx = self.model.n_ctx
+        while (
+            len(self.free) < ids or self._used() + cells + self._cached_cells() > n_ctx
+        ) and self.cached:
+            self._evict()
+        if len(self.free) < ids:
+            return False
+        return alone or self._used() + cells <= n_ctx
 
     def _cached_cells(self) -> int:
         return sum(len(c.tokens) for c in self.cached.values())
 
     def _evict(self) -> None:
         seq, _ = self.cached.popitem(last=False)
-        self.eng._ctx.kv_cache_seq_rm(seq, -1, -1)
+        self.model.seq_rm(seq, -1, -1)
         self.free.append(seq)
 
     def _start(self, req: Request) -> None:
-        """Give the request its sequences, its prompt's KV reused where another sequence has
-        it (`_reuse`); only the rest is prefilled."""
+        """Give the request its base sequence, its prompt's KV reused where another sequence
+        has it (`_reuse`); only the rest is prefilled."""
         req.admitted = time.perf_counter()
         if req.on_admitted is not None:
             req.on_admitted(req.admitted - req.submitted)
-        prompt = req.prompt_ids
         base, keep, row = -1, 0, None
         if req.params.prompt_logprobs is None:
             base, keep, row = self._reuse(req)
         if base < 0:
             base = self.free.pop(0)
-            self.eng._ctx.kv_cache_seq_rm(base, -1, -1)
-        req.ids = [base] + [self.free.pop(0) for _ in range(req.samples - 1)]
+            self.model.seq_rm(base, -1, -1)
+        req.base, req.held = base, [base]
         if row is not None:
             req.prompt_row = row
-            self._fan_out(req, row)
             return
-        req.todo, req.done = prompt[keep:], keep
+        req.todo, req.done = req.prompt_ids[keep:], keep
         if req.params.prompt_logprobs is not None:
             req.scores = []
 
     def _reuse(self, req: Request) -> tuple[int, int, np.ndarray | None]:
-        """(first sequence, prompt tokens already there, the prompt's last logits row if the
+        """(base sequence, prompt tokens already there, the prompt's last logits row if the
         whole prompt is there) from the sequence sharing the longest prefix with the prompt:
         a cached one is taken over, a running request's is copied (cells are shared).
 
-        A session's later calls reuse all they can (their own history, as before). Any other
-        request reuses only what a fresh prefill would have computed identically: a whole
-        prompt with its stored last row, or whole 64-token chunks (prefills are chunked from
+        A session's later calls reuse all they can (their own history). Any other request
+        reuses only what a fresh prefill would have computed identically: a whole prompt
+        with its stored last row, or whole PREFILL_CHUNK chunks (prefills are chunked from
         position 0), so its samples do not depend on what ran before or beside it."""
         prompt = req.prompt_ids
         best: tuple[int, bool, str, int, np.ndarray | None] = (0, False, "", -1, None)
@@ -438,58 +567,85 @@ class Batcher:
             row = entry.row if exact else None
             best = max(best, (c, exact, "cached", seq, row), key=_rank)
         for other in self.active:
-            if other.prompt_row is None or not other.ids or not (other.fresh or not req.fresh):
+            if other.prompt_row is None or other.base < 0 or not (other.fresh or not req.fresh):
                 continue
             c = common_prefix(other.prompt_ids, prompt)
             exact = c == len(prompt) == len(other.prompt_ids)
             usable = c if exact else c - c % PREFILL_CHUNK
             row = other.prompt_row if exact else None
-            best = max(best, (usable, exact, "active", other.ids[0], row), key=_rank)
+            best = max(best, (usable, exact, "active", other.base, row), key=_rank)
         usable, exact, kind, seq, row = best
         if usable <= 0:
             return -1, 0, None
-        ctx = self.eng._ctx
+        model = self.model
         if kind == "cached":
             self.cached.pop(seq)
             base = seq
         else:
             base = self.free.pop(0)
-            ctx.kv_cache_seq_rm(base, -1, -1)
-            ctx.kv_cache_seq_cp(seq, base, -1, -1)
+            model.seq_rm(base, -1, -1)
+            model.seq_cp(seq, base, -1, -1)
         if exact:
-            ctx.kv_cache_seq_rm(base, len(prompt), -1)
+            model.seq_rm(base, len(prompt), -1)
             return base, len(prompt), row
         keep = min(usable, len(prompt) - 1)
         if req.fresh:
             keep -= keep % PREFILL_CHUNK  # the prefill goes on in whole, aligned chunks
-        ctx.kv_cache_seq_rm(base, keep, -1)
+        model.seq_rm(base, keep, -1)
         return base, keep, None
 
-    def _fan_out(self, req: Request, row: np.ndarray) -> None:
-        """The prompt is on ids[0]: share it with the other sequences; first rows = `row`."""
-        for i, seq in enumerate(req.ids):
-            if i:
-                self.eng._ctx.kv_cache_seq_rm(seq, -1, -1)
-                self.eng._ctx.kv_cache_seq_cp(req.ids[0], seq, -1, -1)
-            s = Seq(np.random.default_rng(seed_of(req.params.seed, i)), seq, i)
-            s.row = row
+    def _grow(self, req: Request) -> None:
+        """Start the request's next samples while it runs fewer than its share and an id and
+        their KV cells are free: sample 0 on the base sequence, the others on new ids sharing
+        the prompt's cells. Every sample starts from the prompt's logits row."""
+        assert req.prompt_row is not None
+        share = self.share()
+        n = len(req.prompt_ids)
+        while req.pending and len(req.live()) < share:
+            i = len(req.seqs)
+            if i == 0:
+                seq = req.base
+            elif self._room(1, req.params.max_tokens):
+                seq = self.free.pop(0)
+                self.model.seq_rm(seq, -1, -1)
+                self.model.seq_cp(req.base, seq, 0, n)
+                req.held.append(seq)
+            elif not req.live() and self._base_done(req):
+                # No id to be had and nothing of its own running: its base goes on with the
+                # next sample (its finished sample's cells are dropped), so requests that
+                # hold every id still progress.
+                seq = req.base
+                self.model.seq_rm(seq, n, -1)
+            else:
+                return
+            s = Seq(np.random.default_rng(seed_of(req.params.seed, i)), seq, i, req.params.stop)
+            s.row = req.prompt_row
             req.seqs.append(s)
 
+    @staticmethod
+    def _base_done(req: Request) -> bool:
+        on_base = [s for s in req.seqs if s.seq == req.base]
+        return bool(on_base) and on_base[-1].finish is not None
+
     def _decode(self, rows: list[tuple[int, int, int]], filling: Request | None) -> np.ndarray:
-        """Every live sequence's last token in one llama_decode, then (when a prompt is being
-        prefilled) its next chunk in a call of its own: a 64-token chunk in the same call
-        makes llama.cpp round its neighbours' logits differently (measured: a seeded request's
-        samples changed), so a request's samples would depend on what else is running.
+        """Every pending token in llama_decode calls of at most DECODE_ROWS rows, then (when a
+        prompt is being prefilled) its next chunk in a call of its own (see FA_QUERY_TILE).
         Returns the decode rows' logits; the chunk's are scored or, when it ends the prompt,
-        start the request."""
-        decoded = np.zeros((0, self.eng.n_vocab), np.float32)
+        become the request's prompt row."""
+        decoded = np.zeros((0, self.model.n_vocab), np.float32)
         if rows:
-            decoded = self._call([(t, p, s, True) for t, p, s in rows]).copy()
+            calls = -(-len(rows) // DECODE_ROWS)
+            size = -(-len(rows) // calls)  # balanced: 64 rows are two calls of 32
+            parts = [
+                self._call([(t, p, s, True) for t, p, s in rows[k : k + size]]).copy()
+                for k in range(0, len(rows), size)
+            ]
+            decoded = np.concatenate(parts)
         if filling is not None:
             chunk = filling.todo[:PREFILL_CHUNK]
             last = len(chunk) == len(filling.todo)
             scoring = filling.scores is not None
-            seq, at = filling.ids[0], filling.done
+            seq, at = filling.base, filling.done
             out = self._call(
                 [
                     (tok, at + r, seq, scoring or (last and r == len(chunk) - 1))
@@ -500,26 +656,11 @@ class Batcher:
         return decoded
 
     def _call(self, rows: list[tuple[int, int, int, bool]]) -> np.ndarray:
-        """One llama_decode of (token, position, sequence, wants logits) rows: the logits rows
-        asked for (a view into llama.cpp's buffer, valid until the next call)."""
-        eng = self.eng
-        b = eng._batch.batch
-        for n, (tok, pos, seq, want) in enumerate(rows):
-            b.token[n], b.pos[n], b.n_seq_id[n], b.logits[n] = tok, pos, 1, want
-            b.seq_id[n][0] = seq
-        b.n_tokens = len(rows)
         started = time.perf_counter()
-        code = eng._lib.llama_decode(eng._ctx.ctx, b)
-        self.counters.decode_s += time.perf_counter() - started
-        if code == 1:
-            raise EngineError("the KV cache is full: lower samples or max_tokens")
-        if code != 0:
-            raise EngineError(f"llama_decode failed with code {code}")
-        outputs = sum(want for *_, want in rows)
-        if outputs == 0:
-            return np.zeros((0, eng.n_vocab), np.float32)
-        ptr = eng._lib.llama_get_logits(eng._ctx.ctx)
-        return np.ctypeslib.as_array(ptr, shape=(outputs, eng.n_vocab))
+        try:
+            return self.model.decode(rows)
+        finally:
+            self.counters.decode_s += time.perf_counter() - started
 
     def _filled(self, req: Request, chunk: list[int], rows: np.ndarray, last: bool) -> None:
         k = req.params.prompt_logprobs
@@ -531,13 +672,18 @@ class Batcher:
         self.counters.prefilled += len(chunk)
         if last:
             req.prompt_row = rows[-1].copy()
-            self._fan_out(req, req.prompt_row)
 
     # ------------------------------------------------------------ sampling
 
     def _sample(self, req: Request) -> None:
-        """Sample one token for each of the request's live sequences (they all have a row)."""
-        live = req.live()
+        """Sample one token for each of the request's live sequences that has a row."""
+        if req.enough:
+            for s in req.live():
+                s.row = None  # the cache keeps what it is sure is decoded
+                s.end("cancelled")
+                self._done(req, s)
+            return
+        live = [s for s in req.live() if s.row is not None]
         if not live:
             return
         params = req.params
@@ -548,19 +694,19 @@ class Batcher:
             if params.confidence_top_k > 0
             else None
         )
-        eng = self.eng
+        model = self.model
         for q, s in enumerate(live):
             ent = float(st.entropy_processed[q])
             if params.stop_entropy is not None and ent >= params.stop_entropy:
                 s.finish, s.next_entropy = "entropy", ent  # stop before this token
             else:
-                eog = eng._is_eog(eng._vocab, int(st.token[q]))
-                self._accept(s, st, q, params, req.max_stop, eog)
+                self._accept(s, st, q, params, model.is_eog(int(st.token[q])))
                 self.counters.generated += 1
                 if conf is not None:
                     confident(s, float(conf[q]), params)
+            s.row = None
             if req.on_delta is not None:
-                hold = 0 if s.finish else holdback(s.text, params.stop)
+                hold = 0 if s.finish or s.stops is None else s.stops.holdback
                 if len(s.text) - hold > s.emitted:
                     req.on_delta(s.text[s.emitted : len(s.text) - hold])
                     s.emitted = len(s.text) - hold
@@ -568,17 +714,41 @@ class Batcher:
                 req.finished += 1
                 if req.on_progress is not None:
                     req.on_progress(req.finished, req.samples)
-                if req.on_sample is not None and not req.enough:
-                    req.enough = bool(req.on_sample(s.to_sample(params.top_logprobs > 0)))
-        if req.enough:
-            for s in req.live():  # their last sampled token was never decoded
-                s.end("cancelled")
+                if req.on_sample is not None:
+                    self._grade(req, s.to_sample(params.top_logprobs > 0))
+                self._done(req, s)
 
-    def _accept(
-        self, s: Seq, st: RowStats, r: int, params: SamplingParams, max_stop: int, eog: bool
-    ) -> None:
+    def _grade(self, req: Request, sample: Sample) -> None:
+        """`on_sample` in the grader pool; its verdict is read at a later step."""
+        on_sample = req.on_sample
+        assert on_sample is not None
+        with self._cv:
+            req.grading += 1
+
+        def grade() -> None:
+            try:
+                if not req.enough and req.failed is None and on_sample(sample):
+                    req.enough = True
+            except Exception as exc:
+                log.exception("grading a finished sample failed")
+                req.failed = exc
+            finally:
+                with self._cv:
+                    req.grading -= 1
+                    self._cv.notify()
+
+        self._graders.submit(grade)
+
+    def _done(self, req: Request, s: Seq) -> None:
+        """A finished sample's id goes back to the pool (its cells stay cached), unless it is
+        the base, which holds the prompt for the request's later samples."""
+        if s.seq != req.base and s.seq in req.held:
+            req.held.remove(s.seq)
+            self._cache(s.seq, req, s)
+
+    def _accept(self, s: Seq, st: RowStats, r: int, params: SamplingParams, eog: bool) -> None:
         """Append row r's sampled token to sequence s and decide whether s is finished."""
-        eng = self.eng
+        model = self.model
         tok = int(st.token[r])
         s.tokens.append(tok)
         s.lp.append(float(st.logprob[r]))
@@ -588,45 +758,65 @@ class Batcher:
         if params.top_logprobs > 0:
             assert s.row is not None
             top = top_logprobs(s.row, float(st.lse[r]), params.top_logprobs)
-            s.top.append([(eng._text(t), lp) for t, lp in top])
+            s.top.append([(model.text(t), lp) for t, lp in top])
         if eog:
             s.pieces.append("")
             s.end("stop")
             return
-        s.pieces.append(eng._text(tok))
-        before = len(s.text)
-        s.text += s.decoder.decode(eng._piece(tok))
-        if params.stop:
-            cut = stop_index(s.text, params.stop, max(0, before - max_stop + 1))
-            if cut != -1:
-                s.text = s.text[:cut]
-                s.finish = "stop"
-                return
-        if params.punct_stop and tok in eng._punct:
+        s.pieces.append(model.text(tok))
+        added = s.decoder.decode(model.piece(tok))
+        s.text += added
+        if s.stops is not None and (cut := s.stops.feed(added)) != -1:
+            s.text = s.text[:cut]
+            s.finish = "stop"
+            return
+        if params.punct_stop and tok in model.punct:
             s.end("punct")
         elif len(s.tokens) >= params.max_tokens:
             s.end("length")
 
     # ------------------------------------------------------------ leaving
 
-    def _keep(self, req: Request) -> None:
-        """A leaving request's sequences stay cached (prefix reuse), rather than freed: freed
-        cells in the middle of the cache would be refilled by the running requests' next
-        tokens, out of position order, and llama.cpp's attention would then round their
-        logits differently (their seeded samples would change because another one left)."""
+    def _cache(self, seq: int, req: Request, s: Seq | None) -> None:
+        """Keep a sequence for prefix reuse rather than freeing it: freed cells in the middle
+        of the cache would be refilled by the running requests' next tokens, out of position
+        order, and their attention would then sum in another order."""
         n = len(req.prompt_ids)
-        for s in req.seqs:
-            self.cached[s.seq] = Cached(req.prompt_ids + s.decoded(), s.row, n, req.fresh)
-            self.cached.move_to_end(s.seq)
-        if not req.seqs and req.ids:  # left during its prefill: the prompt so far
-            done = req.done - req.done % PREFILL_CHUNK  # whole chunks only
-            self.cached[req.ids[0]] = Cached(req.prompt_ids[:done], None, done, req.fresh)
-            self.free += req.ids[1:]
+        if s is None:  # the base of a request that left during its prefill: whole chunks
+            done = req.done - req.done % PREFILL_CHUNK
+            self.cached[seq] = Cached(req.prompt_ids[:done], None, done, req.fresh)
+        else:
+            self.cached[seq] = Cached(req.prompt_ids + s.decoded(), s.row, n, req.fresh)
+        self.cached.move_to_end(seq)
+
+    def _keep(self, req: Request) -> None:
+        """A leaving request's sequences stay cached (prefix reuse)."""
+        by_seq = {s.seq: s for s in req.seqs}
+        for seq in req.held:
+            s = by_seq.get(seq)
+            if s is None and req.prompt_row is not None:  # a base whose sample never started
+                self.cached[seq] = Cached(
+                    list(req.prompt_ids), req.prompt_row, len(req.prompt_ids), req.fresh
+                )
+                self.cached.move_to_end(seq)
+            else:
+                self._cache(seq, req, s)
+        req.held = []
+
+    def _release(self, req: Request) -> None:
+        """Ids of a request that failed to start: back to the pool, cells removed."""
+        for seq in req.held:
+            self.model.seq_rm(seq, -1, -1)
+            self.free.append(seq)
+        req.held = []
 
     def _finish(self, req: Request) -> None:
-        """The request's Generation; its sequences stay cached for prefix reuse."""
+        """The request's Generation (or its grading's error); its sequences stay cached."""
         self.active.remove(req)
         self._keep(req)
+        if req.failed is not None:
+            self._fail(req, req.failed)
+            return
         with_top = req.params.top_logprobs > 0
         now = time.perf_counter()
         gen = Generation(
@@ -634,7 +824,7 @@ class Batcher:
             prompt_tokens=len(req.prompt_ids),
             queue_s=req.admitted - req.submitted,
             generate_s=now - req.admitted,
-            prompt_logprobs=req.prompt_logprobs(partial(self.eng._text, special=True)),
+            prompt_logprobs=req.prompt_logprobs(lambda t: self.model.text(t, special=True)),
         )
         if req.resolve is not None:
             req.resolve(gen)
@@ -644,10 +834,10 @@ class Batcher:
             req.resolve(exc)
 
     def _reset(self) -> None:
-        """After a failed step: an empty cache and every id free."""
-        self.eng._ctx.kv_cache_clear()
+        """An empty cache and every id free (the engine idle, or after a failed step)."""
+        self.model.clear()
         self.cached.clear()
-        self.free = list(range(self.n_seq))
+        self.free = list(range(self.model.n_seq))
 
 
 def _rank(c: tuple[int, bool, str, int, np.ndarray | None]) -> tuple[int, int, int]:

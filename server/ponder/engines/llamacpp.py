@@ -21,6 +21,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
+
 from ..errors import EngineError, EngineNotReady, RequestTooLarge
 from ..types import (
     Generation,
@@ -93,17 +95,17 @@ class LlamaCppEngine:
         self.n_batch = n_batch
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama.cpp-load")
         self._ready = False
-        self._llama: Any = None
+        self._model: Any = None
+        self._metadata: dict[str, str] = {}
         self._ctx: Any = None
         self._batch: Any = None
         self._lib: Any = None
         self._pieces: dict[tuple[int, bool], bytes] = {}
         self._chat: Any = None
         self._batcher: Batcher | None = None
+        self._context: _Context | None = None
         self.n_vocab = 0
         self._punct: frozenset[int] = frozenset()
-        self._is_eog: Any = None
-        self._vocab: Any = None
         self.n_ctx_train = 0
 
     # ---------------------------------------------------------------- lifecycle
@@ -114,29 +116,39 @@ class LlamaCppEngine:
 
     async def start(self) -> None:
         await self._run(self._load)
-        self._batcher = Batcher(self)
+        assert self._context is not None
+        self._batcher = Batcher(self._context)
         warm = self.tokenize("Hello")
         await self.sample(warm, SamplingParams(max_tokens=1, temperature=0.0), 1)
         self._ready = True
 
     def _load(self) -> None:
-        from llama_cpp import Llama, llama_chat_format
         from llama_cpp import _internals as internals
+        from llama_cpp import llama_chat_format
         from llama_cpp import llama_cpp as lib
 
         path = self.model_path or str(embedded_model_path())
         if not Path(path).is_file():
             raise EngineError(f"model file not found: {path}")
         threads = self.n_threads or default_threads()
-        # The high-level object gives us the model, tokenizer and GGUF metadata; its own
-        # context is kept tiny because generation uses the batched context below.
-        self._llama = Llama(model_path=path, n_ctx=64, n_batch=64, n_threads=threads, verbose=False)
+        logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)  # llama.cpp's own log
+        model_params = lib.llama_model_default_params()
+        # No "extra" weight buffers (CPU-specific repacked layouts, Intel AMX): llama.cpp's
+        # AMX matmul crashes (SIGSEGV) on this project's AMX machines with a native build,
+        # and the plain kernels are the same on every x86 CPU of a build.
+        model_params.use_extra_bufts = False
+        self._model = model = internals.LlamaModel(
+            path_model=path, params=model_params, verbose=False
+        )
+        self._metadata = model.metadata()
         self._lib = lib
-        model = self._llama._model
         self.n_vocab = model.n_vocab()
         self.n_ctx_train = model.n_ctx_train()
-        n_seq = min(self.max_samples, int(lib.llama_max_parallel_sequences()))
-        self.max_samples = n_seq
+        # Sequence ids beyond max_samples: a request that took every sample's id while it was
+        # alone still leaves ids for the requests that come next (batcher: fairness).
+        spare = max(4, self.max_samples // 4)
+        n_seq = min(self.max_samples + spare, int(lib.llama_max_parallel_sequences()))
+        self.max_samples = min(self.max_samples, n_seq - 1)
         params = lib.llama_context_default_params()
         params.n_ctx = self.n_ctx
         params.n_batch = self.n_batch
@@ -152,11 +164,11 @@ class LlamaCppEngine:
         self._batch = internals.LlamaBatch(
             n_tokens=max(self.n_batch, n_seq), embd=0, n_seq_max=1, verbose=False
         )
-        self._is_eog, self._vocab = lib.llama_vocab_is_eog, model.vocab
         self._punct = punctuation_ids(
-            lambda c: list(self._llama.tokenize(c.encode(), add_bos=False, special=False))
+            lambda c: list(self._model.tokenize(c.encode(), add_bos=False, special=False))
         )
-        template = self._llama.metadata.get("tokenizer.chat_template")
+        self._context = _Context(self, n_seq)
+        template = self._metadata.get("tokenizer.chat_template")
         if template:
             eos = model.token_get_text(model.token_eos()) if model.token_eos() >= 0 else ""
             bos = model.token_get_text(model.token_bos()) if model.token_bos() >= 0 else ""
@@ -190,10 +202,10 @@ class LlamaCppEngine:
             await asyncio.to_thread(batcher.stop)
 
         def _free() -> None:
-            for obj in (self._batch, self._ctx, self._llama):
+            for obj in (self._batch, self._ctx, self._model):
                 if obj is not None:
                     obj.close()
-            self._batch = self._ctx = self._llama = None
+            self._batch = self._ctx = self._model = self._context = None
 
         await self._run(_free)
         self._executor.shutdown(wait=True)
@@ -201,12 +213,12 @@ class LlamaCppEngine:
     # ---------------------------------------------------------------- tokens
 
     def render_chat(self, messages: list[dict[str, str]]) -> list[int]:
-        if self._llama is None:
+        if self._model is None:
             raise EngineNotReady("the model is still loading")
         if self._chat is None:
             text = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant: "
-            return list(self._llama.tokenize(text.encode("utf-8"), add_bos=True, special=False))
-        llama, chat = self._llama, self._chat
+            return list(self._model.tokenize(text.encode("utf-8"), add_bos=True, special=False))
+        llama, chat = self._model, self._chat
 
         def tokens(text: str, special: bool) -> list[int]:
             return list(llama.tokenize(text.encode("utf-8"), add_bos=False, special=special))
@@ -218,20 +230,20 @@ class LlamaCppEngine:
             lambda text: tokens(text, False),
         )
         bos = llama.token_bos()
-        if llama._model.add_bos_token() and bos >= 0 and (not ids or ids[0] != bos):
+        if llama.add_bos_token() and bos >= 0 and (not ids or ids[0] != bos):
             ids.insert(0, bos)
         return ids
 
     def tokenize(self, text: str, add_special: bool = True) -> list[int]:
-        if self._llama is None:
+        if self._model is None:
             raise EngineNotReady("the model is still loading")
         raw = text.encode("utf-8")
-        return list(self._llama.tokenize(raw, add_bos=add_special, special=True))
+        return list(self._model.tokenize(raw, add_bos=add_special, special=True))
 
     def tokenizer_info(self) -> dict[str, Any]:
-        if self._llama is None:
+        if self._model is None:
             raise EngineNotReady("the model is still loading")
-        model = self._llama._model
+        model = self._model
 
         def text(tok: int) -> str | None:
             return model.token_get_text(tok) if tok >= 0 else None
@@ -242,7 +254,7 @@ class LlamaCppEngine:
             "eos_token": text(model.token_eos()),
             "pad_token": None,
             "add_bos_token": bool(model.add_bos_token()),
-            "chat_template": self._llama.metadata.get("tokenizer.chat_template"),
+            "chat_template": self._metadata.get("tokenizer.chat_template"),
             "model_max_length": self.n_ctx_train,
             "vocab_size": self.n_vocab,
         }
@@ -253,7 +265,7 @@ class LlamaCppEngine:
             size = 64
             while True:
                 buf = ctypes.create_string_buffer(size)
-                vocab = self._llama._model.vocab
+                vocab = self._model.vocab
                 n = self._lib.llama_token_to_piece(vocab, token, buf, size, 0, special)
                 if n >= 0:
                     break
@@ -308,12 +320,12 @@ class LlamaCppEngine:
     def in_flight(self) -> int:
         """Requests inside the engine, running or waiting for sequences."""
         b = self._batcher
-        return 0 if b is None else len(b.incoming) + len(b.waiting) + len(b.active)
+        return 0 if b is None else b.in_flight
 
     @property
     def queue_depth(self) -> int:
         b = self._batcher
-        return 0 if b is None else len(b.incoming) + len(b.waiting)
+        return 0 if b is None else b.queued
 
     @property
     def counters(self) -> Counters:
@@ -426,3 +438,55 @@ class _Session:
                 *(batcher.run(eng._request(p, params, n, fresh=fresh)) for p, params, n in requests)
             )
         )
+
+
+class _Context:
+    """The batcher's view of the llama.cpp context (`batcher.Model`): decode rows to logits,
+    KV sequence edits, token text. Only the batcher's thread calls it."""
+
+    def __init__(self, engine: LlamaCppEngine, n_seq: int) -> None:
+        self.n_vocab = engine.n_vocab
+        self.n_ctx = engine.n_ctx
+        self.n_seq = n_seq
+        self.max_samples = engine.max_samples
+        self.punct = engine._punct
+        self._engine = engine
+        self._ctx = engine._ctx
+        self._lib = engine._lib
+        self._batch = engine._batch
+        self._vocab = engine._model.vocab
+
+    def decode(self, rows: list[tuple[int, int, int, bool]]) -> np.ndarray:
+        b = self._batch.batch
+        for n, (tok, pos, seq, want) in enumerate(rows):
+            b.token[n], b.pos[n], b.n_seq_id[n], b.logits[n] = tok, pos, 1, want
+            b.seq_id[n][0] = seq
+        b.n_tokens = len(rows)
+        code = self._lib.llama_decode(self._ctx.ctx, b)
+        if code == 1:
+            raise EngineError("the KV cache is full: lower samples or max_tokens")
+        if code != 0:
+            raise EngineError(f"llama_decode failed with code {code}")
+        outputs = sum(want for *_, want in rows)
+        if outputs == 0:
+            return np.zeros((0, self.n_vocab), np.float32)
+        ptr = self._lib.llama_get_logits(self._ctx.ctx)
+        return np.ctypeslib.as_array(ptr, shape=(outputs, self.n_vocab))
+
+    def seq_rm(self, seq: int, p0: int, p1: int) -> None:
+        self._ctx.kv_cache_seq_rm(seq, p0, p1)
+
+    def seq_cp(self, src: int, dst: int, p0: int, p1: int) -> None:
+        self._ctx.kv_cache_seq_cp(src, dst, p0, p1)
+
+    def clear(self) -> None:
+        self._ctx.kv_cache_clear()
+
+    def piece(self, token: int) -> bytes:
+        return self._engine._piece(token)
+
+    def text(self, token: int, special: bool = False) -> str:
+        return self._engine._text(token, special)
+
+    def is_eog(self, token: int) -> bool:
+        return bool(self._lib.llama_vocab_is_eog(self._vocab, token))

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import EngineError, EngineNotReady, RequestTooLarge, UnsupportedRequest
-from ..stops import holdback, stop_index
+from ..stops import StopMatcher, stop_index
 from ..types import (
     Generation,
     ProgressCallback,
@@ -606,6 +606,7 @@ class VllmEngine:
             sampling_kwargs(params, params.seed, stats_key=key, stream=True, punct_ids=self._punct)
         )
         text, emitted = "", 0
+        held = StopMatcher(params.stop)
         token_ids: list[int] = []
         logprobs: list[Any] = []
         finish, stop_reason = None, None
@@ -616,10 +617,11 @@ class VllmEngine:
                 async for out in outputs:
                     o = out.outputs[0]
                     text += o.text
+                    held.feed(o.text)
                     token_ids += list(o.token_ids)
                     logprobs += list(o.logprobs or [])
                     finish, stop_reason = o.finish_reason, o.stop_reason
-                    safe = len(text) - holdback(text, params.stop)
+                    safe = len(text) - held.holdback
                     if safe > emitted:
                         yield StreamDelta(text[emitted:safe])
                         emitted = safe

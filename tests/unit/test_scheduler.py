@@ -1,0 +1,296 @@
+"""The llama.cpp batcher's scheduling with a fake model (no llama.cpp): admission order, the
+per-request share of sequences and rows, samples started in parts, cancellation in each
+phase, and grading off the batcher's thread."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from ponder.engines.batcher import DECODE_ROWS, Batcher, Request
+from ponder.errors import EngineError
+from ponder.types import Generation, Sample, SamplingParams
+
+VOCAB = 8
+EOS = 7
+
+
+class FakeModel:
+    """A deterministic `batcher.Model`: the logits of a row depend on its token and position
+    only; token 7 ends a sequence. It records every decode call and KV edit, and can hold
+    the batcher's thread inside a decode (`gate`)."""
+
+    def __init__(self, n_seq: int = 6, max_samples: int = 4, n_ctx: int = 4096) -> None:
+        self.n_vocab, self.n_ctx, self.n_seq, self.max_samples = VOCAB, n_ctx, n_seq, max_samples
+        self.punct: frozenset[int] = frozenset()
+        self.calls: list[list[tuple[int, int, int, bool]]] = []
+        self.cells: dict[int, set[int]] = {}
+        self.gate: threading.Event | None = None
+        self.hold_rows = 0
+        """With `gate`: the first call of this many rows waits for the gate."""
+
+    def decode(self, rows: list[tuple[int, int, int, bool]]) -> np.ndarray:
+        if self.gate is not None and len(rows) == self.hold_rows:
+            self.gate.wait(10)
+        self.calls.append(list(rows))
+        for _, pos, seq, _ in rows:
+            self.cells.setdefault(seq, set()).add(pos)
+        out = [
+            np.array([((tok * 3 + pos + v) % 5) * 1.0 - (v == EOS) * 4.0 for v in range(VOCAB)])
+            for tok, pos, _, want in rows
+            if want
+        ]
+        return np.asarray(out, np.float32).reshape(len(out), VOCAB)
+
+    def seq_rm(self, seq: int, p0: int, p1: int) -> None:
+        kept = self.cells.get(seq, set())
+        lo, hi = (0 if p0 < 0 else p0), (1 << 30 if p1 < 0 else p1)
+        self.cells[seq] = {p for p in kept if not lo <= p < hi}
+
+    def seq_cp(self, src: int, dst: int, p0: int, p1: int) -> None:
+        lo, hi = (0 if p0 < 0 else p0), (1 << 30 if p1 < 0 else p1)
+        self.cells.setdefault(dst, set()).update(p for p in self.cells.get(src, ()) if lo <= p < hi)
+
+    def clear(self) -> None:
+        self.cells.clear()
+
+    def piece(self, token: int) -> bytes:
+        return f"<{token}>".encode()
+
+    def text(self, token: int, special: bool = False) -> str:
+        return f"<{token}>"
+
+    def is_eog(self, token: int) -> bool:
+        return token == EOS
+
+
+def params(max_tokens: int = 6, seed: int = 1) -> SamplingParams:
+    return SamplingParams(max_tokens=max_tokens, temperature=1.0, seed=seed)
+
+
+def run_all(batcher: Batcher, reqs: list[Request]) -> list[Generation | BaseException]:
+    async def go() -> list[Generation | BaseException]:
+        return list(await asyncio.gather(*(batcher.run(r) for r in reqs), return_exceptions=True))
+
+    return asyncio.run(go())
+
+
+@pytest.fixture
+def model() -> FakeModel:
+    return FakeModel()
+
+
+@pytest.fixture
+def batcher(model: FakeModel):
+    b = Batcher(model)
+    yield b
+    b.stop()
+
+
+def test_samples_are_the_same_alone_or_in_parts(model: FakeModel, batcher: Batcher) -> None:
+    """4 samples at once (share 4) and beside another request (share 2: two at a time) are
+    the same tokens: each sample has its own seeded RNG and starts from the prompt's row."""
+    alone = run_all(batcher, [Request([1, 2, 3], params(), 4)])[0]
+    assert isinstance(alone, Generation)
+    both = run_all(batcher, [Request([1, 2, 3], params(), 4), Request([4, 5], params(seed=9), 4)])
+    assert isinstance(both[0], Generation)
+    assert [s.token_ids for s in both[0].samples] == [s.token_ids for s in alone.samples]
+    assert [s.index for s in both[0].samples] == [0, 1, 2, 3]
+
+
+def test_a_request_runs_at_most_its_share_while_others_are_present(model: FakeModel) -> None:
+    """With two requests present, each has max_samples / 2 = 2 samples running and decodes at
+    most 2 rows per step; the rest start as those finish (parts)."""
+    b = Batcher(model)
+    try:
+        run_all(b, [Request([1, 2], params(max_tokens=8), 4), Request([3], params(seed=5), 4)])
+    finally:
+        b.stop()
+    decodes = [rows for rows in model.calls if all(want for *_, want in rows)]
+    for rows in decodes:
+        seqs = [seq for _, _, seq, _ in rows]
+        assert len(seqs) == len(set(seqs))  # one row per sequence per call
+    assert max(len(rows) for rows in decodes) <= 4  # 2 + 2: each request's share of rows
+
+
+def test_a_short_request_starts_while_a_large_one_holds_every_sample(model: FakeModel) -> None:
+    """A request of max_samples samples took every sample's id while alone; a one-sample
+    request arriving next still gets a spare id at once, and finishes first."""
+    model.gate, model.hold_rows = threading.Event(), 4  # big's 4 samples are all running
+    b = Batcher(model)
+    done: list[str] = []
+    try:
+
+        async def go() -> None:
+            big = asyncio.ensure_future(b.run(Request([1, 2], params(max_tokens=40), 4)))
+            await asyncio.sleep(0.05)
+            small = asyncio.ensure_future(b.run(Request([5], params(max_tokens=2, seed=3), 1)))
+            await asyncio.sleep(0.05)
+            assert model.gate is not None
+            model.gate.set()
+            model.gate = None
+            for fut in asyncio.as_completed([big, small]):
+                gen = await fut
+                done.append("small" if len(gen.samples) == 1 else "big")
+
+        asyncio.run(go())
+    finally:
+        b.stop()
+    assert done == ["small", "big"]
+    assert b.counters.deferred > 0  # the big request's rows waited their turn
+
+
+def test_admission_is_in_arrival_order_when_ids_run_out() -> None:
+    """Three one-id requests on a model with two ids: the third starts when one leaves, and
+    they finish in arrival order when they all take as long."""
+    model = FakeModel(n_seq=2, max_samples=1)
+    b = Batcher(model)
+    try:
+        reqs = [Request([i + 1], params(max_tokens=3, seed=i), 1) for i in range(3)]
+        gens = run_all(b, reqs)
+    finally:
+        b.stop()
+    assert all(isinstance(g, Generation) for g in gens)
+    assert reqs[2].admitted >= min(reqs[0].admitted, reqs[1].admitted)
+    assert reqs[2].admitted - reqs[2].submitted >= reqs[0].admitted - reqs[0].submitted
+
+
+def test_requests_that_hold_every_id_still_progress() -> None:
+    """Two ids, two requests of 3 samples: each holds its base id; with no id to be had,
+    a request's base goes on with its next sample, so neither waits forever."""
+    model = FakeModel(n_seq=2, max_samples=3)
+    b = Batcher(model)
+    try:
+        gens = run_all(b, [Request([1], params(seed=1), 3), Request([2], params(seed=2), 3)])
+    finally:
+        b.stop()
+    assert all(isinstance(g, Generation) and len(g.samples) == 3 for g in gens)
+
+
+@pytest.mark.parametrize("phase", ["waiting", "prefilling", "decoding"])
+def test_cancelling_in_each_phase(phase: str) -> None:
+    """A cancelled request leaves in any phase, and the request beside it completes with the
+    samples it draws alone."""
+    model = FakeModel(n_seq=2, max_samples=1)
+    b = Batcher(model)
+    try:
+        alone = run_all(b, [Request([9, 9], params(seed=4), 1)])[0]
+        assert isinstance(alone, Generation)
+
+        async def go() -> Generation:
+            if phase == "waiting":  # both ids are taken by others
+                blockers = [
+                    asyncio.ensure_future(b.run(Request([3], params(max_tokens=40, seed=k), 1)))
+                    for k in range(2)
+                ]
+                await asyncio.sleep(0.02)
+            long_prompt = list(range(1, 7)) * 40 if phase == "prefilling" else [5, 6]
+            victim = asyncio.ensure_future(b.run(Request(long_prompt, params(max_tokens=40), 1)))
+            await asyncio.sleep(0.01)
+            victim.cancel()
+            if phase == "waiting":
+                for t in blockers:
+                    await t
+            return await b.run(Request([9, 9], params(seed=4), 1))
+
+        other = asyncio.run(go())
+    finally:
+        b.stop()
+    assert other.samples[0].token_ids == alone.samples[0].token_ids
+    assert not b.active and not b.waiting
+
+
+def test_grading_runs_off_the_batcher_thread_and_its_error_fails_one_request() -> None:
+    """`on_sample` runs in the grader pool: a slow one does not stall the other request's
+    steps, and an exception in it fails its own request only."""
+    model = FakeModel(n_seq=6, max_samples=4)
+    b = Batcher(model)
+    threads: set[str] = set()
+    slow = threading.Event()
+
+    def grade_slowly(sample: Sample) -> bool:
+        threads.add(threading.current_thread().name)
+        slow.wait(5)
+        return False
+
+    def grade_badly(sample: Sample) -> bool:
+        raise ValueError("grader bug")
+
+    try:
+
+        async def go() -> list[Generation | BaseException]:
+            a = Request([1], params(max_tokens=2), 2, on_sample=grade_slowly)
+            c = Request([2], params(max_tokens=2, seed=2), 1, on_sample=grade_badly)
+            fa = asyncio.ensure_future(b.run(a))
+            await asyncio.sleep(0.05)
+            d = Request([3], params(max_tokens=20, seed=3), 1)
+            t0 = time.monotonic()
+            plain = await b.run(d)  # runs while a's grading is stuck
+            took = time.monotonic() - t0
+            assert took < 4.0 and not fa.done()
+            slow.set()
+            rest = await asyncio.gather(fa, b.run(c), return_exceptions=True)
+            return [plain, *rest]
+
+        plain, slow_done, failed = asyncio.run(go())
+    finally:
+        b.stop()
+    assert isinstance(plain, Generation) and isinstance(slow_done, Generation)
+    assert isinstance(failed, ValueError) and "grader bug" in str(failed)
+    assert threads and all(t.startswith("ponder-grade") for t in threads)
+
+
+def test_enough_stops_the_running_samples_and_starts_no_more() -> None:
+    model = FakeModel(n_seq=6, max_samples=4)
+    b = Batcher(model)
+    seen: list[int] = []
+
+    def first_is_enough(sample: Sample) -> bool:
+        seen.append(sample.index)
+        return True
+
+    try:
+        gen = run_all(b, [Request([1], params(max_tokens=30), 4, on_sample=first_is_enough)])[0]
+    finally:
+        b.stop()
+    assert isinstance(gen, Generation)
+    assert len(seen) >= 1
+    finished = [s for s in gen.samples if s.finish_reason != "cancelled"]
+    assert finished and len(gen.samples) <= 4
+
+
+def test_decode_calls_stay_below_the_attention_tile() -> None:
+    """No call carries 64 rows or more (llama.cpp's tiled attention kernel would change the
+    rounding with the batch's layout): 70 live samples are split into balanced calls."""
+    model = FakeModel(n_seq=80, max_samples=70)
+    b = Batcher(model)
+    try:
+        gen = run_all(b, [Request([1, 2], params(max_tokens=3), 70)])[0]
+    finally:
+        b.stop()
+    assert isinstance(gen, Generation) and len(gen.samples) == 70
+    assert max(len(rows) for rows in model.calls) <= DECODE_ROWS
+    assert any(len(rows) == 35 for rows in model.calls)
+
+
+def test_an_engine_error_fails_the_running_requests_and_resets() -> None:
+    class Broken(FakeModel):
+        def decode(self, rows: list[tuple[int, int, int, bool]]) -> np.ndarray:
+            if any(seq == 0 for *_, seq, _ in rows) and len(self.calls) > 2:
+                raise EngineError("boom")
+            return super().decode(rows)
+
+    model = Broken(n_seq=4, max_samples=2)
+    b = Batcher(model)
+    try:
+        got = run_all(b, [Request([1], params(max_tokens=40), 1)])[0]
+        again = run_all(b, [Request([2], params(max_tokens=2), 1)])[0]
+    finally:
+        b.stop()
+    assert isinstance(got, EngineError)
+    assert isinstance(again, (Generation, EngineError))
+    assert b.free == sorted(b.free)
