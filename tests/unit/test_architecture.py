@@ -171,3 +171,60 @@ def test_the_docs_worked_strategy_example_runs(tmp_path: Path) -> None:
     ]
     d = strategy.decide(samples, SelectOptions(answer=AnswerSpec("number")))
     assert d.chosen == 1 and d.answer == "12"
+
+
+def module_graph() -> dict[str, set[str]]:
+    """Module -> the Ponder modules it imports (lazy imports included), inside one package:
+    `from . import x` counts as importing submodule x; importing a package counts as
+    importing its __init__."""
+    graph: dict[str, set[str]] = {}
+    modules = {_module(p)[0] for p in SERVER.rglob("*.py")}
+    for path in SERVER.rglob("*.py"):
+        module, package = _module(path)
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            for target in _targets(node, package):
+                while target and target not in modules:  # `ponder.x.name` -> `ponder.x`
+                    target = target.rpartition(".")[0]
+                if target and target != module:
+                    targets.add(target)
+        graph[module] = targets
+    return graph
+
+
+def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Import cycles among modules of the same package (a package's __init__ importing its
+    own submodules is the normal direction and is left out)."""
+
+    def same_package(a: str, b: str) -> bool:
+        return a.rpartition(".")[0] == b.rpartition(".")[0] and a != b
+
+    edges = {m: {t for t in ts if same_package(m, t)} for m, ts in graph.items()}
+    cycles, state = [], dict.fromkeys(edges, 0)
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(edges.get(node, ())):
+            if state.get(nxt) == 1:
+                cycles.append([*path[path.index(nxt) :], nxt])
+            elif state.get(nxt, 0) == 0:
+                visit(nxt, [*path, nxt])
+        state[node] = 2
+
+    for start in sorted(edges):
+        if state[start] == 0:
+            visit(start, [start])
+    return cycles
+
+
+def test_no_import_cycles_inside_a_package() -> None:
+    """Issue 24 item 8: strategies/adaptive.py and strategy.py imported each other (one lazily);
+    moving the lazy import to the top broke `import ponder.strategies`. The shared types now
+    live in a leaf (strategies/job.py), and any cycle, lazy imports included, fails here."""
+    cycles = find_cycles(module_graph())
+    assert not cycles, "import cycles:\n" + "\n".join(" -> ".join(c) for c in cycles)
+
+
+def test_the_cycle_check_sees_a_lazy_cycle() -> None:
+    graph = {"ponder.s.a": {"ponder.s.b"}, "ponder.s.b": {"ponder.s.a"}, "ponder.s.c": set()}
+    assert find_cycles(graph) == [["ponder.s.a", "ponder.s.b", "ponder.s.a"]]

@@ -156,7 +156,11 @@ class LlamaCppEngine:
         params.n_seq_max = n_seq
         params.kv_unified = True
         params.flash_attn_type = 1  # enabled: attention skips other sequences' cells exactly
-        params.n_threads = threads
+        # A one-row step runs on one thread: llama.cpp's flash attention splits a single query
+        # row's cache (512 cells or more) across its threads, which rounds differently from
+        # the per-row kernel of every multi-row step, so a seeded sample would depend on
+        # whether it ran alone (measured with 2 threads: 7 of 7 long-prompt samples differed).
+        params.n_threads = 1
         params.n_threads_batch = threads
         params.no_perf = True
         self._ctx = internals.LlamaContext(model=model, params=params, verbose=False)

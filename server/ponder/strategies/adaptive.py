@@ -19,7 +19,7 @@ from scipy.special import betainc
 from ..answers import Answer, AnswerSpec, equivalent
 from ..types import Engine, Generation, Sample
 from .base import AdaptiveOptions, extract_all, group_answers
-from .strategy import Hooks, Job
+from .job import Hooks, Job
 
 
 def beta_settled_probability(a: int, b: int) -> float:

@@ -22,7 +22,7 @@ from ..types import Engine, Generation, Sample, Sampler, SamplingParams
 from . import cntp
 from .base import CntpOptions, Decision, SelectOptions
 from .cntp import NAME, branch_threshold, perplexity, pick_trial, trial_count
-from .strategy import Decided, Hooks, Job, Kind
+from .job import Decided, Hooks, Job, Kind
 
 SEED_STRIDE = 1 << 32
 CALL_STRIDE = 1 << 10

@@ -38,7 +38,8 @@ from .base import (
     extract_all,
     group_answers,
 )
-from .strategy import Decided, Hooks, Job, Kind, alone
+from .job import Decided, Hooks, Job, Kind
+from .strategy import alone
 
 NAME = "deepconf"
 STOPPED = "confidence"

@@ -9,55 +9,15 @@ import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from dataclasses import dataclass
+from typing import Protocol
 
-from ..types import Engine, Generation, Sample, SamplingParams
+from ..types import Engine, Sample
+from . import adaptive
 from .base import Decision, SelectOptions
+from .job import Decided, Hooks, Job, Kind
 
-Kind = Literal["plain", "select", "decode"]
-"""plain: the samples are the answer (`none`); select: draw N samples in one batch, then a
-pure function picks; decode: the strategy drives the engine itself (CNTP)."""
-
-
-@dataclass(frozen=True)
-class Job:
-    """A validated request, free of HTTP: what to generate and how to choose."""
-
-    strategy: str
-    prompt_ids: list[int]
-    params: SamplingParams
-    samples: int
-    """How many samples to draw (the request's `ponder.samples`, or `n` with `none`)."""
-    choices: int = 1
-    """How many to return (OpenAI's `n`): the winner, then the next-ranked distinct answers."""
-    options: SelectOptions = field(default_factory=SelectOptions)
-    logprobs: int | None = None
-    """Per-token logprobs of the returned texts (top-k), None when not asked."""
-    details: bool = False
-    """Keep per-step details in the decision's notes (CNTP's steps, with include_candidates)."""
-
-
-@dataclass
-class Hooks:
-    """Where a running job reports: finished samples, and text as a decode appends it."""
-
-    on_progress: Callable[[int, int], None] | None = None
-    on_text: Callable[[str], None] | None = None
-    on_stop: Callable[[str, int], None] | None = None
-    """Adaptive stopping ended the sampling: why ("settled" / "ceiling") and after how many."""
-
-
-@dataclass
-class Decided:
-    """What a strategy's run produced: the samples, the decision (None for plain), and how
-    long the decision took."""
-
-    generation: Generation
-    decision: Decision | None
-    select_s: float = 0.0
-    stopped: str | None = None
-    """With adaptive stopping: "settled" (the rule fired) or "ceiling" (every sample drawn)."""
+__all__ = ["Decided", "Hooks", "Job", "Kind", "Plain", "Selection", "Strategy", "alone"]
 
 
 class Strategy(Protocol):
@@ -127,8 +87,6 @@ class Selection:
         if job.options.adaptive is None:
             gen = await engine.sample(job.prompt_ids, job.params, job.samples, hooks.on_progress)
         else:
-            from . import adaptive
-
             gen, stopped = await adaptive.draw(job, engine, hooks)
         t0 = time.perf_counter()
         decision = await asyncio.to_thread(self.decide, gen.samples, job.options)
