@@ -36,8 +36,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(port: int, threads: int | None) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, PONDER_PORT=str(port), PONDER_LOG_LEVEL="warning")
+def start_server(
+    port: int, threads: int | None, env_extra: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    env = dict(os.environ, PONDER_PORT=str(port), PONDER_LOG_LEVEL="warning", **(env_extra or {}))
     if threads:
         env["PONDER_THREADS"] = str(threads)
     proc = subprocess.Popen(

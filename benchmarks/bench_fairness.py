@@ -15,38 +15,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import subprocess
-import sys
 import time
 
 import httpx
-from bench_concurrency import free_port
+from bench_concurrency import free_port, start_server
 
 SHORT = [{"role": "user", "content": "Name a colour."}]
 LONG = [{"role": "user", "content": "Write a long story about a dragon who learns to cook."}]
 
 
 def start(port: int, samples: int, server_path: str | None) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, PONDER_LOG_LEVEL="warning", PONDER_MAX_SAMPLES=str(samples))
+    env = {"PONDER_MAX_SAMPLES": str(samples)}
     if server_path:
         env["PYTHONPATH"] = server_path
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ponder.cli", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    for _ in range(400):
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    proc.kill()
-    raise SystemExit("the server did not become ready")
+    return start_server(port, None, env)
 
 
 async def ask(client: httpx.AsyncClient, body: dict) -> float:

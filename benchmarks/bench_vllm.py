@@ -1,7 +1,7 @@
 """Benchmark: samples=8 vs samples=1 on the vLLM engine (and on llama.cpp), and the cost of
 vLLM exact stats. Same SmolLM2 weights (vLLM serves the folder `ponder export-hf` writes).
 
-    # in the vLLM CPU environment (README "vLLM on a CPU"):
+    # in the vLLM CPU environment (docs/engines.md "vLLM on a CPU"):
     python benchmarks/bench_vllm.py --model DIR [--dtype float32]  # vLLM, exact stats on and off
     # in the main environment:
     python benchmarks/bench_vllm.py --engine llamacpp

@@ -54,7 +54,7 @@ class Settings(BaseSettings):
     vllm_chunked_prefill: bool | None = Field(
         None,
         description="vLLM chunked prefill; default: vLLM's, except off on vLLM's CPU build "
-        "(README 'vLLM on a CPU').",
+        "(docs/engines.md 'vLLM on a CPU').",
     )
 
     upstream_url: str | None = Field(
@@ -82,7 +82,7 @@ class Settings(BaseSettings):
         "report the calibrated confidence, and the raw one as confidence_raw.",
     )
 
-    # Security and limits (README "Security and limits")
+    # Security and limits (docs/security.md)
     api_keys: str | None = Field(
         None,
         description="Comma-separated API keys, or @/path/to/file with one key per line; when "

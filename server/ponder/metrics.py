@@ -113,6 +113,10 @@ _BATCH_COUNTERS = {
         "ponder_engine_shared_steps",
         "Decode steps that carried sequences of two or more requests",
     ),
+    "deferred": (
+        "ponder_engine_deferred_rows",
+        "Rows a step left for a later one: a request's live samples over its share of the engine",
+    ),
     "generated": (
         "ponder_engine_generated_tokens",
         "Tokens sampled by the engine (tokens/s = its rate)",

@@ -34,8 +34,8 @@ BYPASS_PATTERNS = [
     "[[](?:a{65535}){65535}]",  # the 19 GB pattern, behind a V0 class
 ]
 """Issue 23 item 1: shapes whose size the pre-filter misjudges (it passed them on main, and
-each pinned 56-100 MB in the server, or asked for 19 GB). They are compiled only in a pattern
-worker process, under its memory limit."""
+each pinned 56-100 MB in the server, or the last asked for 19 GB). They are compiled only in
+a pattern worker process, under its memory limit."""
 
 
 def _rss_mb(server: Server) -> float:
@@ -202,10 +202,13 @@ def test_a_cancelled_long_prefill_frees_the_engine(engine: LlamaCppEngine) -> No
 
 
 def test_bypass_patterns_never_compile_in_the_server(server: Server) -> None:
-    """Each bypass shape gets a 400 naming the pattern, the server's resident memory stays
-    flat (the compile happened, and failed, in a pattern worker) and /health answers."""
+    """The bypass shapes at the issue's size (56-100 MB compiled) are affordable in a pattern
+    worker: they are served (200) and the server's resident memory stays flat (on main, four
+    of them took it from 974 to 1350 MB for good). At full size (19 GB) the worker runs out
+    of its 512 MB and the request gets a 400 naming the pattern. /health answers throughout,
+    and good patterns are served after."""
     before = _rss_mb(server)
-    for pattern in BYPASS_PATTERNS * 2:  # a second time: the verdict is cached
+    for pattern in BYPASS_PATTERNS:
         body = {
             "model": "smollm2",
             "messages": [{"role": "user", "content": "hi"}],
@@ -217,9 +220,12 @@ def test_bypass_patterns_never_compile_in_the_server(server: Server) -> None:
             },
         }
         r = _chat(server, body)
-        assert r.status_code == 400, (pattern, r.text)
-        err = r.json()["error"]
-        assert err["code"] == "invalid_pattern" and err["param"] == "ponder.answer.pattern"
+        if "65535" in pattern:
+            assert r.status_code == 400, (pattern, r.text)
+            err = r.json()["error"]
+            assert err["code"] == "invalid_pattern" and err["param"] == "ponder.answer.pattern"
+        else:
+            assert r.status_code == 200, (pattern, r.text)
     after = _rss_mb(server)
     print(f"bypass patterns: server RSS {before:.0f} -> {after:.0f} MB")
     assert after - before < 30
@@ -427,3 +433,79 @@ def test_a_deadline_burst_leaves_the_engine_free(tmp_path: Path) -> None:
         assert took < 1.5  # within the deadline a request may have
     finally:
         stop_server(srv)
+
+
+HI = [{"role": "user", "content": "hi"}]
+
+
+def test_field_names_are_checked_before_any_work(server: Server) -> None:
+    """Issue 23 item 2: an unknown field's name goes into a response header and the log, so a
+    name outside [A-Za-z0-9_.-]{1,64} is a 400 before anything is generated; the name is not
+    echoed. A well-formed unknown field is still accepted and named in the header."""
+    base = server.base_url
+
+    def generated() -> float:
+        for line in httpx.get(f"{base}/metrics", timeout=10).text.splitlines():
+            if line.startswith("ponder_engine_generated_tokens_total "):
+                return float(line.split()[-1])
+        raise AssertionError("no generated-tokens counter")
+
+    before = generated()
+    for name in ["字", "a\r\nSet-Cookie: x=1", "x" * 65, ""]:
+        body = {
+            "model": "smollm2",
+            "messages": [{"role": "user", "content": "Say hello."}],
+            "max_tokens": 4,
+            name: 1,
+        }
+        r = httpx.post(f"{base}/v1/chat/completions", json=body, timeout=60)
+        assert r.status_code == 400, (name, r.text)
+        assert r.json()["error"]["code"] == "invalid_field_name"
+        assert "set-cookie" not in r.headers and "Set-Cookie" not in r.text
+    assert generated() == before
+    ok = {
+        "model": "smollm2",
+        "messages": [{"role": "user", "content": "Say hello."}],
+        "max_tokens": 2,
+        "optillm_approach": "none",
+    }
+    r = httpx.post(f"{base}/v1/chat/completions", json=ok, timeout=60)
+    assert r.status_code == 200 and r.headers["x-ponder-ignored-fields"] == "optillm_approach"
+    assert "Set-Cookie" not in server.log.read_text()
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "param"),
+    [
+        (
+            "/v1/chat/completions",
+            {
+                "model": "smollm2",
+                "messages": [{"role": "user", "content": "Say hello."}],
+                "ponder": {"strategy": "\ud800"},
+            },
+            "ponder.strategy",
+        ),
+        (
+            "/v1/chat/completions",
+            {"model": "smollm2", "messages": [{"role": "user", "content": [{"type": "\ud800"}]}]},
+            "messages.0.content",
+        ),
+        ("/tokenize", {"prompt": "a\ud800b"}, "prompt"),
+    ],
+)
+def test_a_lone_surrogate_anywhere_is_a_400(
+    server: Server, path: str, body: dict, param: str
+) -> None:
+    """Issue 23 item 7: these gave 500 (the error message, or the tokenizer, could not encode
+    the caller's text)."""
+    raw = json.dumps(body)  # ASCII: the surrogate travels as the JSON escape \ud800
+    r = httpx.post(
+        f"{server.base_url}{path}",
+        content=raw,
+        headers={"content-type": "application/json"},
+        timeout=60,
+    )
+    assert 400 <= r.status_code < 500, r.text
+    assert r.json()["error"]["param"] == param
+    assert httpx.get(f"{server.base_url}/health", timeout=5).status_code == 200

@@ -1,6 +1,6 @@
 """Ponder's vLLM engine on vLLM's real CPU build (`vllm-cpu`), SmolLM2 exported from the GGUF.
 
-Run in the vLLM CPU environment that `.ci/vllm-env` builds (README "vLLM on a CPU"):
+Run in the vLLM CPU environment that `.ci/vllm-env` builds (docs/engines.md "vLLM on a CPU"):
 
     .ci/vllm-env  # prints the venv; then, in it:
     python -m pytest tests/vllm
@@ -28,7 +28,7 @@ from ..conftest import Server, start_server, stop_server
 
 if importlib.util.find_spec("vllm") is None:
     pytest.skip(
-        "needs vLLM (the vllm-cpu environment: README 'vLLM on a CPU')", allow_module_level=True
+        "needs vLLM (the vllm-cpu environment: docs/engines.md 'vLLM on a CPU')", allow_module_level=True
     )
 
 import openai

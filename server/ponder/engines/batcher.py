@@ -22,8 +22,8 @@ waiting -> prefilling -> decoding -> finished (`Request.phase`).
   and no llama_decode call carries 64 or more rows: llama.cpp's CPU flash attention switches
   to a tiled kernel at 64 query rows, whose rounding depends on where a sequence's cells sit
   in the shared cache. Below it, attention for a row reads only its own sequence's cells in
-  order, so a seeded request draws the same samples alone or beside others (README
-  "Reproducibility" says where this stops).
+  order, so a seeded request draws the same samples alone or beside others (docs/engines.md,
+  "Reproducibility", says where this stops).
 - **Grading off this thread**: a finished sample is handed to `on_sample` (adaptive stopping
   grades it: regex, math-verify) in the grader pool, never on this thread; its verdict ends
   the request's running samples at a later step, and an exception in it fails that request
