@@ -110,7 +110,7 @@ def _ask_in_process(args: argparse.Namespace, body: dict[str, Any]) -> dict[str,
     except ValidationError as exc:
         raise AskError(validation_error(exc.errors()).message) from None
     except Exception as exc:
-        raise AskError(to_api_error(exc).message) from None
+        raise AskError(to_api_error(exc).public) from None
 
     async def run() -> dict[str, Any]:
         await engine.start()
@@ -124,7 +124,7 @@ def _ask_in_process(args: argparse.Namespace, body: dict[str, Any]) -> dict[str,
     try:
         return asyncio.run(run())
     except Exception as exc:
-        raise AskError(to_api_error(exc).message) from None
+        raise AskError(to_api_error(exc).public) from None
 
 
 def _ask(args: argparse.Namespace) -> int:

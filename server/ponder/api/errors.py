@@ -11,15 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..answers import AnswerPatternError
-from ..errors import (
-    EngineError,
-    EngineNotReady,
-    InvalidRequest,
-    RequestTooLarge,
-    UnsupportedRequest,
-    UpstreamError,
-)
+from ..errors import PonderError
 
 log = logging.getLogger("ponder.api")
 
@@ -34,12 +26,8 @@ _TYPES = {
 }
 
 
-class ClientGone(Exception):
-    """The client disconnected before its response was ready."""
-
-
-class ApiError(Exception):
-    """An error to send to the client, with its HTTP status and OpenAI fields."""
+class ApiError(PonderError):
+    """An error of the HTTP layer itself, status first (`ApiError(404, "...", code=...)`)."""
 
     def __init__(
         self,
@@ -50,12 +38,16 @@ class ApiError(Exception):
         code: str | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.param = param
-        self.code = code
-        self.headers = headers
+        super().__init__(message, param, status=status, code=code, headers=headers)
+
+
+class ClientGone(PonderError):
+    """The client disconnected before its response was ready (499, logged at INFO)."""
+
+    status, code = 499, "client_closed"
+
+    def __init__(self) -> None:
+        super().__init__("client closed the request")
 
 
 def error_body(
@@ -79,27 +71,11 @@ def _encodable(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def to_api_error(exc: BaseException) -> ApiError:
-    """Map any exception to the ApiError the client sees; unknown ones become a bare 500."""
-    if isinstance(exc, ApiError):
+def to_api_error(exc: BaseException) -> PonderError:
+    """What the client sees of any exception: a PonderError as it is (each carries its status,
+    code and param); anything else a bare 500, logged."""
+    if isinstance(exc, PonderError):
         return exc
-    if isinstance(exc, ClientGone):
-        return ApiError(499, "client closed the request", code="client_closed")
-    if isinstance(exc, AnswerPatternError):
-        return ApiError(400, str(exc), param="ponder.answer.pattern", code="invalid_pattern")
-    if isinstance(exc, RequestTooLarge):
-        return ApiError(400, str(exc), param=exc.param, code="context_length_exceeded")
-    if isinstance(exc, UnsupportedRequest):
-        return ApiError(400, str(exc), param=exc.param, code="unsupported_parameter")
-    if isinstance(exc, InvalidRequest):
-        return ApiError(400, str(exc), param=exc.param, code="invalid_value")
-    if isinstance(exc, UpstreamError):
-        code = "upstream_timeout" if exc.status == 504 else "upstream_error"
-        return ApiError(exc.status, str(exc), code=code)
-    if isinstance(exc, EngineNotReady):
-        return ApiError(503, str(exc), code="engine_not_ready", headers={"Retry-After": "5"})
-    if isinstance(exc, EngineError):
-        return ApiError(500, f"engine error: {exc}", code="engine_error")
     log.exception("unexpected error", exc_info=exc)
     return ApiError(500, "internal server error", code="internal_error")
 
@@ -107,7 +83,7 @@ def to_api_error(exc: BaseException) -> ApiError:
 def error_response(exc: BaseException) -> JSONResponse:
     err = to_api_error(exc)
     return JSONResponse(
-        error_body(err.status, err.message, err.param, err.code),
+        error_body(err.status, err.public, err.param, err.code),
         status_code=err.status,
         headers=err.headers,
     )
@@ -168,10 +144,7 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(exc)
 
     app.add_exception_handler(ClientGone, on_client_gone)
-    app.add_exception_handler(ApiError, on_api_error)
-    app.add_exception_handler(EngineError, on_api_error)
-    app.add_exception_handler(AnswerPatternError, on_api_error)
-    app.add_exception_handler(InvalidRequest, on_api_error)
+    app.add_exception_handler(PonderError, on_api_error)
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(Exception, on_api_error)

@@ -162,7 +162,9 @@ DONE = "data: [DONE]\n\n"
 
 def _error_event(exc: BaseException) -> str:
     err = to_api_error(exc)
-    return sse(error_body(err.status, err.message, err.param, err.code))
+    body = error_body(err.status, err.public, err.param, err.code)
+    body["error"]["status"] = err.status  # the stream's HTTP status is 200: say the real one
+    return sse(body)
 
 
 async def stream(
