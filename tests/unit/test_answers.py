@@ -211,3 +211,17 @@ def test_appended_digits_never_equal_property(n: int, k: int) -> None:
     a, b = ans(str(n), "number"), ans(str(n) + "0" * k, "number")
     assert a is not None and b is not None
     assert not equivalent(a, b)
+
+
+def test_one_table_names_every_answer_format() -> None:
+    """Issue 24 item 4: the format names are written once (answers.extract.FORMAT_RULES); the
+    `Format` type, FORMATS and the request schema's values are that table's keys."""
+    import typing
+
+    from ponder.answers import FORMAT_RULES, FORMATS
+    from ponder.answers.extract import Format
+    from ponder.api.schemas import AnswerOptions
+
+    assert set(typing.get_args(Format)) == set(FORMAT_RULES) == set(FORMATS)
+    schema = AnswerOptions.model_json_schema()["properties"]["format"]
+    assert set(schema["enum"]) == set(FORMAT_RULES)

@@ -2,6 +2,7 @@
 
 from .equivalence import equivalent, normalize_text, numbers_equal
 from .extract import (
+    FORMAT_RULES,
     FORMATS,
     Answer,
     AnswerPatternError,
@@ -17,6 +18,7 @@ from .symbolic import SymbolicUnavailable, SymbolicWorker, default_worker
 
 __all__ = [
     "FORMATS",
+    "FORMAT_RULES",
     "Answer",
     "AnswerPatternError",
     "AnswerSpec",

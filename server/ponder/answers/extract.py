@@ -8,7 +8,7 @@ process (equivalence.py). Nothing here evaluates model text.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Literal
@@ -16,7 +16,6 @@ from typing import Literal
 from .patterns import AnswerPatternError, pattern_workers
 
 Format = Literal["auto", "boxed", "math", "number", "choice", "yesno", "text", "regex"]
-FORMATS: tuple[str, ...] = ("auto", "boxed", "math", "number", "choice", "yesno", "text", "regex")
 Kind = Literal["number", "math", "choice", "yesno", "text"]
 
 
@@ -345,22 +344,50 @@ def extract_auto(text: str) -> Answer | None:
     return extract_text(text)
 
 
+def _gold_number(text: str) -> Answer | None:
+    nums = _numbers(text.replace("$", ""))
+    return _number_answer(nums[0]) if nums else None
+
+
+def _gold_math(text: str) -> Answer | None:
+    inner = last_boxed(text)
+    return _math_answer(inner if inner is not None else text)
+
+
+def _gold_choice(text: str) -> Answer | None:
+    letter = text.strip("() .")
+    return Answer(letter.upper(), "choice") if re.fullmatch(r"[A-Ea-e]", letter) else None
+
+
+@dataclass(frozen=True)
+class FormatRule:
+    """One answer format: how a completion's answer is read, and how a reference answer (a
+    data set's gold, already just the answer) is. How two answers compare follows from the
+    `Answer.kind` they produce (equivalence.py)."""
+
+    extract: Callable[[str], Answer | None] | None
+    """None: the caller's pattern decides (format "regex", patterns.py)."""
+    gold: Callable[[str], Answer | None]
+
+
+FORMAT_RULES: dict[str, FormatRule] = {
+    "auto": FormatRule(extract_auto, _gold_math),
+    "boxed": FormatRule(extract_boxed, _gold_math),
+    "math": FormatRule(extract_boxed, _gold_math),
+    "number": FormatRule(extract_number, _gold_number),
+    "choice": FormatRule(extract_choice, _gold_choice),
+    "yesno": FormatRule(extract_yesno, extract_yesno),
+    "text": FormatRule(extract_text, extract_text),
+    "regex": FormatRule(None, extract_text),
+}
+"""Every answer format (docs/strategies.md, "Answer formats"): the one table. `Format`, the
+request schema's values and FORMATS are checked against it (tests/unit/test_answers.py)."""
+
+
 def as_answer(gold: str, fmt: str) -> Answer | None:
     """A reference answer (already just the answer, e.g. a data set's gold) as an Answer of the
     format, for comparing with extracted ones."""
-    text = _clean(str(gold).strip())
-    if fmt == "number":
-        nums = _numbers(text.replace("$", ""))
-        return _number_answer(nums[0]) if nums else None
-    if fmt in ("boxed", "math", "auto"):
-        inner = last_boxed(text)
-        return _math_answer(inner if inner is not None else text)
-    if fmt == "choice":
-        letter = text.strip("() .")
-        return Answer(letter.upper(), "choice") if re.fullmatch(r"[A-Ea-e]", letter) else None
-    if fmt == "yesno":
-        return extract_yesno(text)
-    return extract_text(text)
+    return FORMAT_RULES[fmt].gold(_clean(str(gold).strip()))
 
 
 def extract(text: str, spec: AnswerSpec) -> Answer | None:
@@ -368,26 +395,18 @@ def extract(text: str, spec: AnswerSpec) -> Answer | None:
     return extract_many([text], spec)[0]
 
 
-_EXTRACTORS = {
-    "auto": extract_auto,
-    "boxed": extract_boxed,
-    "math": extract_boxed,
-    "number": extract_number,
-    "choice": extract_choice,
-    "yesno": extract_yesno,
-    "text": extract_text,
-}
-
-
 def extract_many(texts: Sequence[str], spec: AnswerSpec) -> list[Answer | None]:
     """Each completion's answer under `spec`. A caller's pattern (format "regex") is matched
     by a pattern worker process, all the texts in one call (patterns.py)."""
-    if spec.format == "regex":
+    rule = FORMAT_RULES.get(spec.format)
+    if rule is None:
+        raise ValueError(f"unknown answer format {spec.format!r}")
+    if rule.extract is None:
         if not spec.pattern:
             raise AnswerPatternError("answer.format 'regex' needs answer.pattern")
         found = pattern_workers().extract(spec.pattern, list(texts))
         return [Answer(got, "text") if got else None for got in found]
-    extractor = _EXTRACTORS.get(spec.format)
-    if extractor is None:
-        raise ValueError(f"unknown answer format {spec.format!r}")
-    return [extractor(text) for text in texts]
+    return [rule.extract(text) for text in texts]
+
+
+FORMATS: tuple[str, ...] = tuple(FORMAT_RULES)

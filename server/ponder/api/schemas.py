@@ -7,7 +7,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
-AnswerFormat = Literal["auto", "boxed", "math", "number", "choice", "yesno", "text", "regex"]
+from ..answers.extract import Format
+
+AnswerFormat = Format
+"""answers.extract.FORMAT_RULES' names (checked equal by tests/unit/test_answers.py)."""
 
 
 class _Strict(BaseModel):
