@@ -295,3 +295,31 @@ def test_deepconf_online_rows_count_tokens_up_to_the_cut() -> None:
     # bar = the lower warm-up trace's confidence, 3: the third trace's first window (3, 1)
     # falls below it, so it stopped after its second token
     assert t.tokens == 4 + 4 + 2 + 4
+
+
+def test_a_strategy_whose_stats_samples_do_not_carry_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 24 item 3: stored candidates carry mean logprob, self-certainty and DeepConf's
+    confidence; a selection strategy whose scores read another per-token stat would have been
+    evaluated on zeros without a word. `ponder eval` now refuses it, naming the stat."""
+    import argparse
+
+    from ponder.eval import cli as eval_cli
+    from ponder.eval.runner import unsupplied_stats
+    from ponder.strategies import REGISTRY, Selection
+    from ponder.strategies.majority_vote import select
+
+    odd = Selection("entropy_vote", select, stats=frozenset({"entropy_processed", "logprob"}))
+    monkeypatch.setitem(REGISTRY, "entropy_vote", odd)
+    monkeypatch.setattr(eval_cli, "ALL", (*eval_cli.ALL, "entropy_vote"))
+    assert unsupplied_stats("entropy_vote") == ["entropy_processed"]
+    assert all(not unsupplied_stats(s) for s in eval_cli.ALL if s != "entropy_vote")
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"question": "1+1?", "answer": "2"}\n')
+    parser = argparse.ArgumentParser()
+    eval_cli.add_arguments(parser)
+    args = parser.parse_args(
+        ["--data", str(data), "--strategies", "entropy_vote", "--out", str(tmp_path)]
+    )
+    assert eval_cli.run_eval(args) == 2

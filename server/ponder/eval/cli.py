@@ -26,6 +26,7 @@ from .runner import (
     replay_records,
     sample_all,
     summarize,
+    unsupplied_stats,
     write_outputs,
 )
 
@@ -80,6 +81,14 @@ def run_eval(args: argparse.Namespace) -> int:
     unknown = [s for s in strategies if s not in ALL]
     if unknown:
         console.print(f"[red]unknown strategies:[/red] {', '.join(unknown)} (known: {ALL})")
+        return 2
+    unsupplied = {s: unsupplied_stats(s) for s in strategies if unsupplied_stats(s)}
+    if unsupplied:
+        for name, stats in unsupplied.items():
+            console.print(
+                f"[red]cannot evaluate {name}:[/red] stored samples carry no per-token "
+                f"{', '.join(stats)}, which its scores read"
+            )
         return 2
     budgets = sorted({int(x) for x in args.samples.split(",") if x.strip()})
     bad = [m for m in args.adaptive.split(",") if m.strip() and m.strip() not in ("beta", "window")]

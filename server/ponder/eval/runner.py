@@ -125,6 +125,14 @@ def replay_fields(strategy: str) -> list[str]:
     return [_CANDIDATE_FIELD[s] for s in sorted(stats) if s in _CANDIDATE_FIELD]
 
 
+def unsupplied_stats(strategy: str) -> list[str]:
+    """Per-token stats a selection strategy's scores read that stored candidates do not carry
+    (its decision would see zeros): `ponder eval` refuses the strategy, naming them."""
+    if pool_of(strategy) != SAMPLING:
+        return []
+    return sorted(REGISTRY[strategy].stats - _CANDIDATE_FIELD.keys())
+
+
 def adaptive_trial(
     strategy: str,
     method: str,
