@@ -117,6 +117,12 @@ class Settings(BaseSettings):
         "(for per-address limits and logs); default: none, the peer address counts.",
     )
 
+    def group(self, prefix: str) -> dict[str, object]:
+        """The settings named `<prefix>_*`, without the prefix (e.g. `group("vllm")`: every
+        PONDER_VLLM_* setting, which the vLLM engine's options take whole)."""
+        cut = len(prefix) + 1
+        return {k[cut:]: v for k, v in self.model_dump().items() if k.startswith(prefix + "_")}
+
     def key_set(self) -> frozenset[str]:
         """The configured API keys (empty: auth off)."""
         raw = (self.api_keys or "").strip()

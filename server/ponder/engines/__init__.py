@@ -24,24 +24,10 @@ def create_engine(settings: Settings) -> Engine:
 
         if not settings.model:
             raise EngineError("PONDER_ENGINE=vllm needs PONDER_MODEL (a Hugging Face id or path)")
+        vllm = settings.group("vllm")
+        vllm["max_num_seqs"] = max(settings.vllm_max_num_seqs, settings.max_samples)
         return VllmEngine(
-            VllmOptions(
-                model=settings.model,
-                served_name=settings.model_name,
-                tensor_parallel_size=settings.vllm_tensor_parallel_size,
-                gpu_memory_utilization=settings.vllm_gpu_memory_utilization,
-                max_model_len=settings.vllm_max_model_len,
-                dtype=settings.vllm_dtype,
-                max_num_seqs=max(settings.vllm_max_num_seqs, settings.max_samples),
-                exact_stats=settings.vllm_exact_stats,
-                max_num_batched_tokens=settings.vllm_max_num_batched_tokens,
-                pipeline_parallel_size=settings.vllm_pipeline_parallel_size,
-                data_parallel_size=settings.vllm_data_parallel_size,
-                distributed_executor_backend=settings.vllm_distributed_executor_backend,
-                load_format=settings.vllm_load_format,
-                enforce_eager=settings.vllm_enforce_eager,
-                chunked_prefill=settings.vllm_chunked_prefill,
-            )
+            VllmOptions(model=settings.model, served_name=settings.model_name, **vllm)  # type: ignore[arg-type]
         )
     if settings.engine == "upstream":
         from .upstream import UpstreamEngine
