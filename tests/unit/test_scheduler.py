@@ -294,3 +294,31 @@ def test_an_engine_error_fails_the_running_requests_and_resets() -> None:
     assert isinstance(got, EngineError)
     assert isinstance(again, (Generation, EngineError))
     assert b.free == sorted(b.free)
+
+
+def test_step_cost_fits_a_line_and_bounds_a_shared_step() -> None:
+    """Calls costing 15 ms + 15 ms per row (this project's CPU): a shared step beside a
+    one-row request may carry 3 rows (2.5 x 30 ms = 75 ms >= 15 + 15 x 3); beside an 8-row
+    request, 21. Before any fit, t(k) is taken as k + 1."""
+    from ponder.engines.batcher import StepCost
+
+    cost = StepCost()
+    assert cost.fit() == (1.0, 1.0) and cost.rows_within(2.5, 1) == 4
+    for k in [1, 64, 1, 32, 2, 33] * 10:
+        cost.observe(k, 0.015 + 0.015 * k)
+    a, b = cost.fit()
+    assert a == pytest.approx(0.015, rel=1e-6) and b == pytest.approx(0.015, rel=1e-6)
+    assert cost.rows_within(2.5, 1) == 4
+    assert cost.rows_within(2.5, 8) == 21
+
+
+def test_quotas_share_a_step_max_min_fairly() -> None:
+    from ponder.engines.batcher import StepCost, quotas
+
+    cost = StepCost()
+    for k in [1, 64, 1, 32] * 10:
+        cost.observe(k, 0.015 + 0.015 * k)
+    assert quotas({1: 64}, cost) == {1: 64}  # alone: every row it has
+    assert quotas({1: 64, 2: 1}, cost) == {2: 1, 1: 3}  # the short one's step stays cheap
+    assert quotas({1: 8, 2: 8, 3: 8, 4: 8}, cost) == {1: 5, 2: 5, 3: 5, 4: 6}
+    assert quotas({k: 1 for k in range(10)}, cost) == {k: 1 for k in range(10)}

@@ -76,6 +76,10 @@ DECODE_ROWS = FA_QUERY_TILE - 1
 GRADERS = 2
 """Threads that run `on_sample` (adaptive stopping's grading) for every request."""
 IDLE_WAIT_S = 0.05
+LATENCY_FACTOR = 2.5
+"""While several requests decode, a step may cost at most this many times what the smallest
+one's rows would cost alone (`quotas`): a short request beside a large one stays within about
+3x its solo latency, prefill included."""
 
 DeltaCallback = Callable[[str], None]
 
@@ -315,6 +319,7 @@ class Batcher:
         self.waiting: collections.deque[Request] = collections.deque()
         self.active: list[Request] = []
         self.counters = Counters()
+        self.cost = StepCost()
         self._cv = threading.Condition()
         self._stop = False
         self._graders = ThreadPoolExecutor(GRADERS, thread_name_prefix="ponder-grade")
@@ -444,19 +449,26 @@ class Batcher:
 
     def _rows(self) -> tuple[list[tuple[int, int, int]], list[tuple[Request, Seq]]]:
         """The (token, position, sequence) rows of this step: each request's live samples
-        whose last token waits, at most `share` of them (round robin)."""
+        whose last token waits, at most `share` of them; while several requests decode,
+        their rows are also cut to what keeps the step within LATENCY_FACTOR of the smallest
+        one's own step (`quotas`). A request with more rows than its quota takes turns."""
         share = self.share()
+        ready = {
+            id(r): [s for s in r.seqs if s.finish is None and s.row is None][:] for r in self.active
+        }
+        demand = {k: min(len(v), share) for k, v in ready.items() if v}
+        quota = quotas(demand, self.cost)
         rows: list[tuple[int, int, int]] = []
         owners: list[tuple[Request, Seq]] = []
         for req in self.active:
-            ready = [s for s in req.seqs if s.finish is None and s.row is None]
-            if len(ready) > share:
-                self.counters.deferred += len(ready) - share
-                start = req.turn % len(ready)
-                ready = (ready[start:] + ready[:start])[:share]
-                req.turn += share
+            mine, take = ready[id(req)], quota.get(id(req), 0)
+            if len(mine) > take:
+                self.counters.deferred += len(mine) - take
+                start = req.turn % len(mine)
+                mine = (mine[start:] + mine[:start])[:take]
+                req.turn += take
             n = len(req.prompt_ids)
-            for s in sorted(ready, key=lambda s: s.index):
+            for s in sorted(mine, key=lambda s: s.index):
                 rows.append((s.tokens[-1], n + len(s.tokens) - 1, s.seq))
                 owners.append((req, s))
         return rows, owners
@@ -636,10 +648,12 @@ class Batcher:
         if rows:
             calls = -(-len(rows) // DECODE_ROWS)
             size = -(-len(rows) // calls)  # balanced: 64 rows are two calls of 32
-            parts = [
-                self._call([(t, p, s, True) for t, p, s in rows[k : k + size]]).copy()
-                for k in range(0, len(rows), size)
-            ]
+            parts = []
+            for k in range(0, len(rows), size):
+                part = rows[k : k + size]
+                started = time.perf_counter()
+                parts.append(self._call([(t, p, s, True) for t, p, s in part]).copy())
+                self.cost.observe(len(part), time.perf_counter() - started)
             decoded = np.concatenate(parts)
         if filling is not None:
             chunk = filling.todo[:PREFILL_CHUNK]
@@ -838,6 +852,66 @@ class Batcher:
         self.model.clear()
         self.cached.clear()
         self.free = list(range(self.model.n_seq))
+
+
+class StepCost:
+    """How a decode call's seconds grow with its rows, t(k) = a + b·k, fitted online by least
+    squares over an exponentially weighted history of decode calls. Until the calls have
+    varied enough to fit, t(k) is taken as proportional to k + 1 (what this project's CPU
+    measures: ~15 ms + ~15 ms per row on one thread)."""
+
+    def __init__(self, decay: float = 0.99) -> None:
+        self.decay = decay
+        self._w = self._k = self._t = self._kk = self._kt = 0.0
+
+    def observe(self, rows: int, seconds: float) -> None:
+        d = self.decay
+        self._w = self._w * d + 1.0
+        self._k = self._k * d + rows
+        self._t = self._t * d + seconds
+        self._kk = self._kk * d + rows * rows
+        self._kt = self._kt * d + rows * seconds
+
+    def fit(self) -> tuple[float, float]:
+        """(a, b) of t(k) = a + b·k; (1, 1) until there is a fit."""
+        w = self._w
+        if w < 4:
+            return 1.0, 1.0
+        mk, mt = self._k / w, self._t / w
+        var = self._kk / w - mk * mk
+        if var < 0.25:  # calls of (nearly) one size: no slope to fit
+            return 1.0, 1.0
+        b = (self._kt / w - mk * mt) / var
+        a = mt - b * mk
+        if b <= 0:
+            return 1.0, 0.0
+        return max(a, 0.0), b
+
+    def rows_within(self, factor: float, rows: int) -> int:
+        """The most rows a call may carry while costing at most `factor` times a call of
+        `rows` rows."""
+        a, b = self.fit()
+        if b <= 0:
+            return DECODE_ROWS
+        return max(rows, min(DECODE_ROWS, int((factor * (a + b * rows) - a) / b + 1e-9)))
+
+
+def quotas(demand: dict[int, int], cost: StepCost) -> dict[int, int]:
+    """Rows per request for one step, from the rows each wants. One request takes them all.
+    Several share a budget: the most rows a step may carry while costing at most
+    LATENCY_FACTOR times the smallest request's rows alone (at least one row each), divided
+    max-min fairly (a request wanting less than an equal part leaves the rest to the others)."""
+    if len(demand) <= 1:
+        return dict(demand)
+    budget = max(len(demand), cost.rows_within(LATENCY_FACTOR, min(demand.values())))
+    out: dict[int, int] = {}
+    left = budget
+    order = sorted(demand, key=lambda k: demand[k])
+    for i, key in enumerate(order):
+        give = max(1, min(demand[key], left // (len(order) - i)))
+        out[key] = give
+        left -= give
+    return out
 
 
 def _rank(c: tuple[int, bool, str, int, np.ndarray | None]) -> tuple[int, int, int]:
