@@ -33,55 +33,51 @@ waiting -> prefilling -> decoding -> finished (`Request.phase`).
 from __future__ import annotations
 
 import asyncio
-import codecs
 import collections
 import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 import numpy as np
 
 from ..errors import EngineError
-from ..stops import StopMatcher
 from ..types import (
     ENGINE_WAIT,
     Generation,
-    ProgressCallback,
-    PromptLogprobs,
     Sample,
-    SampleCallback,
     SamplingParams,
 )
+from .schedule import DECODE_ROWS, FA_QUERY_TILE, StepCost, quotas
+from .sequences import Cached, Request, Seq, common_prefix, confident, seed_of
 from .stats import RowStats, sample_rows, score_rows, token_confidence, top_logprobs
+
+__all__ = [
+    "DECODE_ROWS",
+    "FA_QUERY_TILE",
+    "PREFILL_CHUNK",
+    "Batcher",
+    "Cached",
+    "Counters",
+    "Model",
+    "Request",
+    "Seq",
+    "StepCost",
+    "quotas",
+]
 
 log = logging.getLogger("ponder.engine")
 
-FA_QUERY_TILE = 64
-"""llama.cpp's CPU flash attention (ggml-cpu ops.cpp, GGML_FA_TILE_Q in llama-cpp-python
-0.3.36) runs calls of this many query rows or more through a tiled kernel, which sums each
-64-cell tile of the shared cache at once: its rounding then depends on which tiles a
-sequence's cells share with other sequences. Calls below it take the per-row kernel, which
-reads a row's own cells one by one and skips every other sequence's exactly."""
-PREFILL_CHUNK = 32
-"""Prompt tokens per prefill call: below FA_QUERY_TILE (see there), so a prompt's KV is the
+PREFILL_CHUNK = FA_QUERY_TILE // 2
+"""Prompt tokens per prefill call: below FA_QUERY_TILE (schedule.py), so a prompt's KV is the
 same wherever its cells are. On this project's 2-core CPU a prefill runs at ~120 tokens/s
 whatever the chunk, so a chunk keeps the steps of the requests decoding beside a long prompt
 short."""
-DECODE_ROWS = FA_QUERY_TILE - 1
-"""Most rows one llama_decode of a decode step carries (more are split into calls)."""
 GRADERS = 2
 """Threads that run `on_sample` (adaptive stopping's grading) for every request."""
 IDLE_WAIT_S = 0.05
-LATENCY_FACTOR = 2.5
-"""While several requests decode, a step may cost at most this many times what the smallest
-one's rows would cost alone (`quotas`): a short request beside a large one stays within about
-3x its solo latency, prefill included."""
-
-DeltaCallback = Callable[[str], None]
 
 
 class Model(Protocol):
@@ -110,182 +106,6 @@ class Model(Protocol):
     def text(self, token: int, special: bool = False) -> str: ...
 
     def is_eog(self, token: int) -> bool: ...
-
-
-def seed_of(seed: int | None, i: int) -> int | None:
-    """Sample i's seed (seed + i), folded into numpy's non-negative range."""
-    return None if seed is None else (seed + i) % 2**64
-
-
-def common_prefix(a: list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
-    for i in range(n):
-        if a[i] != b[i]:
-            return i
-    return n
-
-
-class Seq:
-    """Bookkeeping of one sequence being decoded."""
-
-    __slots__ = (
-        "conf",
-        "conf_window",
-        "decoder",
-        "emitted",
-        "ent",
-        "finish",
-        "index",
-        "kl",
-        "lp",
-        "lpp",
-        "next_entropy",
-        "pieces",
-        "rng",
-        "row",
-        "seq",
-        "stops",
-        "text",
-        "tokens",
-        "top",
-    )
-
-    def __init__(
-        self, rng: np.random.Generator, seq: int, index: int, stops: tuple[str, ...] = ()
-    ) -> None:
-        self.rng = rng
-        self.stops = StopMatcher(stops) if stops else None
-        self.seq = seq
-        self.index = index
-        self.tokens: list[int] = []
-        self.lp: list[float] = []
-        self.kl: list[float] = []
-        self.lpp: list[float] = []
-        self.ent: list[float] = []
-        self.conf: list[float] = []
-        self.conf_window = 0.0
-        self.top: list[list[tuple[str, float]]] = []
-        self.pieces: list[str] = []
-        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self.text = ""
-        self.emitted = 0
-        self.finish: str | None = None
-        self.row: np.ndarray | None = None
-        """The logits row after the sequence's last decoded token; None while its last sampled
-        token waits to be decoded."""
-        self.next_entropy: float | None = None
-
-    def decoded(self) -> list[int]:
-        """Generated tokens whose KV is in the cache (a final sampled token never is)."""
-        return self.tokens if self.finish in ("entropy", None) else self.tokens[:-1]
-
-    def end(self, reason: str) -> None:
-        self.text += self.decoder.decode(b"", final=True)
-        self.finish = reason
-
-    def to_sample(self, with_top: bool) -> Sample:
-        return Sample(
-            index=self.index,
-            text=self.text,
-            token_ids=self.tokens,
-            finish_reason=self.finish or "cancelled",
-            logprob=np.asarray(self.lp, dtype=np.float32),
-            kl_uniform=np.asarray(self.kl, dtype=np.float32),
-            logprob_processed=np.asarray(self.lpp, dtype=np.float32),
-            entropy_processed=np.asarray(self.ent, dtype=np.float32),
-            top_logprobs=self.top if with_top else None,
-            tokens_text=self.pieces,
-            next_entropy=self.next_entropy,
-            confidence=np.asarray(self.conf, dtype=np.float32),
-        )
-
-
-@dataclasses.dataclass
-class Cached:
-    """A finished sequence kept for prefix reuse: its tokens (prompt + decoded), the logits
-    row after them, how many are its request's prompt, and whether that prompt's KV is what
-    a fresh prefill computes (a request that was not a session's continuation)."""
-
-    tokens: list[int]
-    row: np.ndarray | None
-    prompt_len: int
-    canonical: bool
-
-
-@dataclasses.dataclass
-class Request:
-    """One call's samples of one prompt, from submission to its Generation."""
-
-    prompt_ids: list[int]
-    params: SamplingParams
-    samples: int
-    on_progress: ProgressCallback | None = None
-    on_delta: DeltaCallback | None = None
-    on_sample: SampleCallback | None = None
-    cancel: threading.Event = dataclasses.field(default_factory=threading.Event)
-    submitted: float = dataclasses.field(default_factory=time.perf_counter)
-    admitted: float = 0.0
-    seqs: list[Seq] = dataclasses.field(default_factory=list)
-    """The samples started so far, in sample order."""
-    base: int = -1
-    """The sequence id holding the prompt's KV (held until the request leaves: later parts
-    of its samples copy the prompt from it)."""
-    held: list[int] = dataclasses.field(default_factory=list)
-    """Sequence ids the request holds: `base`, then its running samples' other ids."""
-    todo: list[int] = dataclasses.field(default_factory=list)
-    """Prompt tokens still to prefill (on `base`), from position `done`."""
-    done: int = 0
-    scores: list[tuple[float, list[tuple[int, float]]]] | None = None
-    """The prompt's scores (`params.prompt_logprobs`), filled by the prefill."""
-    finished: int = 0
-    turn: int = 0
-    """Where the round robin over its live samples starts next step (when it has more live
-    samples than its share of rows)."""
-    enough: bool = False
-    """Set by `on_sample` (in the grader pool): stop its running samples, start no more."""
-    failed: BaseException | None = None
-    """Set when `on_sample` raised: the request fails, the others go on."""
-    grading: int = 0
-    """`on_sample` calls submitted and not yet returned (changed under the batcher's lock)."""
-    resolve: Callable[[Generation | BaseException], None] | None = None
-    on_admitted: Callable[[float], None] | None = None
-    """Told (from the batcher thread) how long the request waited for the engine."""
-    prompt_row: np.ndarray | None = None
-    """The logits row after the whole prompt (once prefilled): every sample starts from it,
-    and a request with the same prompt copies its KV and prefills nothing."""
-    fresh: bool = True
-    """Not a continuation of a session: when it finds the engine idle, it starts from a
-    clean KV cache, and it reuses only what a fresh prefill computes identically."""
-
-    @property
-    def phase(self) -> str:
-        if not self.held:
-            return "waiting"
-        if self.prompt_row is None:
-            return "prefilling"
-        return "decoding"
-
-    @property
-    def pending(self) -> int:
-        """Samples not started yet."""
-        return 0 if self.enough else self.samples - len(self.seqs)
-
-    def live(self) -> list[Seq]:
-        return [s for s in self.seqs if s.finish is None]
-
-    def budget(self, max_tokens: int) -> int:
-        """KV cells it may need: the prompt once + every sample it holds an id for."""
-        return len(self.prompt_ids) + max(len(self.held), 1) * max_tokens
-
-    def prompt_logprobs(self, text: Callable[[int], str]) -> PromptLogprobs | None:
-        if self.scores is None:
-            return None
-        ids = self.prompt_ids
-        return PromptLogprobs(
-            tokens_text=[text(t) for t in ids],
-            logprob=[None] + [lp for lp, _ in self.scores],
-            top=[None] + [[(text(t), v) for t, v in top] for _, top in self.scores],
-        )
 
 
 @dataclasses.dataclass
@@ -854,80 +674,6 @@ class Batcher:
         self.free = list(range(self.model.n_seq))
 
 
-class StepCost:
-    """How a decode call's seconds grow with its rows, t(k) = a + b·k, fitted online by least
-    squares over an exponentially weighted history of decode calls. Until the calls have
-    varied enough to fit, t(k) is taken as proportional to k + 1 (what this project's CPU
-    measures: ~15 ms + ~15 ms per row on one thread)."""
-
-    def __init__(self, decay: float = 0.99) -> None:
-        self.decay = decay
-        self._w = self._k = self._t = self._kk = self._kt = 0.0
-
-    def observe(self, rows: int, seconds: float) -> None:
-        d = self.decay
-        self._w = self._w * d + 1.0
-        self._k = self._k * d + rows
-        self._t = self._t * d + seconds
-        self._kk = self._kk * d + rows * rows
-        self._kt = self._kt * d + rows * seconds
-
-    def fit(self) -> tuple[float, float]:
-        """(a, b) of t(k) = a + b·k; (1, 1) until there is a fit."""
-        w = self._w
-        if w < 4:
-            return 1.0, 1.0
-        mk, mt = self._k / w, self._t / w
-        var = self._kk / w - mk * mk
-        if var < 0.25:  # calls of (nearly) one size: no slope to fit
-            return 1.0, 1.0
-        b = (self._kt / w - mk * mt) / var
-        a = mt - b * mk
-        if b <= 0:
-            return 1.0, 0.0
-        return max(a, 0.0), b
-
-    def rows_within(self, factor: float, rows: int) -> int:
-        """The most rows a call may carry while costing at most `factor` times a call of
-        `rows` rows."""
-        a, b = self.fit()
-        if b <= 0:
-            return DECODE_ROWS
-        return max(rows, min(DECODE_ROWS, int((factor * (a + b * rows) - a) / b + 1e-9)))
-
-
-def quotas(demand: dict[int, int], cost: StepCost) -> dict[int, int]:
-    """Rows per request for one step, from the rows each wants. One request takes them all.
-    Several share a budget: the most rows a step may carry while costing at most
-    LATENCY_FACTOR times the smallest request's rows alone (at least one row each), divided
-    max-min fairly (a request wanting less than an equal part leaves the rest to the others)."""
-    if len(demand) <= 1:
-        return dict(demand)
-    budget = max(len(demand), cost.rows_within(LATENCY_FACTOR, min(demand.values())))
-    out: dict[int, int] = {}
-    left = budget
-    order = sorted(demand, key=lambda k: demand[k])
-    for i, key in enumerate(order):
-        give = max(1, min(demand[key], left // (len(order) - i)))
-        out[key] = give
-        left -= give
-    return out
-
-
 def _rank(c: tuple[int, bool, str, int, np.ndarray | None]) -> tuple[int, int, int]:
     """Order of reuse candidates: more tokens, then a whole prompt, then a cached sequence."""
     return c[0], int(c[1]), int(c[2] == "cached")
-
-
-def confident(s: Seq, c: float, params: SamplingParams) -> None:
-    """Record a token's DeepConf confidence; finish the sequence when the mean of its last
-    `window` confidences falls below the threshold (`SamplingParams.stop_confidence`)."""
-    s.conf.append(c)
-    if params.stop_confidence is None:
-        return
-    window, threshold = params.stop_confidence
-    s.conf_window += c
-    if len(s.conf) > window:
-        s.conf_window -= s.conf[-window - 1]
-    if s.finish is None and len(s.conf) >= window and s.conf_window < threshold * window:
-        s.end("confidence")
