@@ -19,7 +19,7 @@ import pytest
 from ..conftest import Server, start_server, stop_server
 
 Q = [{"role": "user", "content": "Say hello."}]
-KEYS = ["k1", "k2", "k3", "k4", "rate"]
+KEYS = ["k1", "k2", "k3", "k4", "rate", "tok"]
 
 
 @pytest.fixture(scope="module")
@@ -364,7 +364,7 @@ def test_the_tokenizer_routes_have_the_same_limits(limited: Server) -> None:
     """Issue 23 item 9: /tokenize, /detokenize and /tokenizer_info count against the caller's
     rate limit like the /v1 routes; a /detokenize body longer than PONDER_MAX_PROMPT_TOKENS
     ids could be is refused (413) before it is parsed."""
-    h = {"Authorization": "Bearer k3"}
+    h = {"Authorization": "Bearer tok"}  # a key of its own: the rate limit is per key
     base = limited.base_url
     codes = [httpx.get(f"{base}/tokenizer_info", headers=h).status_code for _ in range(2)]
     codes += [
