@@ -14,16 +14,8 @@ import pytest
 from ponder.answers import AnswerSpec, as_answer
 from ponder.eval.datasets import detect, load, read_replay
 from ponder.eval.metrics import bootstrap_ci, brier, ece, reliability
-from ponder.eval.runner import (
-    Candidate,
-    ProblemRecord,
-    adaptive_trial,
-    evaluate,
-    judge,
-    online_trial,
-    subsets,
-    to_samples,
-)
+from ponder.eval.records import Candidate, ProblemRecord, to_samples
+from ponder.eval.runner import adaptive_trial, evaluate, judge, online_trial, subsets
 from ponder.strategies import REGISTRY, DeepConfOptions, SelectOptions
 from ponder.types import Sample
 

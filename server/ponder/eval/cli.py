@@ -15,20 +15,11 @@ from rich.table import Table
 from ..strategies import REGISTRY, DeepConfOptions
 from ..strategies.deepconf import NAME as DEEPCONF
 from .datasets import READERS, load, read_replay
-from .runner import (
-    SAMPLING,
-    CandidateSource,
-    calibrate,
-    calibration_plot,
-    evaluate,
-    pool_of,
-    replay_fields,
-    replay_records,
-    sample_all,
-    summarize,
-    unsupplied_stats,
-    write_outputs,
-)
+from .draw import CandidateSource, sample_all
+from .records import replay_records
+from .report import calibration_plot, write_outputs
+from .runner import SAMPLING, evaluate, pool_of, replay_fields, unsupplied_stats
+from .summary import calibrate, summarize
 
 ALL = tuple(name for name, s in REGISTRY.items() if s.kind != "plain")
 

@@ -1,0 +1,145 @@
+"""Drawing the candidates `ponder eval` evaluates: in process on the embedded engine, or from a
+running server over HTTP (`CandidateSource`, `sample_all`)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..strategies import deepconf
+from .datasets import Problem
+from .records import Candidate, ProblemRecord
+from .runner import SAMPLING
+
+
+class CandidateSource:
+    """Draws the candidates of a problem: in process on an engine, or from a running server."""
+
+    def __init__(self, url: str | None, temperature: float, seed: int, model: str | None) -> None:
+        self.url = url
+        self.temperature = temperature
+        self.seed = seed
+        self.model = model
+        self._engine: Any = None
+        self._client: Any = None
+
+    async def start(self) -> None:
+        if self.url:
+            from ponder_client import AsyncPonder
+
+            self._client = AsyncPonder(self.url, timeout=3600, model=self.model)
+        else:
+            from ..config import Settings
+            from ..engines import create_engine
+
+            settings = Settings(model=self.model) if self.model else Settings()
+            self._engine = create_engine(settings)
+            await self._engine.start()
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+        if self._engine is not None:
+            await self._engine.close()
+
+    async def draw(
+        self, p: Problem, k: int, n: int, pool: str, confidence_k: int = 0
+    ) -> list[Candidate]:
+        """n candidates of problem k for `pool` (see pool_of), through the runner in
+        process or a server over HTTP; with `confidence_k`, each with DeepConf's per-token
+        confidence (top-k logprobs; the samples are the same)."""
+        seed = self.seed + 100_003 * k
+        if self._client is not None:
+            return await self._draw_http(p, n, pool, seed, confidence_k)
+        from .. import runner
+        from ..strategies import Job
+        from ..types import SamplingParams
+
+        eng = self._engine
+        ids = (
+            eng.render_chat([{"role": "user", "content": p.prompt}])
+            if p.kind == "chat"
+            else eng.tokenize(p.prompt)
+        )
+        params = SamplingParams(
+            max_tokens=p.max_tokens,
+            temperature=self.temperature,
+            seed=seed,
+            stop=p.stop,
+            confidence_top_k=confidence_k if pool == SAMPLING else 0,
+        )
+        strategy = "none" if pool == SAMPLING else pool
+        out = await runner.run(Job(strategy, ids, params, n, choices=n), eng)
+        gen = out.generation
+        extra = gen.unused_tokens / max(len(gen.samples), 1)  # trials, spread evenly (as HTTP)
+        return [
+            Candidate(
+                s.text, s.n_tokens + extra, s.mean_logprob, s.self_certainty, _rounded(s.confidence)
+            )
+            for s in gen.samples
+        ]
+
+    async def _draw_http(
+        self, p: Problem, n: int, pool: str, seed: int, confidence_k: int
+    ) -> list[Candidate]:
+        call = self._client.chat if p.kind == "chat" else self._client.complete
+        voter = deepconf.NAME if confidence_k else "majority_vote"  # same samples, + confidence
+        strategy = voter if pool == SAMPLING else pool
+        r = await call(
+            p.prompt,
+            strategy=strategy,
+            samples=n,
+            include_candidates=True,
+            max_tokens=p.max_tokens,
+            seed=seed,
+            temperature=self.temperature,
+            stop=list(p.stop) or None,
+            answer={"format": p.format},
+            **({"deepconf": {"top_k": confidence_k}} if strategy == deepconf.NAME else {}),
+        )
+        cands = r.candidates or []
+        per_token_extra = (r.usage.completion_tokens - sum(c.tokens for c in cands)) / max(
+            len(cands), 1
+        )
+        return [
+            Candidate(
+                c.text,
+                c.tokens + per_token_extra,
+                c.mean_logprob,
+                c.self_certainty,
+                c.token_confidence,
+            )
+            for c in cands
+        ]
+
+
+def _rounded(confidence: np.ndarray) -> list[float] | None:
+    """Per-token confidences as stored (4 decimals keep problems.jsonl small)."""
+    return [round(float(c), 4) for c in confidence] if confidence.size else None
+
+
+async def sample_all(
+    problems: Sequence[Problem],
+    sampler: CandidateSource,
+    n: int,
+    pools: Sequence[str],
+    progress: Any = None,
+    confidence_k: int = 0,
+) -> list[ProblemRecord]:
+    """Draw every problem's candidates for each pool (`pool_of` the strategies evaluated);
+    Ctrl-C stops and keeps the problems finished so far."""
+    records: list[ProblemRecord] = []
+    try:
+        for k, p in enumerate(problems):
+            rec = ProblemRecord(p.id, p.gold, p.format)
+            for pool in pools:
+                rec.candidates[pool] = await sampler.draw(p, k, n, pool, confidence_k)
+            records.append(rec)
+            if progress is not None:
+                progress()
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        pass
+    return records
