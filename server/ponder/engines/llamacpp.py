@@ -180,10 +180,12 @@ class LlamaCppEngine:
                 template=template, eos_token=eos, bos_token=bos
             )
         log.info(
-            "llama.cpp engine: %s (vocab %d, context %d tokens, up to %d samples, %d threads)",
+            "llama.cpp engine: %s (vocab %d, context %d tokens, up to %d samples a request, "
+            "%d sequences, %d threads)",
             Path(path).name,
             self.n_vocab,
             self.n_ctx,
+            self.max_samples,
             n_seq,
             threads,
         )
