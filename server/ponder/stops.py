@@ -83,4 +83,4 @@ def holdback(text: str, stops: tuple[str, ...]) -> int:
     run = 0
     while run < len(text) and text[len(text) - 1 - run] == _REPLACEMENT:
         run += 1
-    return max(run, *matcher._partial) if matcher.stops else run
+    return max(run, matcher.holdback)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -214,7 +213,7 @@ def test_grading_runs_off_the_batcher_thread_and_its_error_fails_one_request() -
 
     def grade_slowly(sample: Sample) -> bool:
         threads.add(threading.current_thread().name)
-        slow.wait(5)
+        slow.wait(60)
         return False
 
     def grade_badly(sample: Sample) -> bool:
@@ -228,10 +227,8 @@ def test_grading_runs_off_the_batcher_thread_and_its_error_fails_one_request() -
             fa = asyncio.ensure_future(b.run(a))
             await asyncio.sleep(0.05)
             d = Request([3], params(max_tokens=20, seed=3), 1)
-            t0 = time.monotonic()
-            plain = await b.run(d)  # runs while a's grading is stuck
-            took = time.monotonic() - t0
-            assert took < 4.0 and not fa.done()
+            plain = await b.run(d)  # finishes while a's grading is still stuck
+            assert not fa.done()
             slow.set()
             rest = await asyncio.gather(fa, b.run(c), return_exceptions=True)
             return [plain, *rest]

@@ -308,12 +308,6 @@ def extract_text(text: str) -> Answer | None:
 # ---------------------------------------------------------------- caller patterns
 
 
-def extract_regex(text: str, pattern: str) -> Answer | None:
-    """First capture group (else whole match) of the LAST match, found by the pattern worker
-    (patterns.py) within REGEX_TIMEOUT_S."""
-    return extract_many([text], AnswerSpec("regex", pattern))[0]
-
-
 # ---------------------------------------------------------------- auto and dispatch
 
 _MATHY = re.compile(

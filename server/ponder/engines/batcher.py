@@ -274,7 +274,7 @@ class Batcher:
         one's own step (`quotas`). A request with more rows than its quota takes turns."""
         share = self.share()
         ready = {
-            id(r): [s for s in r.seqs if s.finish is None and s.row is None][:] for r in self.active
+            id(r): [s for s in r.seqs if s.finish is None and s.row is None] for r in self.active
         }
         demand = {k: min(len(v), share) for k, v in ready.items() if v}
         quota = quotas(demand, self.cost)
@@ -330,7 +330,7 @@ class Batcher:
             self.active.append(req)
 
     def _used(self) -> int:
-        return sum(r.budget(r.params.max_tokens) for r in self.active)
+        return sum(r.budget for r in self.active)
 
     def _room(self, ids: int, cells: int, alone: bool = False) -> bool:
         """Whether `ids` sequence ids and `cells` more KV cells can be had now (evicting

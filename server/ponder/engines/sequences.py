@@ -186,9 +186,10 @@ class Request:
     def live(self) -> list[Seq]:
         return [s for s in self.seqs if s.finish is None]
 
-    def budget(self, max_tokens: int) -> int:
+    @property
+    def budget(self) -> int:
         """KV cells it may need: the prompt once + every sample it holds an id for."""
-        return len(self.prompt_ids) + max(len(self.held), 1) * max_tokens
+        return len(self.prompt_ids) + max(len(self.held), 1) * self.params.max_tokens
 
     def prompt_logprobs(self, text: Callable[[int], str]) -> PromptLogprobs | None:
         if self.scores is None:
