@@ -34,10 +34,10 @@ VARIANTS = {
     "self_certainty (Borda p=0.5)": ("self_certainty", SelectOptions(answer=SPEC)),
     "self_certainty (best-of-N)": (
         "self_certainty",
-        SelectOptions(answer=SPEC, self_certainty=SelfCertaintyOptions(vote=False)),
+        SelectOptions(answer=SPEC, own=SelfCertaintyOptions(vote=False)),
     ),
     "rpc": ("rpc", SelectOptions(answer=SPEC)),
-    "rpc (no pruning = PC)": ("rpc", SelectOptions(answer=SPEC, rpc=RpcOptions(prune=False))),
+    "rpc (no pruning = PC)": ("rpc", SelectOptions(answer=SPEC, own=RpcOptions(prune=False))),
 }
 
 

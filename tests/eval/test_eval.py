@@ -15,7 +15,7 @@ from ponder.answers import AnswerSpec, as_answer
 from ponder.eval.datasets import detect, load, read_replay
 from ponder.eval.metrics import bootstrap_ci, brier, ece, reliability
 from ponder.eval.records import Candidate, ProblemRecord, to_samples
-from ponder.eval.runner import adaptive_trial, evaluate, judge, online_trial, subsets
+from ponder.eval.runner import adaptive_trial, evaluate, judge, subsets, variant_trial
 from ponder.strategies import REGISTRY, DeepConfOptions, SelectOptions
 from ponder.types import Sample
 
@@ -271,10 +271,12 @@ def test_adaptive_rows_replay_the_rule_in_stored_order() -> None:
 
 
 def test_deepconf_online_rows_count_tokens_up_to_the_cut() -> None:
+    online = DeepConfOptions(mode="online", warmup=2, window=2, keep=1.0)
     opts = SelectOptions(
-        answer=AnswerSpec("number"),
-        deepconf=DeepConfOptions(mode="online", warmup=2, window=2, keep=1.0),
+        answer=AnswerSpec("number"), own=online.model_copy(update={"mode": "offline"})
     )
+    (variant,) = REGISTRY["deepconf"].variants(opts, 4)  # the strategy names its online row
+    assert variant.name == "online" and REGISTRY["deepconf"].variants(opts, 2) == ()
     gold = as_answer("4", "number")
     pool = [
         Candidate("the answer is 4", 4, -0.1, 1.0, [3.0, 3.0, 3.0, 3.0]),
@@ -282,7 +284,7 @@ def test_deepconf_online_rows_count_tokens_up_to_the_cut() -> None:
         Candidate("the answer is 5", 6, -0.1, 1.0, [3.0, 1.0, 1.0, 3.0, 3.0, 3.0]),
         Candidate("the answer is 4", 4, -0.1, 1.0, [5.0, 5.0, 5.0, 5.0]),
     ]
-    t = online_trial("deepconf", pool, opts, gold)
+    t = variant_trial("deepconf", variant, pool, gold)
     assert t.correct and t.samples == 4
     # bar = the lower warm-up trace's confidence, 3: the third trace's first window (3, 1)
     # falls below it, so it stopped after its second token

@@ -29,7 +29,7 @@ def test_beta_probability_by_hand(a: int, b: int, p: float) -> None:
 
 
 def test_beta_rule() -> None:
-    beta = AdaptiveOptions("beta", 0.95)
+    beta = AdaptiveOptions(method="beta", threshold=0.95)
     assert not settled(nums(7, 7, 7), beta)
     assert settled(nums(7, 7, 7, 7), beta)
     assert not settled(nums(7, 7, 7, 7, 7, 8), beta)
@@ -39,7 +39,7 @@ def test_beta_rule() -> None:
 
 
 def test_window_rule_reads_the_last_answers_in_order() -> None:
-    window = AdaptiveOptions("window", window=4)
+    window = AdaptiveOptions(method="window", window=4)
     assert not settled(nums(7, 7, 7), window)
     assert settled(nums(3, 7, 7, 7, 7), window)
     assert not settled(nums(7, 7, 7, 7, 3), window)

@@ -4,6 +4,7 @@ layer reaching up, or sideways where the doc says it must not) fails here by nam
 from __future__ import annotations
 
 import ast
+import json
 from pathlib import Path
 
 SERVER = Path(__file__).resolve().parents[2] / "server" / "ponder"
@@ -143,34 +144,154 @@ def test_the_ground_floor_imports_nothing_of_ponder() -> None:
             assert not (isinstance(node, ast.ImportFrom) and node.level), name
 
 
-def test_the_docs_worked_strategy_example_runs(tmp_path: Path) -> None:
-    """docs/architecture.md's "shortest answer" module, loaded as a strategies module, is a
-    valid strategy object that decides on samples."""
-    import importlib.util
+ADD_SHORTEST = r"""
+import json
+from pydantic import ValidationError
+from ponder.answers import AnswerSpec
+from ponder.api.errors import ApiError
+from ponder.api.plan import check_request, parse_model
+from ponder.api.schemas import ChatCompletionRequest
+from ponder.config import Settings
+from ponder.eval.records import Candidate, ProblemRecord
+from ponder.eval.runner import evaluate
+from ponder.strategies import REGISTRY, SelectOptions
+from ponder.strategies.shortest import ShortestOptions
+from ponder.types import Sample
+import numpy as np
+
+def request(ponder):
+    return ChatCompletionRequest.model_validate(
+        {"model": "smollm2", "messages": [{"role": "user", "content": "hi"}], "ponder": ponder}
+    )
+
+out = {}
+out["alias"] = parse_model("smollm2+shortest@4", "smollm2")
+props = ChatCompletionRequest.model_json_schema()["$defs"]["PonderOptions"]["properties"]
+out["schema"] = "shortest" in props
+checked = check_request(request({"strategy": "shortest", "shortest": {"min_tokens": 3}}),
+                        Settings(), "smollm2")
+out["min_tokens"] = checked.options.of(ShortestOptions).min_tokens
+try:
+    request({"strategy": "shortest", "shortest": {"min_tokens": -1}})
+except ValidationError as e:
+    out["bound"] = list(e.errors()[0]["loc"])
+try:
+    check_request(request({"strategy": "majority_vote", "shortest": {"min_tokens": 3}}),
+                  Settings(), "smollm2")
+except ApiError as e:
+    out["refused"] = e.param
+def sample(i, text, n):
+    lp = np.full(n, -1.0, np.float32)
+    zero = np.zeros(n, np.float32)
+    return Sample(i, text, list(range(n)), "stop", lp, lp.copy(), lp.copy(), zero)
+samples = [sample(0, "It is 12.", 2), sample(1, "The answer is 13.", 5), sample(2, "So 14.", 9)]
+d = REGISTRY["shortest"].decide(samples, checked.options)
+out["decided"] = [d.chosen, d.answer]
+cands = [Candidate(s.text, s.n_tokens) for s in samples]
+record = ProblemRecord("p", "13", "number", {"sampling": cands})
+out["eval"] = sorted(evaluate(record, ["shortest"], [1, 3], count=2, seed=0)["shortest"])
+print(json.dumps(out))
+"""
+
+
+def test_the_docs_worked_strategy_example_is_one_module_and_one_registry_line(
+    tmp_path: Path,
+) -> None:
+    """docs/architecture.md's "shortest answer" module, added to a copy of the package as the
+    doc says (the module + the registry line, nothing else), is requested by alias, has its
+    options block in the request schema with the model's bounds, is refused with another
+    strategy, decides with its option, and is evaluated by `ponder eval`'s runner."""
     import re
-
-    from ponder.answers import AnswerSpec
-    from ponder.strategies import SelectOptions
-
-    from .factories import make_sample
+    import shutil
+    import subprocess
+    import sys
 
     doc = (SERVER.parents[1] / "docs" / "architecture.md").read_text(encoding="utf-8")
-    code = re.findall(r"```python\n(.*?)```", doc, re.S)[0]
-    path = tmp_path / "shortest.py"
-    path.write_text(code, encoding="utf-8")
-    spec = importlib.util.spec_from_file_location("ponder.strategies.shortest", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    strategy = module.STRATEGY
-    assert strategy.name == "shortest" and strategy.kind == "select" and not strategy.stats
-    samples = [
-        make_sample(0, "The answer is 12.", [-1.0] * 5),
-        make_sample(1, "It is 12.", [-1.0] * 3),
-        make_sample(2, "No idea.", [-1.0] * 2),
-    ]
-    d = strategy.decide(samples, SelectOptions(answer=AnswerSpec("number")))
-    assert d.chosen == 1 and d.answer == "12"
+    module, registry = re.findall(r"```python\n(.*?)```", doc, re.S)[:2]
+    assert "shortest.STRATEGY," in registry
+    copy = tmp_path / "ponder"
+    shutil.copytree(SERVER, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    (copy / "strategies" / "shortest.py").write_text(module, encoding="utf-8")
+    init = copy / "strategies" / "__init__.py"
+    text = init.read_text(encoding="utf-8")
+    text = text.replace("rpc, self_certainty\n", "rpc, self_certainty, shortest\n", 1)
+    last = "    deepconf.STRATEGY,\n"
+    text = text.replace(last + ")", last + "    shortest.STRATEGY,\n)", 1)
+    init.write_text(text, encoding="utf-8")
+    run = subprocess.run(
+        [sys.executable, "-c", ADD_SHORTEST],
+        env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    assert out["alias"] == ["shortest", 4] and out["schema"] and out["min_tokens"] == 3
+    assert out["bound"] == ["ponder", "shortest", "min_tokens"]
+    assert out["refused"] == "ponder.shortest"
+    assert out["decided"] == [1, "13"]  # 2 tokens < min_tokens 3: the next shortest
+    assert out["eval"] == [1, 3]
+
+
+def strategy_name_comparisons(tree: ast.AST, names: set[str]) -> list[int]:
+    """Lines comparing something with a strategy's name: a string literal that names a
+    registered strategy, or a strategy module's `NAME`, in `==`, `!=`, `in` or `not in`
+    (a tuple or set of names included)."""
+
+    aliases = {  # `from .strategies.deepconf import NAME as DEEPCONF`
+        a.asname or a.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom)
+        for a in node.names
+        if a.name == "NAME"
+    }
+
+    def names_a_strategy(node: ast.AST) -> bool:
+        if isinstance(node, ast.Constant) and node.value in names:
+            return True
+        if isinstance(node, ast.Attribute) and node.attr == "NAME":
+            return True
+        if isinstance(node, ast.Name) and node.id in aliases:
+            return True
+        if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+            return any(names_a_strategy(e) for e in node.elts)
+        return False
+
+    lines = []
+    for node in ast.walk(tree):
+        compares = isinstance(node, ast.Compare) and any(
+            isinstance(op, (ast.Eq, ast.NotEq, ast.In, ast.NotIn)) for op in node.ops
+        )
+        if compares and any(names_a_strategy(x) for x in [node.left, *node.comparators]):
+            lines.append(node.lineno)
+    return lines
+
+
+def test_no_strategy_name_is_compared_outside_strategies() -> None:
+    """What a strategy is and needs is asked of its object (kind, stats, options, sampling,
+    variants), never decided by comparing its name: otherwise a new strategy would need edits
+    wherever the name is tested (eval included)."""
+    from ponder.strategies import STRATEGIES
+
+    names = set(STRATEGIES)
+    found = []
+    for path in SERVER.rglob("*.py"):
+        if path.is_relative_to(SERVER / "strategies"):
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        found += [f"{path.relative_to(SERVER)}:{n}" for n in strategy_name_comparisons(tree, names)]
+    assert found == []
+
+
+def test_the_name_check_sees_a_comparison() -> None:
+    names = {"deepconf", "none"}
+    tree = ast.parse(
+        "from .d import NAME as D\nif s == 'deepconf': pass\nif x in ('none', 'y'): pass\n"
+        "if s == d.NAME: pass\nif D in strategies: pass"
+    )
+    assert strategy_name_comparisons(tree, names) == [2, 3, 4, 5]
+    assert strategy_name_comparisons(ast.parse("x = {'deepconf': 1}['deepconf']"), names) == []
 
 
 def module_graph() -> dict[str, set[str]]:

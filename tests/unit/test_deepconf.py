@@ -90,7 +90,7 @@ def test_bar_is_the_one_minus_keep_quantile() -> None:
 
 def opts(**kw: object) -> SelectOptions:
     deepconf = DeepConfOptions(**kw)  # type: ignore[arg-type]
-    return SelectOptions(answer=AnswerSpec("number"), deepconf=deepconf)
+    return SelectOptions(answer=AnswerSpec("number"), own=deepconf)
 
 
 def test_offline_vote_filters_then_weighs_by_confidence() -> None:
@@ -199,7 +199,7 @@ def test_options_of_another_strategy_are_refused_not_ignored() -> None:
         err = to_api_error(e.value)
         assert err.status == 400 and err.param == param, ponder
     ok = {"strategy": "deepconf", "samples": 8, "deepconf": {"mode": "online", "warmup": 2}}
-    assert check_request(request(ok), settings, "smollm2").options.deepconf.warmup == 2
+    assert check_request(request(ok), settings, "smollm2").options.of(DeepConfOptions).warmup == 2
     with pytest.raises(ValueError, match="warmup"):
         request({"strategy": "deepconf", "deepconf": {"warmup": 2}})  # offline has no warm-up
 

@@ -22,7 +22,7 @@ def samples(texts: list[str], mean_lp: list[float]):
 
 
 def opts(prune: bool = True) -> SelectOptions:
-    return SelectOptions(answer=NUM, rpc=RpcOptions(prune=prune))
+    return SelectOptions(answer=NUM, own=RpcOptions(prune=prune))
 
 
 def test_pc_counts_a_duplicated_text_once() -> None:

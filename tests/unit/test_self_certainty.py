@@ -23,7 +23,7 @@ def samples(texts: list[str], sc: list[float]):
 
 def opts(p: float = 0.5, vote: bool = True) -> SelectOptions:
     return SelectOptions(
-        answer=AnswerSpec("choice"), self_certainty=SelfCertaintyOptions(vote=vote, borda_p=p)
+        answer=AnswerSpec("choice"), own=SelfCertaintyOptions(vote=vote, borda_p=p)
     )
 
 

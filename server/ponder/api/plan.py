@@ -13,13 +13,8 @@ from ..config import Settings
 from ..strategies import (
     REGISTRY,
     STRATEGIES,
-    AdaptiveOptions,
-    CntpOptions,
-    DeepConfOptions,
     Job,
-    RpcOptions,
     SelectOptions,
-    SelfCertaintyOptions,
     Strategy,
 )
 from ..types import Engine, SamplingParams
@@ -334,7 +329,7 @@ def check_request(
     ignored = refuse_unsupported(req)
     strategy, alias_samples = _strategy(req, settings, model_name, continues_chat)
     samples, notes = _samples(req, settings, strategy, alias_samples)
-    options = _options(req)
+    options = _options(req, strategy)
     _check_adaptive(options, strategy, samples)
     _check_options(req, options, strategy, samples)
     max_tokens = _max_tokens(req)
@@ -418,8 +413,9 @@ def _samples(
     return samples, notes
 
 
-def _options(req: ChatCompletionRequest | CompletionRequest) -> SelectOptions:
-    """The selection options of the `ponder` object; a regex answer's pattern is compiled
+def _options(req: ChatCompletionRequest | CompletionRequest, strategy: Strategy) -> SelectOptions:
+    """The `ponder` object's options for this strategy (its own block is already an
+    instance of its options model, validated with the request); a regex answer's pattern is compiled
     here (in a pattern worker process, never in the server), so a bad one is a 400 before
     anything is generated."""
     ponder = req.ponder
@@ -435,22 +431,9 @@ def _options(req: ChatCompletionRequest | CompletionRequest) -> SelectOptions:
                 code="invalid_value",
             )
         pattern_workers().check(answer.pattern)  # compiled in a worker process, bounded
-    return SelectOptions(
-        answer=answer,
-        self_certainty=SelfCertaintyOptions(
-            vote=ponder.self_certainty.vote, borda_p=ponder.self_certainty.borda_p
-        ),
-        rpc=RpcOptions(prune=ponder.rpc.prune),
-        cntp=CntpOptions(
-            max_trials=ponder.cntp.max_trials,
-            entropy_low=ponder.cntp.entropy_low,
-            entropy_high=ponder.cntp.entropy_high,
-        ),
-        deepconf=DeepConfOptions(**ponder.deepconf.model_dump())
-        if ponder.deepconf
-        else DeepConfOptions(),
-        adaptive=AdaptiveOptions(**ponder.adaptive.model_dump()) if ponder.adaptive else None,
-    )
+    key = strategy.options_key
+    own = getattr(ponder, key, None) if key else None
+    return SelectOptions(answer=answer, own=own, adaptive=ponder.adaptive)
 
 
 def _check_adaptive(options: SelectOptions, strategy: Strategy, samples: int) -> None:

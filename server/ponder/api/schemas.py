@@ -3,11 +3,12 @@ other tools are accepted and ignored; the `ponder` object itself is strict."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, create_model, model_validator
 
 from ..answers.extract import Format
+from ..strategies import OPTIONS, AdaptiveOptions
 
 AnswerFormat = Format
 """answers.extract.FORMAT_RULES' names (checked equal by tests/unit/test_answers.py)."""
@@ -22,71 +23,26 @@ class AnswerOptions(_Strict):
     pattern: str | None = Field(None, max_length=1000)
 
 
-class SelfCertaintyRequest(_Strict):
-    vote: bool = True
-    borda_p: float = Field(0.5, ge=0.0, le=16.0)
-
-
-class RpcRequest(_Strict):
-    prune: bool = True
-
-
-class CntpRequest(_Strict):
-    max_trials: int = Field(10, ge=1, le=64)
-    entropy_low: float = Field(0.01, ge=-1e6, le=1e6)
-    entropy_high: float = Field(1.5, ge=-1e6, le=1e6)
-
-    @model_validator(mode="after")
-    def _ordered(self) -> CntpRequest:
-        if self.entropy_high <= self.entropy_low:
-            raise ValueError("entropy_high must be greater than entropy_low")
-        return self
-
-
-class DeepConfRequest(_Strict):
-    """`ponder.deepconf`: confidence-filtered, confidence-weighted voting (strategy deepconf)."""
-
-    mode: Literal["offline", "online"] = "offline"
-    top_k: int = Field(20, ge=1, le=20, description="logprobs per token in its confidence")
-    window: int = Field(2048, ge=1, le=131072, description="tokens per sliding window")
-    keep: float = Field(0.9, gt=0.0, le=1.0, description="eta: the share of traces kept")
-    warmup: int = Field(16, ge=1, le=1024, description="online: traces that set the bar")
-
-    @model_validator(mode="after")
-    def _own_parameters(self) -> DeepConfRequest:
-        if self.mode == "offline" and "warmup" in self.model_fields_set:
-            raise ValueError("`warmup` applies to mode 'online' only")
-        return self
-
-
-class AdaptiveRequest(_Strict):
-    """`ponder.adaptive`: stop sampling once the answer is settled (`samples` is the ceiling)."""
-
-    method: Literal["beta", "window"] = "beta"
-    threshold: float = Field(0.95, gt=0.5, lt=1.0, description="beta: P(leader wins) to stop")
-    window: int = Field(4, ge=2, le=64, description="window: the last w answers agree")
-    wave: int = Field(4, ge=1, le=64, description="samples drawn per wave")
-
-    @model_validator(mode="after")
-    def _own_parameters(self) -> AdaptiveRequest:
-        other = {"beta": "window", "window": "threshold"}[self.method]
-        if other in self.model_fields_set:
-            raise ValueError(f"`{other}` does not apply to method '{self.method}'")
-        return self
-
-
-class PonderOptions(_Strict):
-    """The request's `ponder` object."""
+class _PonderBase(_Strict):
+    """The request's `ponder` object: the fields every strategy shares."""
 
     strategy: str | None = None
     samples: int | None = Field(None, ge=1)
     answer: AnswerOptions = Field(default_factory=AnswerOptions)
     include_candidates: bool = False
-    self_certainty: SelfCertaintyRequest = Field(default_factory=SelfCertaintyRequest)
-    rpc: RpcRequest = Field(default_factory=RpcRequest)
-    cntp: CntpRequest = Field(default_factory=CntpRequest)
-    deepconf: DeepConfRequest | None = None
-    adaptive: AdaptiveRequest | None = None
+    adaptive: AdaptiveOptions | None = None
+
+
+if TYPE_CHECKING:
+    PonderOptions = _PonderBase
+else:
+    PonderOptions = create_model(
+        "PonderOptions",
+        __base__=_PonderBase,
+        __doc__="The request's `ponder` object; each strategy's own block "
+        "(`ponder.<key>`) is its options model, collected from the registry.",
+        **{key: (model | None, None) for key, model in OPTIONS.items()},
+    )
 
 
 class StreamOptions(BaseModel):

@@ -12,10 +12,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ..strategies import REGISTRY, DeepConfOptions
-from ..strategies.deepconf import NAME as DEEPCONF
+from ..strategies import REGISTRY, DeepConfOptions, StrategyOptions
 from .datasets import READERS, load, read_replay
-from .draw import CandidateSource, sample_all
+from .draw import CandidateSource, sample_all, voter_for
 from .records import replay_records
 from .report import calibration_plot, write_outputs
 from .runner import SAMPLING, evaluate, pool_of, replay_fields, unsupplied_stats
@@ -90,7 +89,7 @@ def run_eval(args: argparse.Namespace) -> int:
         console.print("[red]--samples needs positive budgets[/red]")
         return 2
     try:
-        args.deepconf_options = _deepconf_options(args.deepconf)
+        args.own = _own_options(args.deepconf)
     except ValueError as exc:
         console.print(f"[red]--deepconf: {exc}[/red]")
         return 2
@@ -112,18 +111,26 @@ def run_eval(args: argparse.Namespace) -> int:
     return _report(args, records, strategies, budgets, console, started)
 
 
+def _own_options(deepconf: str) -> dict[str, StrategyOptions]:
+    """Strategies' own options for the evaluation, by strategy name (`--deepconf`)."""
+    return {"deepconf": _deepconf_options(deepconf)}
+
+
 def _deepconf_options(text: str) -> DeepConfOptions:
-    """WINDOW,WARMUP[,KEEP] into DeepConf options (empty: the defaults)."""
+    """WINDOW,WARMUP[,KEEP] into DeepConf options (empty: the defaults). The rows are offline;
+    the warm-up is for the `deepconf+online` variant (a request refuses a warm-up offline, so
+    the options are checked as online ones and then set offline)."""
     if not text.strip():
         return DeepConfOptions()
     parts = [x.strip() for x in text.split(",")]
     if len(parts) not in (2, 3):
         raise ValueError("give WINDOW,WARMUP or WINDOW,WARMUP,KEEP")
     window, warmup = int(parts[0]), int(parts[1])
-    keep = float(parts[2]) if len(parts) == 3 else DeepConfOptions.keep
+    keep = float(parts[2]) if len(parts) == 3 else DeepConfOptions().keep
     if window < 1 or warmup < 1 or not 0 < keep <= 1:
         raise ValueError("window and warm-up must be positive, keep in (0, 1]")
-    return DeepConfOptions(window=window, warmup=warmup, keep=keep)
+    online = DeepConfOptions(mode="online", window=window, warmup=warmup, keep=keep)
+    return online.model_copy(update={"mode": "offline"})
 
 
 def _replayed(args: argparse.Namespace, strategies: list[str], console: Console) -> list:
@@ -155,8 +162,8 @@ def _sampled(args: argparse.Namespace, strategies: list[str], n: int, console: C
             with Progress(*columns, TimeRemainingColumn(), console=console) as bar:
                 task = bar.add_task("sampling", total=len(problems_in))
                 advance = lambda: bar.advance(task)  # noqa: E731
-                k = args.deepconf_options.top_k if DEEPCONF in strategies else 0
-                return await sample_all(problems_in, sampler, n, pools, advance, k)
+                voter = voter_for(strategies, args.own)
+                return await sample_all(problems_in, sampler, n, pools, advance, voter)
         finally:
             await sampler.close()
 
@@ -178,9 +185,8 @@ def _report(
     started: float,
 ) -> int:
     methods = [m.strip() for m in args.adaptive.split(",") if m.strip()]
-    dc = args.deepconf_options
     trials = {
-        r.id: evaluate(r, strategies, budgets, args.subsets, args.seed, methods, dc)
+        r.id: evaluate(r, strategies, budgets, args.subsets, args.seed, methods, args.own)
         for r in records
     }
     rows = summarize(trials, args.seed, args.subsets)

@@ -4,15 +4,46 @@ running server over HTTP (`CandidateSource`, `sample_all`)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from ..strategies import deepconf
+from ..strategies import REGISTRY, SelectOptions, StrategyOptions
+from ..types import SamplingParams
 from .datasets import Problem
 from .records import Candidate, ProblemRecord
-from .runner import SAMPLING
+from .runner import SAMPLING, pool_of
+
+
+@dataclass(frozen=True)
+class Voter:
+    """How the shared pool of plain samples is drawn: over HTTP as `strategy` with its options
+    `block` (the samples are the same whichever strategy votes on them), with per-token
+    confidence from the top `confidence_k` logprobs when a strategy evaluated reads it."""
+
+    strategy: str = "majority_vote"
+    block: dict[str, Any] = field(default_factory=dict)
+    confidence_k: int = 0
+
+
+def voter_for(strategies: Sequence[str], own: Mapping[str, StrategyOptions]) -> Voter:
+    """The first selection strategy whose engine parameters (`Strategy.sampling`) ask for
+    per-token confidence draws the pool, so its samples carry it; else plain voting."""
+    for name in strategies:
+        strategy = REGISTRY[name]
+        if pool_of(name) != SAMPLING:
+            continue
+        options = SelectOptions(own=own.get(name))
+        k = strategy.sampling(SamplingParams(), options).confidence_top_k
+        if k:
+            given = own.get(name)
+            key = strategy.options_key
+            drawn = given.drawn().model_dump(mode="json", exclude_defaults=True) if given else {}
+            block = {key: drawn} if key and drawn else {}
+            return Voter(name, block, k)
+    return Voter()
 
 
 class CandidateSource:
@@ -46,17 +77,17 @@ class CandidateSource:
             await self._engine.close()
 
     async def draw(
-        self, p: Problem, k: int, n: int, pool: str, confidence_k: int = 0
+        self, p: Problem, k: int, n: int, pool: str, voter: Voter | None = None
     ) -> list[Candidate]:
         """n candidates of problem k for `pool` (see pool_of), through the runner in
-        process or a server over HTTP; with `confidence_k`, each with DeepConf's per-token
-        confidence (top-k logprobs; the samples are the same)."""
+        process or a server over HTTP; the shared pool as `voter` says (per-token confidence
+        included when it asks for it; the samples are the same)."""
         seed = self.seed + 100_003 * k
+        voter = voter or Voter()
         if self._client is not None:
-            return await self._draw_http(p, n, pool, seed, confidence_k)
+            return await self._draw_http(p, n, pool, seed, voter)
         from .. import runner
         from ..strategies import Job
-        from ..types import SamplingParams
 
         eng = self._engine
         ids = (
@@ -69,7 +100,7 @@ class CandidateSource:
             temperature=self.temperature,
             seed=seed,
             stop=p.stop,
-            confidence_top_k=confidence_k if pool == SAMPLING else 0,
+            confidence_top_k=voter.confidence_k if pool == SAMPLING else 0,
         )
         strategy = "none" if pool == SAMPLING else pool
         out = await runner.run(Job(strategy, ids, params, n, choices=n), eng)
@@ -83,11 +114,10 @@ class CandidateSource:
         ]
 
     async def _draw_http(
-        self, p: Problem, n: int, pool: str, seed: int, confidence_k: int
+        self, p: Problem, n: int, pool: str, seed: int, voter: Voter
     ) -> list[Candidate]:
         call = self._client.chat if p.kind == "chat" else self._client.complete
-        voter = deepconf.NAME if confidence_k else "majority_vote"  # same samples, + confidence
-        strategy = voter if pool == SAMPLING else pool
+        strategy = voter.strategy if pool == SAMPLING else pool
         r = await call(
             p.prompt,
             strategy=strategy,
@@ -98,7 +128,7 @@ class CandidateSource:
             temperature=self.temperature,
             stop=list(p.stop) or None,
             answer={"format": p.format},
-            **({"deepconf": {"top_k": confidence_k}} if strategy == deepconf.NAME else {}),
+            **(voter.block if pool == SAMPLING else {}),
         )
         cands = r.candidates or []
         per_token_extra = (r.usage.completion_tokens - sum(c.tokens for c in cands)) / max(
@@ -127,7 +157,7 @@ async def sample_all(
     n: int,
     pools: Sequence[str],
     progress: Any = None,
-    confidence_k: int = 0,
+    voter: Voter | None = None,
 ) -> list[ProblemRecord]:
     """Draw every problem's candidates for each pool (`pool_of` the strategies evaluated);
     Ctrl-C stops and keeps the problems finished so far."""
@@ -136,7 +166,7 @@ async def sample_all(
         for k, p in enumerate(problems):
             rec = ProblemRecord(p.id, p.gold, p.format)
             for pool in pools:
-                rec.candidates[pool] = await sampler.draw(p, k, n, pool, confidence_k)
+                rec.candidates[pool] = await sampler.draw(p, k, n, pool, voter)
             records.append(rec)
             if progress is not None:
                 progress()

@@ -10,12 +10,12 @@ separately and CNTP@n is CNTP + majority vote over subsets of them.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from ..answers import Answer, AnswerSpec, as_answer, equivalent
-from ..strategies import REGISTRY, AdaptiveOptions, DeepConfOptions, SelectOptions, deepconf
+from ..strategies import REGISTRY, AdaptiveOptions, SelectOptions, StrategyOptions, Variant
 from ..strategies.adaptive import settled
 from ..strategies.base import extract_all
 from ..types import Sample
@@ -82,7 +82,7 @@ def adaptive_trial(
 ) -> Trial:
     """The adaptive rule replayed on stored samples in their stored order: waves of 4 until
     `settled` or the pool's end, then the strategy on the samples used."""
-    rule = AdaptiveOptions(method)  # type: ignore[arg-type]
+    rule = AdaptiveOptions(method=method)
     answers = extract_all(to_samples(pool), options.answer)
     used = len(pool)
     for k in range(rule.wave, len(pool) + rule.wave, rule.wave):
@@ -93,14 +93,14 @@ def adaptive_trial(
     return dataclasses.replace(trial, samples=used)
 
 
-def online_trial(
-    strategy: str, pool: Sequence[Candidate], options: SelectOptions, gold: Answer | None
+def variant_trial(
+    strategy: str, variant: Variant, pool: Sequence[Candidate], gold: Answer | None
 ) -> Trial:
-    """DeepConf online replayed on stored traces in their stored order: the first `warmup`
-    set the bar, each later one is cut where the engine would have stopped it, and the
-    tokens counted are those generated up to the cut."""
-    cut = deepconf.simulate_online(to_samples(pool), options.deepconf)
-    trial = judge(strategy, pool, options, gold, cut)
+    """A strategy's variant replayed on stored samples in their stored order (e.g. DeepConf
+    online: the first `warmup` traces set the bar, each later one is cut where the engine
+    would have stopped it); the tokens counted are those generated up to each cut."""
+    cut = variant.replay(to_samples(pool), variant.options)
+    trial = judge(strategy, pool, variant.options, gold, cut)
     spent = sum(
         c.tokens * (s.n_tokens / len(c.confidence)) if c.confidence else c.tokens
         for c, s in zip(pool, cut, strict=True)
@@ -122,14 +122,14 @@ def evaluate(
     count: int,
     seed: int,
     adaptive: Sequence[str] = (),
-    deepconf_options: DeepConfOptions | None = None,
+    own: Mapping[str, StrategyOptions] | None = None,
 ) -> dict[str, dict[int, list[Trial]]]:
-    """Every strategy at every budget on this problem's stored candidates; with `adaptive`
-    methods, also each selection strategy with that stopping rule under the largest budget
-    (rows named `strategy+method`); DeepConf also online under the largest budget, when it
-    exceeds the warm-up (row `deepconf+online`)."""
-    dc = deepconf_options or DeepConfOptions()
-    options = SelectOptions(answer=AnswerSpec(record.format), deepconf=dc)  # type: ignore[arg-type]
+    """Every strategy (with its own options from `own`) at every budget on this problem's
+    stored candidates; with `adaptive` methods, also each selection strategy with that
+    stopping rule under the largest budget (rows named `strategy+method`); and each variant
+    the strategy names for the largest budget (`Strategy.variants`, rows `strategy+variant`,
+    e.g. `deepconf+online`)."""
+    spec = AnswerSpec(record.format)  # type: ignore[arg-type]
     gold = as_answer(record.gold, record.format)
     record.gold_parsed = gold.text if gold is not None else None
     out: dict[str, dict[int, list[Trial]]] = {}
@@ -137,6 +137,7 @@ def evaluate(
         pool = record.candidates.get(pool_of(strategy), [])
         if not pool:
             continue
+        options = SelectOptions(answer=spec, own=(own or {}).get(strategy))
         rng = np.random.default_rng([seed, len(record.id), hash_id(record.id)])
         per: dict[int, list[Trial]] = {}
         for n in budgets:
@@ -148,9 +149,9 @@ def evaluate(
             ]
         out[strategy] = per
         top = budgets[-1] if budgets else 0
-        if strategy == deepconf.NAME and dc.warmup < top <= len(pool):
-            online = dataclasses.replace(options, deepconf=dataclasses.replace(dc, mode="online"))
-            out[f"{strategy}+online"] = {top: [online_trial(strategy, pool[:top], online, gold)]}
+        for variant in REGISTRY[strategy].variants(options, top) if 0 < top <= len(pool) else ():
+            trial = variant_trial(strategy, variant, pool[:top], gold)
+            out[f"{strategy}+{variant.name}"] = {top: [trial]}
         if REGISTRY[strategy].kind == "select" and budgets and budgets[-1] <= len(pool):
             for method in adaptive:
                 top = budgets[-1]

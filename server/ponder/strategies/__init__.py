@@ -1,23 +1,24 @@
 """Strategies: each an object with a small protocol (`strategy.Strategy`), found in one
-registry. Adding one = a module with a `STRATEGY` object + one line in `_ALL` below
-(docs/architecture.md, "Adding a strategy")."""
+registry. Adding one = a module with a `STRATEGY` object (and its options model, if it has
+options) + one line in `_ALL` below (docs/architecture.md, "Adding a strategy")."""
 
 from __future__ import annotations
 
 from . import cntp_decode, deepconf, majority_vote, rpc, self_certainty
 from .base import (
     AdaptiveOptions,
-    CntpOptions,
     Decision,
-    DeepConfOptions,
     Group,
-    RpcOptions,
     SelectOptions,
-    SelfCertaintyOptions,
+    StrategyOptions,
     TallyEntry,
     group_answers,
 )
-from .strategy import Decided, Hooks, Job, Kind, Plain, Selection, Strategy
+from .cntp import CntpOptions
+from .deepconf import DeepConfOptions
+from .rpc import RpcOptions
+from .self_certainty import SelfCertaintyOptions
+from .strategy import Decided, Defaults, Hooks, Job, Kind, Plain, Selection, Strategy, Variant
 
 _ALL: tuple[Strategy, ...] = (
     Plain(),
@@ -33,12 +34,18 @@ REGISTRY: dict[str, Strategy] = {s.name: s for s in _ALL}
 
 STRATEGIES: tuple[str, ...] = tuple(REGISTRY)
 
+OPTIONS: dict[str, type[StrategyOptions]] = {
+    s.options_key: s.options_model for s in _ALL if s.options_key and s.options_model
+}
+"""Each strategy's own options block by its key (`ponder.<key>`): the request schema's fields."""
+
 
 def get_strategy(name: str) -> Strategy | None:
     return REGISTRY.get(name)
 
 
 __all__ = [
+    "OPTIONS",
     "REGISTRY",
     "STRATEGIES",
     "AdaptiveOptions",
@@ -46,6 +53,7 @@ __all__ = [
     "Decided",
     "Decision",
     "DeepConfOptions",
+    "Defaults",
     "Group",
     "Hooks",
     "Job",
@@ -56,7 +64,9 @@ __all__ = [
     "Selection",
     "SelfCertaintyOptions",
     "Strategy",
+    "StrategyOptions",
     "TallyEntry",
+    "Variant",
     "get_strategy",
     "group_answers",
 ]

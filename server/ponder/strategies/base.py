@@ -1,10 +1,12 @@
-"""Plain data shared by the selection strategies: groups, tally entries, the Decision."""
+"""Plain data shared by the selection strategies: options, groups, tally entries, the Decision."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..answers import Answer, AnswerSpec, equivalent, extract_many
 from ..types import Sample
@@ -12,68 +14,56 @@ from ..types import Sample
 Equal = Callable[[Answer, Answer], bool]
 
 
-@dataclass(frozen=True)
-class SelfCertaintyOptions:
-    """`vote`: Borda voting (default) or plain best-of-N; `borda_p`: rank exponent p."""
+class StrategyOptions(BaseModel):
+    """A strategy's own options: the `ponder.<options_key>` block of a request, one pydantic
+    model per strategy, declared in the strategy's module (its `options_model`). The request
+    schema collects these models from the registry, so a strategy's options, their bounds and
+    their checks live in one place (docs/architecture.md, "Adding a strategy")."""
 
-    vote: bool = True
-    borda_p: float = 0.5
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-
-@dataclass(frozen=True)
-class RpcOptions:
-    """`prune`: Reasoning Pruning with the Weibull mixture; false = plain Perplexity Consistency."""
-
-    prune: bool = True
-
-
-@dataclass(frozen=True)
-class CntpOptions:
-    """CNTP: M = max_trials, H_low = entropy_low, H_high = entropy_high (authors' defaults)."""
-
-    max_trials: int = 10
-    entropy_low: float = 0.01
-    entropy_high: float = 1.5
+    def drawn(self) -> StrategyOptions:
+        """The part of these options that shapes how samples are drawn (sent when a run only
+        draws samples for `ponder eval`; the rest is replayed on them)."""
+        return self
 
 
-@dataclass(frozen=True)
-class DeepConfOptions:
-    """DeepConf (docs/strategies.md section 6): token confidence from the top `top_k` raw
-    logprobs, trace confidence = the lowest mean over sliding `window`-token windows. `keep`
-    is eta, the share of traces kept: offline, traces at or above the (1 - keep) quantile of
-    all traces' confidences vote; online, `warmup` traces set that quantile as the bar and
-    every later trace is stopped by the engine once a window's mean falls below it."""
-
-    mode: Literal["offline", "online"] = "offline"
-    top_k: int = 20
-    window: int = 2048
-    keep: float = 0.9
-    warmup: int = 16
+OptionsT = TypeVar("OptionsT", bound=StrategyOptions)
 
 
-@dataclass(frozen=True)
-class AdaptiveOptions:
-    """Adaptive stopping (docs/strategies.md section 2): draw in waves of `wave` samples and
-    stop once the answer is settled. `beta`: 1 - I_0.5(a+1, b+1) >= threshold (a, b the top
-    two vote counts; Adaptive-Consistency); `window`: the last `window` answers agree (ESC)."""
+class AdaptiveOptions(StrategyOptions):
+    """Adaptive stopping (docs/strategies.md section 2), `ponder.adaptive`: draw in waves of
+    `wave` samples and stop once the answer is settled (`samples` is the ceiling). `beta`:
+    1 - I_0.5(a+1, b+1) >= threshold (a, b the top two vote counts; Adaptive-Consistency);
+    `window`: the last `window` answers agree (ESC). Shared by every voting strategy."""
 
     method: Literal["beta", "window"] = "beta"
-    threshold: float = 0.95
-    window: int = 4
-    wave: int = 4
+    threshold: float = Field(0.95, gt=0.5, lt=1.0, description="beta: P(leader wins) to stop")
+    window: int = Field(4, ge=2, le=64, description="window: the last w answers agree")
+    wave: int = Field(4, ge=1, le=64, description="samples drawn per wave")
+
+    @model_validator(mode="after")
+    def _own_parameters(self) -> AdaptiveOptions:
+        other = {"beta": "window", "window": "threshold"}[self.method]
+        if other in self.model_fields_set:
+            raise ValueError(f"`{other}` does not apply to method '{self.method}'")
+        return self
 
 
 @dataclass(frozen=True)
 class SelectOptions:
-    """Options of the strategies (each reads its own part)."""
+    """What a strategy's `check`, `decide` and `run` read: the answer format, adaptive
+    stopping, and the strategy's own options (`own`, an instance of its `options_model`)."""
 
     answer: AnswerSpec = field(default_factory=AnswerSpec)
-    self_certainty: SelfCertaintyOptions = field(default_factory=SelfCertaintyOptions)
-    rpc: RpcOptions = field(default_factory=RpcOptions)
-    cntp: CntpOptions = field(default_factory=CntpOptions)
-    deepconf: DeepConfOptions = field(default_factory=DeepConfOptions)
+    own: StrategyOptions | None = None
+    """None: the strategy's defaults."""
     adaptive: AdaptiveOptions | None = None
     """None: draw every sample (a fixed budget)."""
+
+    def of(self, model: type[OptionsT]) -> OptionsT:
+        """The strategy's own options as `model` (its defaults when none were given)."""
+        return self.own if isinstance(self.own, model) else model()
 
 
 @dataclass

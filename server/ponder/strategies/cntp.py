@@ -10,13 +10,29 @@ from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
+from pydantic import Field, model_validator
 
 from ..answers import AnswerSpec, extract
 from ..types import Sample
 from . import majority_vote
-from .base import CntpOptions, Decision, SelectOptions, TallyEntry
+from .base import Decision, SelectOptions, StrategyOptions, TallyEntry
 
 NAME = "cntp"
+
+
+class CntpOptions(StrategyOptions):
+    """`ponder.cntp`: M = max_trials, H_low = entropy_low, H_high = entropy_high (the
+    authors' defaults)."""
+
+    max_trials: int = Field(10, ge=1, le=64)
+    entropy_low: float = Field(0.01, ge=-1e6, le=1e6)
+    entropy_high: float = Field(1.5, ge=-1e6, le=1e6)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> CntpOptions:
+        if self.entropy_high <= self.entropy_low:
+            raise ValueError("entropy_high must be greater than entropy_low")
+        return self
 
 
 def trial_count(entropy: float, opts: CntpOptions) -> int:

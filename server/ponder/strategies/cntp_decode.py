@@ -20,9 +20,10 @@ import numpy as np
 from ..stops import holdback, stop_index
 from ..types import Engine, Generation, Sample, Sampler, SamplingParams
 from . import cntp
-from .base import CntpOptions, Decision, SelectOptions
-from .cntp import NAME, branch_threshold, perplexity, pick_trial, trial_count
+from .base import Decision, SelectOptions, StrategyOptions
+from .cntp import NAME, CntpOptions, branch_threshold, perplexity, pick_trial, trial_count
 from .job import Decided, Hooks, Job, Kind
+from .strategy import Defaults
 
 SEED_STRIDE = 1 << 32
 CALL_STRIDE = 1 << 10
@@ -315,17 +316,15 @@ async def _lockstep(
 
 
 @dataclass(frozen=True)
-class Cntp:
+class Cntp(Defaults):
     """The CNTP strategy: N decodes (`cntp_run`), combined by `cntp.decide`."""
 
     name: str = NAME
     kind: Kind = "decode"
     stats: frozenset[str] = frozenset({"logprob", "logprob_processed", "entropy_processed"})
     default_samples: int | None = 1
-    options_key: str | None = "cntp"
-
-    def check(self, options: SelectOptions, samples: int) -> None:
-        return None
+    options_key: str | None = NAME
+    options_model: type[StrategyOptions] | None = CntpOptions
 
     def decide(self, samples: Sequence[Sample], options: SelectOptions) -> Decision | None:
         return cntp.decide(samples, options)
@@ -343,7 +342,7 @@ class Cntp:
             engine,
             job.prompt_ids,
             job.params,
-            opts.cntp,
+            opts.of(CntpOptions),
             job.samples,
             hooks.on_progress,
             hooks.on_text,

@@ -24,26 +24,52 @@ import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
+from pydantic import Field, model_validator
 
 from ..errors import InvalidRequest, UnsupportedRequest
-from ..types import Engine, Generation, Sample, confidence_stop
+from ..types import Engine, Generation, Sample, SamplingParams, confidence_stop
 from .base import (
     Decision,
-    DeepConfOptions,
     SelectOptions,
+    StrategyOptions,
     TallyEntry,
     best_member,
     extract_all,
     group_answers,
 )
-from .job import Decided, Hooks, Job, Kind
-from .strategy import alone
+from .job import Decided, Hooks, Job, Kind, Variant
+from .strategy import Defaults, alone
 
 NAME = "deepconf"
 STOPPED = "confidence"
 """finish_reason of a trace the engine stopped under the bar."""
+
+
+class DeepConfOptions(StrategyOptions):
+    """`ponder.deepconf`: token confidence from the top `top_k` raw logprobs, trace confidence
+    = the lowest mean over sliding `window`-token windows. `keep` is eta, the share of traces
+    kept: offline, traces at or above the (1 - keep) quantile of all traces' confidences vote;
+    online, `warmup` traces set that quantile as the bar and every later trace is stopped by
+    the engine once a window's mean falls below it."""
+
+    mode: Literal["offline", "online"] = "offline"
+    top_k: int = Field(20, ge=1, le=20, description="logprobs per token in its confidence")
+    window: int = Field(2048, ge=1, le=131072, description="tokens per sliding window")
+    keep: float = Field(0.9, gt=0.0, le=1.0, description="eta: the share of traces kept")
+    warmup: int = Field(16, ge=1, le=1024, description="online: traces that set the bar")
+
+    @model_validator(mode="after")
+    def _own_parameters(self) -> DeepConfOptions:
+        if self.mode == "offline" and "warmup" in self.model_fields_set:
+            raise ValueError("`warmup` applies to mode 'online' only")
+        return self
+
+    def drawn(self) -> DeepConfOptions:
+        """Only `top_k` shapes the samples drawn (offline); the rest is replayed on them."""
+        return DeepConfOptions(top_k=self.top_k)
 
 
 def trace_confidence(confidence: Sequence[float] | np.ndarray, window: int) -> float:
@@ -95,7 +121,7 @@ def select(samples: Sequence[Sample], options: SelectOptions) -> Decision:
     filter that keeps one trace does not report 1.0 by construction."""
     if not samples:
         raise ValueError("deepconf needs at least one sample")
-    opts = options.deepconf
+    opts = options.of(DeepConfOptions)
     confs = [trace_confidence(s.confidence, opts.window) for s in samples]
     stopped = [s.finish_reason == STOPPED for s in samples]
     if opts.mode == "online":
@@ -156,7 +182,7 @@ def select(samples: Sequence[Sample], options: SelectOptions) -> Decision:
 
 
 @dataclass(frozen=True)
-class DeepConf:
+class DeepConf(Defaults):
     """The DeepConf strategy object: engine-side token confidence, then `select`."""
 
     name: str = NAME
@@ -164,9 +190,10 @@ class DeepConf:
     stats: frozenset[str] = frozenset({"confidence"})
     default_samples: int | None = None
     options_key: str | None = NAME
+    options_model: type[StrategyOptions] | None = DeepConfOptions
 
     def check(self, options: SelectOptions, samples: int) -> None:
-        opts = options.deepconf
+        opts = options.of(DeepConfOptions)
         if opts.mode != "online" or samples == 1:  # 1: temperature 0, one greedy trace
             return
         if samples <= opts.warmup:
@@ -183,14 +210,25 @@ class DeepConf:
                 "ponder.adaptive",
             )
 
+    def sampling(self, params: SamplingParams, options: SelectOptions) -> SamplingParams:
+        return dataclasses.replace(params, confidence_top_k=options.of(DeepConfOptions).top_k)
+
+    def variants(self, options: SelectOptions, samples: int) -> tuple[Variant, ...]:
+        """Online mode, replayed on traces drawn offline (`simulate_online`), when the samples
+        exceed the warm-up."""
+        opts = options.of(DeepConfOptions)
+        if opts.mode == "online" or samples <= opts.warmup:
+            return ()
+        online = dataclasses.replace(options, own=opts.model_copy(update={"mode": "online"}))
+        replay = lambda s, o: simulate_online(s, o.of(DeepConfOptions))  # noqa: E731
+        return (Variant("online", online, replay),)
+
     def decide(self, samples: Sequence[Sample], options: SelectOptions) -> Decision | None:
         return alone(select(samples, options), samples)
 
     async def run(self, job: Job, engine: Engine, hooks: Hooks) -> Decided:
-        opts = job.options.deepconf
-        job = dataclasses.replace(
-            job, params=dataclasses.replace(job.params, confidence_top_k=opts.top_k)
-        )
+        opts = job.options.of(DeepConfOptions)
+        job = dataclasses.replace(job, params=self.sampling(job.params, job.options))
         stopped = None
         if opts.mode == "online" and job.samples > opts.warmup:
             gen = await _online(job, engine, hooks)
@@ -209,7 +247,7 @@ async def _online(job: Job, engine: Engine, hooks: Hooks) -> Generation:
     """Warm-up traces, their bar, then the other traces under the engine's stop rule (on one
     engine session: llama.cpp reuses the prompt's cache). Trace i is seeded seed + i either
     way, so the warm-up traces are the offline run's first ones."""
-    opts = job.options.deepconf
+    opts = job.options.of(DeepConfOptions)
     params = job.params
     started = time.perf_counter()
     async with engine.session() as session:

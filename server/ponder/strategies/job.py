@@ -4,11 +4,11 @@ strategy module, and adaptive stopping, import it without importing one another.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ..types import Generation, SamplingParams
+from ..types import Generation, Sample, SamplingParams
 from .base import Decision, SelectOptions
 
 Kind = Literal["plain", "select", "decode"]
@@ -32,6 +32,17 @@ class Job:
     """Per-token logprobs of the returned texts (top-k), None when not asked."""
     details: bool = False
     """Keep per-step details in the decision's notes (CNTP's steps, with include_candidates)."""
+
+
+@dataclass(frozen=True)
+class Variant:
+    """Another way to run a strategy on the same samples, for `ponder eval`'s rows
+    (`<strategy>+<name>`): its options, and how stored samples become what the engine would
+    have returned under it (e.g. DeepConf online: traces cut where the engine stops them)."""
+
+    name: str
+    options: SelectOptions
+    replay: Callable[[Sequence[Sample], SelectOptions], list[Sample]]
 
 
 @dataclass

@@ -15,6 +15,7 @@ from .base import (
     Equal,
     Group,
     SelectOptions,
+    StrategyOptions,
     extract_all,
     first_best,
     group_answers,
@@ -24,6 +25,13 @@ from .strategy import Selection
 
 NAME = "rpc"
 MIN_SAMPLES_TO_PRUNE = 4
+
+
+class RpcOptions(StrategyOptions):
+    """`ponder.rpc`: `prune`: Reasoning Pruning with the Weibull mixture; false = plain
+    Perplexity Consistency."""
+
+    prune: bool = True
 
 
 def path_probability(sample: Sample) -> float:
@@ -92,7 +100,7 @@ def select(
         raise ValueError("RPC needs at least one sample")
     answers = extract_all(samples, options.answer)
     p = [path_probability(s) for s in samples]
-    if options.rpc.prune:
+    if options.of(RpcOptions).prune:
         pruned, notes = prune(p)
     else:
         pruned, notes = [False] * len(samples), {"pruning": "off"}
@@ -125,4 +133,4 @@ def select(
     )
 
 
-STRATEGY = Selection(NAME, select, options_key="rpc", stats=frozenset({"logprob"}))
+STRATEGY = Selection(NAME, select, options_model=RpcOptions, stats=frozenset({"logprob"}))

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from pydantic import Field
+
 from ..answers import equivalent
 from ..types import Sample
 from .base import (
     Decision,
     Equal,
     SelectOptions,
+    StrategyOptions,
     extract_all,
     first_best,
     group_answers,
@@ -24,6 +27,14 @@ from .base import (
 from .strategy import Selection
 
 NAME = "self_certainty"
+
+
+class SelfCertaintyOptions(StrategyOptions):
+    """`ponder.self_certainty`: `vote`: Borda voting (default) or plain best-of-N; `borda_p`:
+    the rank exponent p."""
+
+    vote: bool = True
+    borda_p: float = Field(0.5, ge=0.0, le=16.0)
 
 
 def borda_points(sc: Sequence[float], answered: Sequence[bool], p: float) -> list[float]:
@@ -48,7 +59,7 @@ def select(
     confidence is still its answer's Borda share, so both modes report comparable numbers."""
     if not samples:
         raise ValueError("self-certainty needs at least one sample")
-    opts = options.self_certainty
+    opts = options.of(SelfCertaintyOptions)
     answers = extract_all(samples, options.answer)
     answered = [a is not None for a in answers]
     sc = [s.self_certainty for s in samples]
@@ -88,4 +99,6 @@ def select(
     )
 
 
-STRATEGY = Selection(NAME, select, options_key="self_certainty", stats=frozenset({"kl_uniform"}))
+STRATEGY = Selection(
+    NAME, select, options_model=SelfCertaintyOptions, stats=frozenset({"kl_uniform"})
+)

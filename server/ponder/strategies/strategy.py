@@ -12,12 +12,23 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..types import Engine, Sample
+from ..types import Engine, Sample, SamplingParams
 from . import adaptive
-from .base import Decision, SelectOptions
-from .job import Decided, Hooks, Job, Kind
+from .base import Decision, SelectOptions, StrategyOptions
+from .job import Decided, Hooks, Job, Kind, Variant
 
-__all__ = ["Decided", "Hooks", "Job", "Kind", "Plain", "Selection", "Strategy", "alone"]
+__all__ = [
+    "Decided",
+    "Defaults",
+    "Hooks",
+    "Job",
+    "Kind",
+    "Plain",
+    "Selection",
+    "Strategy",
+    "Variant",
+    "alone",
+]
 
 
 class Strategy(Protocol):
@@ -44,13 +55,38 @@ class Strategy(Protocol):
         """The `ponder.<key>` options block this strategy reads (None: it has none); the
         block given with another strategy is a 400, not ignored."""
 
+    @property
+    def options_model(self) -> type[StrategyOptions] | None:
+        """The pydantic model of that block (bounds and checks included): the request schema
+        collects it from the registry; `SelectOptions.of(model)` reads it back."""
+
     def check(self, options: SelectOptions, samples: int) -> None:
         """Refuse settings it cannot run with, before anything is generated: raise
         `errors.InvalidRequest` or `errors.UnsupportedRequest` naming the field."""
 
+    def sampling(self, params: SamplingParams, options: SelectOptions) -> SamplingParams:
+        """What it asks of the engine beyond the request's parameters (DeepConf: per-token
+        confidence); `ponder eval` draws its candidates with these."""
+
+    def variants(self, options: SelectOptions, samples: int) -> tuple[Variant, ...]:
+        """Other ways to run it that `ponder eval` replays on the same stored samples."""
+
     def decide(self, samples: Sequence[Sample], options: SelectOptions) -> Decision | None: ...
 
     async def run(self, job: Job, engine: Engine, hooks: Hooks) -> Decided: ...
+
+
+class Defaults:
+    """The protocol's optional parts, for a strategy that has nothing to say in them."""
+
+    def check(self, options: SelectOptions, samples: int) -> None:
+        return None
+
+    def sampling(self, params: SamplingParams, options: SelectOptions) -> SamplingParams:
+        return params
+
+    def variants(self, options: SelectOptions, samples: int) -> tuple[Variant, ...]:
+        return ()
 
 
 def alone(decision: Decision, samples: Sequence[Sample]) -> Decision:
@@ -66,7 +102,7 @@ def alone(decision: Decision, samples: Sequence[Sample]) -> Decision:
 
 
 @dataclass(frozen=True)
-class Selection:
+class Selection(Defaults):
     """Best-of-N: N samples in one engine call, then `select` off the event loop."""
 
     name: str
@@ -74,10 +110,11 @@ class Selection:
     stats: frozenset[str] = frozenset()
     kind: Kind = "select"
     default_samples: int | None = None
-    options_key: str | None = None
+    options_model: type[StrategyOptions] | None = None
 
-    def check(self, options: SelectOptions, samples: int) -> None:
-        return None
+    @property
+    def options_key(self) -> str | None:
+        return self.name if self.options_model is not None else None
 
     def decide(self, samples: Sequence[Sample], options: SelectOptions) -> Decision | None:
         return alone(self.select(samples, options), samples)
@@ -94,7 +131,7 @@ class Selection:
 
 
 @dataclass(frozen=True)
-class Plain:
+class Plain(Defaults):
     """`none`: the samples are the choices, nothing is selected."""
 
     name: str = "none"
@@ -102,9 +139,7 @@ class Plain:
     stats: frozenset[str] = frozenset()
     default_samples: int | None = 1
     options_key: str | None = None
-
-    def check(self, options: SelectOptions, samples: int) -> None:
-        return None
+    options_model: type[StrategyOptions] | None = None
 
     def decide(self, samples: Sequence[Sample], options: SelectOptions) -> Decision | None:
         return None
