@@ -19,209 +19,37 @@ import dataclasses
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
-import numpy as np
-
 from ..errors import EngineError, EngineNotReady, RequestTooLarge, UnsupportedRequest
-from ..stops import StopMatcher, stop_index
+from ..stops import StopMatcher
 from ..types import (
     Generation,
     ProgressCallback,
-    PromptLogprobs,
-    Sample,
     SampleCallback,
     Sampler,
     SamplingParams,
     StreamDelta,
 )
 from . import chunked
-from .base import confidence_from_top, punctuation_ids, render_plain_content
-from .vllm_stats import STATS_KEY, approximate, combine, effective_temperature
+from .base import punctuation_ids, render_plain_content
+from .vllm_convert import (
+    CPU_SEED_BUG,
+    TOP_LOGPROBS_APPROX,
+    VllmOptions,
+    Whole,
+    empty_sample,
+    engine_args_kwargs,
+    sampling_kwargs,
+    to_prompt_logprobs,
+    to_sample,
+)
+from .vllm_fanout import FanOut
 
 log = logging.getLogger("ponder.engine")
 
-TOP_LOGPROBS_APPROX = 20
-CPU_SEED_BUG = (
-    "vLLM's CPU build stops its engine when a seeded request's prefill is split into chunks: "
-    "torch CPU generators have no offset to rewind"
-)
-
-
-@dataclasses.dataclass(frozen=True)
-class VllmOptions:
-    """Engine options (Settings: PONDER_VLLM_*)."""
-
-    model: str
-    served_name: str
-    tensor_parallel_size: int = 1
-    gpu_memory_utilization: float = 0.9
-    max_model_len: int | None = None
-    dtype: str = "auto"
-    max_num_seqs: int = 256
-    exact_stats: bool = True
-    max_num_batched_tokens: int | None = None
-    pipeline_parallel_size: int = 1
-    data_parallel_size: int = 1
-    distributed_executor_backend: str | None = None
-    load_format: str = "auto"
-    enforce_eager: bool = False
-    chunked_prefill: bool | None = None
-
-
-def engine_args_kwargs(opts: VllmOptions) -> dict[str, Any]:
-    """Keyword arguments of `vllm.AsyncEngineArgs` for these options."""
-    kwargs: dict[str, Any] = {
-        "model": opts.model,
-        "served_model_name": [opts.served_name],
-        "tensor_parallel_size": opts.tensor_parallel_size,
-        "pipeline_parallel_size": opts.pipeline_parallel_size,
-        "data_parallel_size": opts.data_parallel_size,
-        "load_format": opts.load_format,
-        "enforce_eager": opts.enforce_eager,
-        "gpu_memory_utilization": opts.gpu_memory_utilization,
-        "dtype": opts.dtype,
-        "enable_prefix_caching": True,
-        "max_num_seqs": opts.max_num_seqs,
-        "logprobs_mode": "raw_logprobs",
-        "max_logprobs": TOP_LOGPROBS_APPROX,
-    }
-    if opts.max_model_len:
-        kwargs["max_model_len"] = opts.max_model_len
-    if opts.max_num_batched_tokens:
-        kwargs["max_num_batched_tokens"] = opts.max_num_batched_tokens
-    if opts.chunked_prefill is not None:
-        kwargs["enable_chunked_prefill"] = opts.chunked_prefill
-    if opts.distributed_executor_backend:
-        kwargs["distributed_executor_backend"] = opts.distributed_executor_backend
-    if opts.exact_stats:
-        kwargs["logits_processors"] = ["ponder.engines.vllm_processor:PonderStatsProcessor"]
-        kwargs["worker_extension_cls"] = "ponder.engines.vllm_stats.StatsWorkerExtension"
-    return kwargs
-
-
-def sampling_kwargs(
-    params: SamplingParams,
-    seed: int | None,
-    *,
-    stats_key: str | None,
-    stream: bool = False,
-    punct_ids: frozenset[int] = frozenset(),
-) -> dict[str, Any]:
-    """Keyword arguments of `vllm.SamplingParams` for one sample (n=1). A CNTP trial
-    (`punct_stop`) stops at the punctuation token ids, which vLLM keeps in the output."""
-    kwargs: dict[str, Any] = {
-        "n": 1,
-        "temperature": effective_temperature(params.temperature),
-        "top_p": params.top_p,
-        "top_k": params.top_k if params.top_k > 0 else 0,
-        "min_p": params.min_p,
-        "seed": None if seed is None else seed % 2**63,
-        "max_tokens": params.max_tokens,
-        "stop": list(params.stop) or None,
-        # The sampled token's raw logprob always; top-20 when stats must be approximated.
-        "logprobs": max(
-            params.top_logprobs,
-            params.confidence_top_k,
-            0 if stats_key else TOP_LOGPROBS_APPROX,
-        ),
-        "skip_special_tokens": True,
-        "output_kind": "DELTA" if stream else "FINAL_ONLY",
-    }
-    if params.prompt_logprobs is not None:
-        kwargs["prompt_logprobs"] = params.prompt_logprobs
-    if params.punct_stop:
-        kwargs["stop_token_ids"] = sorted(punct_ids)
-    if stats_key:
-        kwargs["extra_args"] = {STATS_KEY: stats_key}
-    return kwargs
-
-
-def _position_logprobs(position: Any) -> dict[int, float]:
-    return {int(t): float(lp.logprob) for t, lp in position.items()}
-
-
-def to_prompt_logprobs(
-    prompt_ids: list[int], scored: list[Any], k: int, piece: Callable[[int], str]
-) -> PromptLogprobs:
-    """Ponder's PromptLogprobs from vLLM's `RequestOutput.prompt_logprobs` (None for the first
-    token, then a {token id: Logprob} dict holding the prompt token and the top-k)."""
-    if len(scored) != len(prompt_ids):
-        raise EngineError("vLLM returned prompt logprobs for a different number of tokens")
-    logprob: list[float | None] = []
-    top: list[list[tuple[str, float]] | None] = []
-    for tok, position in zip(prompt_ids, scored, strict=True):
-        if position is None:
-            logprob.append(None)
-            top.append(None)
-            continue
-        lps = _position_logprobs(position)
-        logprob.append(min(lps[tok], 0.0))
-        best = sorted(lps.items(), key=lambda kv: -kv[1])[:k]
-        top.append([(piece(t), lp) for t, lp in best])
-    return PromptLogprobs([piece(t) for t in prompt_ids], logprob, top)
-
-
-def to_sample(
-    output: Any,
-    index: int,
-    params: SamplingParams,
-    vocab: int,
-    stats: dict[str, list[float]] | None,
-    piece: Callable[[int], str],
-    punct_ids: frozenset[int] = frozenset(),
-) -> tuple[Sample, bool]:
-    """A Ponder Sample from a vLLM `CompletionOutput`; the flag says whether its stats are
-    exact (the processor's) or approximated from the top-k logprobs."""
-    token_ids = [int(t) for t in output.token_ids]
-    positions = [_position_logprobs(p) for p in (output.logprobs or [])]
-    if len(positions) != len(token_ids):
-        raise EngineError("vLLM returned logprobs for a different number of tokens")
-    raw = np.asarray([positions[i][t] for i, t in enumerate(token_ids)], dtype=np.float32)
-    per = combine(raw, stats, params.temperature) if stats is not None else None
-    exact = per is not None
-    if per is None:
-        per = approximate(positions, token_ids, vocab, params.temperature)
-    finish = output.finish_reason or "stop"
-    if finish == "abort":
-        finish = "cancelled"
-    stop_reason = getattr(output, "stop_reason", None)
-    if params.punct_stop and isinstance(stop_reason, int) and stop_reason in punct_ids:
-        finish = "punct"
-    top = None
-    if params.top_logprobs > 0:
-        top = [
-            sorted(((piece(t), lp) for t, lp in p.items()), key=lambda x: -x[1])[
-                : params.top_logprobs
-            ]
-            for p in positions
-        ]
-    text = output.text
-    if params.stop and (cut := stop_index(text, params.stop)) != -1:
-        text = text[:cut]
-    confidence = np.zeros(0, dtype=np.float32)
-    if params.confidence_top_k > 0:
-        confidence, _ = confidence_from_top(positions, params.confidence_top_k)
-    sample = Sample(
-        index=index,
-        text=text,
-        token_ids=token_ids,
-        finish_reason=finish,
-        logprob=np.minimum(raw, 0.0),
-        kl_uniform=per["kl_uniform"],
-        logprob_processed=per["logprob_processed"],
-        entropy_processed=per["entropy_processed"],
-        top_logprobs=top,
-        tokens_text=[piece(t) for t in token_ids],
-        confidence=confidence,
-    )
-    return sample, exact
-
-
-def _empty(index: int) -> Sample:
-    z = np.zeros(0, dtype=np.float32)
-    return Sample(index, "", [], "cancelled", z, z.copy(), z.copy(), z.copy())
+__all__ = ["VllmEngine", "VllmOptions", "engine_args_kwargs", "sampling_kwargs", "to_sample"]
 
 
 class VllmEngine:
@@ -504,47 +332,22 @@ class VllmEngine:
         base = uuid.uuid4().hex
         ids = [f"ponder-{base}-{i}" for i in range(samples)]
         sps = self._request_params(params, ids)
-        finished = 0
-        done: set[int] = set()
-        enough = False
-        one_at_a_time = asyncio.Lock()
+        judge = None
+        if on_sample is not None:
+            callback = on_sample
 
-        async def run(i: int) -> Any:
-            nonlocal finished, enough
-            try:
-                out = await self._one(prompt_ids, sps[i], ids[i])
-            except EngineError:
-                if enough:  # aborted below, and this vLLM sent no final output for it
-                    return None
-                raise
-            done.add(i)
-            finished += 1
-            if on_progress is not None:
-                on_progress(finished, samples)
-            if on_sample is not None and not enough:
+            def judge(i: int, out: Any) -> bool:
+                sample, _ = to_sample(
+                    out.outputs[0], i, params, self.n_vocab, None, self._piece, self._punct
+                )
+                return callback(sample)
 
-                def judge() -> bool:  # conversion and grading grow with the text
-                    sample, _ = to_sample(
-                        out.outputs[0], i, params, self.n_vocab, None, self._piece, self._punct
-                    )
-                    return on_sample(sample)
-
-                async with one_at_a_time:  # off the event loop, one sample at a time
-                    stop = not enough and await asyncio.to_thread(judge)
-                if stop:  # enough: the samples still running are cut short
-                    enough = True
-                    running = [ids[j] for j in range(samples) if j not in done]
-                    with contextlib.suppress(Exception):
-                        await self._engine.abort(running)
-            return out
-
+        one = lambda i: self._one(prompt_ids, sps[i], ids[i])  # noqa: E731
+        fan = FanOut(ids, one, self._engine.abort, on_progress, judge)
         self._running += 1
-        tasks = [asyncio.ensure_future(run(i)) for i in range(samples)]
         try:
-            finals = await asyncio.gather(*tasks)
+            finals = await fan.run()
         except BaseException as exc:
-            for t in tasks:
-                t.cancel()
             await self._abort(ids)
             if isinstance(exc, asyncio.CancelledError | EngineError):
                 raise
@@ -568,7 +371,7 @@ class VllmEngine:
         for i, final in enumerate(finals):
             if final is None:  # cut short, and vLLM reported nothing of it
                 log.warning("vLLM sent no output for an aborted sample: its tokens are unknown")
-                drawn.append(_empty(i))
+                drawn.append(empty_sample(i))
                 continue
             s, exact = to_sample(
                 final.outputs[0],
@@ -631,21 +434,10 @@ class VllmEngine:
         finally:
             self._running -= 1
         stats = await self._fetch_stats([rid]) if self.exact_stats else {}
-        whole = _Whole(text, token_ids, logprobs, finish, stop_reason)
+        whole = Whole(text, token_ids, logprobs, finish, stop_reason)
         sample, _ = to_sample(
             whole, 0, params, self.n_vocab, stats.get(rid), self._piece, self._punct
         )
         if len(sample.text) > emitted:
             yield StreamDelta(sample.text[emitted:])
         yield StreamDelta("", sample=sample, prompt_tokens=len(prompt_ids))
-
-
-@dataclasses.dataclass
-class _Whole:
-    """A streamed output put back together, shaped like vLLM's CompletionOutput."""
-
-    text: str
-    token_ids: list[int]
-    logprobs: list[Any]
-    finish_reason: str | None
-    stop_reason: Any
