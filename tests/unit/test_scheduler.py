@@ -290,7 +290,7 @@ def test_an_engine_error_fails_the_running_requests_and_resets() -> None:
         b.stop()
     assert isinstance(got, EngineError)
     assert isinstance(again, (Generation, EngineError))
-    assert b.free == sorted(b.free)
+    assert b.kv.free == sorted(b.kv.free)
 
 
 def test_step_cost_fits_a_line_and_bounds_a_shared_step() -> None:

@@ -12,9 +12,10 @@ waiting -> prefilling -> decoding -> finished (`Request.phase`).
   wait their turn, round robin). The context has `spare` sequence ids beyond `max_samples`,
   so a request that took every sample's id while alone still leaves room for the next one:
   a short request never waits for a long one to finish.
-- **Prefix cache** (`_reuse`, `_keep`, `_evict`): a finished sequence stays cached (its ids
-  and cells) until its id or cells are needed; a new request takes over the cached or running
-  sequence sharing the longest prefix with its prompt and prefills only the rest.
+- **Prefix cache** (`kvcache.KvCache`: `place`, `keep`, `evict`): a finished sequence stays
+  cached (its ids and cells) until its id or cells are needed; a new request takes over the
+  cached or running sequence sharing the longest prefix with its prompt and prefills only the
+  rest.
 - **Steps** (`_step`, `_decode`): sample every live sequence that has a logits row, then one
   llama_decode of the pending tokens (at most DECODE_ROWS rows a call) and, when a prompt is
   being prefilled, its next PREFILL_CHUNK tokens in a call of their own.
@@ -34,12 +35,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import dataclasses
 import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Protocol
 
 import numpy as np
 
@@ -48,11 +47,12 @@ from ..types import (
     ENGINE_WAIT,
     Generation,
     Sample,
-    SamplingParams,
 )
+from .context import Counters, Model
+from .kvcache import PREFILL_CHUNK, KvCache
 from .schedule import DECODE_ROWS, FA_QUERY_TILE, StepCost, quotas
-from .sequences import Cached, Request, Seq, common_prefix, confident, seed_of
-from .stats import RowStats, sample_rows, score_rows, token_confidence, top_logprobs
+from .sequences import Cached, Request, Seq, accept, confident, seed_of
+from .stats import sample_rows, score_rows, token_confidence
 
 __all__ = [
     "DECODE_ROWS",
@@ -70,62 +70,9 @@ __all__ = [
 
 log = logging.getLogger("ponder.engine")
 
-PREFILL_CHUNK = FA_QUERY_TILE // 2
-"""Prompt tokens per prefill call: below FA_QUERY_TILE (schedule.py), so a prompt's KV is the
-same wherever its cells are. On this project's 2-core CPU a prefill runs at ~120 tokens/s
-whatever the chunk, so a chunk keeps the steps of the requests decoding beside a long prompt
-short."""
 GRADERS = 2
 """Threads that run `on_sample` (adaptive stopping's grading) for every request."""
 IDLE_WAIT_S = 0.05
-
-
-class Model(Protocol):
-    """What the batcher needs of the model and its context (engines/llamacpp.py implements it
-    over llama.cpp; tests use a fake). Only the batcher's thread calls it."""
-
-    n_vocab: int
-    n_ctx: int
-    n_seq: int
-    """Sequence ids in the context: max_samples + spare."""
-    max_samples: int
-    punct: frozenset[int]
-
-    def decode(self, rows: list[tuple[int, int, int, bool]]) -> np.ndarray:
-        """One llama_decode of (token, position, sequence, wants logits) rows: the logits rows
-        asked for (valid until the next call). Raises EngineError."""
-
-    def seq_rm(self, seq: int, p0: int, p1: int) -> None: ...
-
-    def seq_cp(self, src: int, dst: int, p0: int, p1: int) -> None: ...
-
-    def clear(self) -> None: ...
-
-    def piece(self, token: int) -> bytes: ...
-
-    def text(self, token: int, special: bool = False) -> str: ...
-
-    def is_eog(self, token: int) -> bool: ...
-
-
-@dataclasses.dataclass
-class Counters:
-    """What the batcher has done, for /metrics and tests (read without a lock: ints)."""
-
-    steps: int = 0
-    sequences: int = 0
-    """Sequences summed over steps (occupancy = sequences / steps)."""
-    shared_steps: int = 0
-    """Steps that carried sequences of two or more requests."""
-    deferred: int = 0
-    """Rows a step left for the next one: a request's live samples over its share."""
-    generated: int = 0
-    prefilled: int = 0
-    last_batch: int = 0
-    decode_s: float = 0.0
-    """Seconds inside llama_decode (the model's own work)."""
-    busy_s: float = 0.0
-    """Seconds of whole steps (decode + the host's sampling, stats, detokenizing, stops)."""
 
 
 class Batcher:
@@ -133,8 +80,7 @@ class Batcher:
 
     def __init__(self, model: Model) -> None:
         self.model = model
-        self.free = list(range(model.n_seq))
-        self.cached: collections.OrderedDict[int, Cached] = collections.OrderedDict()
+        self.kv = KvCache(model)
         self.incoming: list[Request] = []
         self.waiting: collections.deque[Request] = collections.deque()
         self.active: list[Request] = []
@@ -234,7 +180,7 @@ class Batcher:
                 for req in self.active:
                     self._fail(req, err)
                 self.active = []
-                self._reset()
+                self.kv.reset()
                 idle = False
 
     def _step(self) -> bool:
@@ -306,7 +252,7 @@ class Batcher:
             self._fail(req, EngineError("cancelled"))
         for req in [r for r in self.active if r.cancel.is_set()]:
             self.active.remove(req)
-            self._keep(req)
+            self.kv.keep_all(req)
             self._fail(req, EngineError("cancelled"))
 
     def _admit(self) -> None:
@@ -316,15 +262,15 @@ class Batcher:
             req = self.waiting[0]
             alone = not self.active
             need = len(req.prompt_ids) + req.params.max_tokens
-            if not self._room(1, need, alone):
+            if not self.kv.room(1, need, self._used(), alone):
                 return
             self.waiting.popleft()
             if alone and req.fresh:
-                self._reset()
+                self.kv.reset()
             try:
                 self._start(req)
             except Exception as exc:
-                self._release(req)
+                self.kv.release(req)
                 self._fail(req, exc if isinstance(exc, EngineError) else EngineError(str(exc)))
                 continue
             self.active.append(req)
@@ -332,39 +278,17 @@ class Batcher:
     def _used(self) -> int:
         return sum(r.budget for r in self.active)
 
-    def _room(self, ids: int, cells: int, alone: bool = False) -> bool:
-        """Whether `ids` sequence ids and `cells` more KV cells can be had now (evicting
-        cached sequences, oldest first); a request alone may exceed the cells (its budget
-        is an upper bound)."""
-        n_ctx = self.model.n_ctx
-        while (
-            len(self.free) < ids or self._used() + cells + self._cached_cells() > n_ctx
-        ) and self.cached:
-            self._evict()
-        if len(self.free) < ids:
-            return False
-        return alone or self._used() + cells <= n_ctx
-
-    def _cached_cells(self) -> int:
-        return sum(len(c.tokens) for c in self.cached.values())
-
-    def _evict(self) -> None:
-        seq, _ = self.cached.popitem(last=False)
-        self.model.seq_rm(seq, -1, -1)
-        self.free.append(seq)
-
     def _start(self, req: Request) -> None:
         """Give the request its base sequence, its prompt's KV reused where another sequence
-        has it (`_reuse`); only the rest is prefilled."""
+        has it (`KvCache.place`); only the rest is prefilled."""
         req.admitted = time.perf_counter()
         if req.on_admitted is not None:
             req.on_admitted(req.admitted - req.submitted)
         base, keep, row = -1, 0, None
         if req.params.prompt_logprobs is None:
-            base, keep, row = self._reuse(req)
+            base, keep, row = self.kv.place(req, self.active)
         if base < 0:
-            base = self.free.pop(0)
-            self.model.seq_rm(base, -1, -1)
+            base = self.kv.take()
         req.base, req.held = base, [base]
         if row is not None:
             req.prompt_row = row
@@ -372,59 +296,6 @@ class Batcher:
         req.todo, req.done = req.prompt_ids[keep:], keep
         if req.params.prompt_logprobs is not None:
             req.scores = []
-
-    def _reuse(self, req: Request) -> tuple[int, int, np.ndarray | None]:
-        """(base sequence, prompt tokens already there, the prompt's last logits row if the
-        whole prompt is there) from the sequence sharing the longest prefix with the prompt:
-        a cached one is taken over, a running request's is copied (cells are shared).
-
-        A session's later calls reuse all they can (their own history). Any other request
-        reuses only what a fresh prefill would have computed identically: a whole prompt
-        with its stored last row, or whole PREFILL_CHUNK chunks (prefills are chunked from
-        position 0), so its samples do not depend on what ran before or beside it."""
-        prompt = req.prompt_ids
-        best: tuple[int, bool, str, int, np.ndarray | None] = (0, False, "", -1, None)
-        for seq, entry in self.cached.items():
-            c = common_prefix(entry.tokens, prompt)
-            exact = c == len(prompt) == len(entry.tokens) and entry.row is not None
-            if req.fresh:  # only what a fresh prefill computes identically
-                if not entry.canonical:
-                    continue
-                exact = exact and len(entry.tokens) == entry.prompt_len
-                c = (
-                    c
-                    if exact
-                    else min(c, entry.prompt_len) - min(c, entry.prompt_len) % PREFILL_CHUNK
-                )
-            row = entry.row if exact else None
-            best = max(best, (c, exact, "cached", seq, row), key=_rank)
-        for other in self.active:
-            if other.prompt_row is None or other.base < 0 or not (other.fresh or not req.fresh):
-                continue
-            c = common_prefix(other.prompt_ids, prompt)
-            exact = c == len(prompt) == len(other.prompt_ids)
-            usable = c if exact else c - c % PREFILL_CHUNK
-            row = other.prompt_row if exact else None
-            best = max(best, (usable, exact, "active", other.base, row), key=_rank)
-        usable, exact, kind, seq, row = best
-        if usable <= 0:
-            return -1, 0, None
-        model = self.model
-        if kind == "cached":
-            self.cached.pop(seq)
-            base = seq
-        else:
-            base = self.free.pop(0)
-            model.seq_rm(base, -1, -1)
-            model.seq_cp(seq, base, -1, -1)
-        if exact:
-            model.seq_rm(base, len(prompt), -1)
-            return base, len(prompt), row
-        keep = min(usable, len(prompt) - 1)
-        if req.fresh:
-            keep -= keep % PREFILL_CHUNK  # the prefill goes on in whole, aligned chunks
-        model.seq_rm(base, keep, -1)
-        return base, keep, None
 
     def _grow(self, req: Request) -> None:
         """Start the request's next samples while it runs fewer than its share and an id and
@@ -437,10 +308,8 @@ class Batcher:
             i = len(req.seqs)
             if i == 0:
                 seq = req.base
-            elif self._room(1, req.params.max_tokens):
-                seq = self.free.pop(0)
-                self.model.seq_rm(seq, -1, -1)
-                self.model.seq_cp(req.base, seq, 0, n)
+            elif self.kv.room(1, req.params.max_tokens, self._used()):
+                seq = self.kv.fork(req.base, n)
                 req.held.append(seq)
             elif not req.live() and self._base_done(req):
                 # No id to be had and nothing of its own running: its base goes on with the
@@ -534,7 +403,7 @@ class Batcher:
             if params.stop_entropy is not None and ent >= params.stop_entropy:
                 s.finish, s.next_entropy = "entropy", ent  # stop before this token
             else:
-                self._accept(s, st, q, params, model.is_eog(int(st.token[q])))
+                accept(model, s, st, q, params, model.is_eog(int(st.token[q])))
                 self.counters.generated += 1
                 if conf is not None:
                     confident(s, float(conf[q]), params)
@@ -578,76 +447,14 @@ class Batcher:
         the base, which holds the prompt for the request's later samples."""
         if s.seq != req.base and s.seq in req.held:
             req.held.remove(s.seq)
-            self._cache(s.seq, req, s)
-
-    def _accept(self, s: Seq, st: RowStats, r: int, params: SamplingParams, eog: bool) -> None:
-        """Append row r's sampled token to sequence s and decide whether s is finished."""
-        model = self.model
-        tok = int(st.token[r])
-        s.tokens.append(tok)
-        s.lp.append(float(st.logprob[r]))
-        s.kl.append(float(st.kl_uniform[r]))
-        s.lpp.append(float(st.logprob_processed[r]))
-        s.ent.append(float(st.entropy_processed[r]))
-        if params.top_logprobs > 0:
-            assert s.row is not None
-            top = top_logprobs(s.row, float(st.lse[r]), params.top_logprobs)
-            s.top.append([(model.text(t), lp) for t, lp in top])
-        if eog:
-            s.pieces.append("")
-            s.end("stop")
-            return
-        s.pieces.append(model.text(tok))
-        added = s.decoder.decode(model.piece(tok))
-        s.text += added
-        if s.stops is not None and (cut := s.stops.feed(added)) != -1:
-            s.text = s.text[:cut]
-            s.finish = "stop"
-            return
-        if params.punct_stop and tok in model.punct:
-            s.end("punct")
-        elif len(s.tokens) >= params.max_tokens:
-            s.end("length")
+            self.kv.keep(s.seq, req, s)
 
     # ------------------------------------------------------------ leaving
-
-    def _cache(self, seq: int, req: Request, s: Seq | None) -> None:
-        """Keep a sequence for prefix reuse rather than freeing it: freed cells in the middle
-        of the cache would be refilled by the running requests' next tokens, out of position
-        order, and their attention would then sum in another order."""
-        n = len(req.prompt_ids)
-        if s is None:  # the base of a request that left during its prefill: whole chunks
-            done = req.done - req.done % PREFILL_CHUNK
-            self.cached[seq] = Cached(req.prompt_ids[:done], None, done, req.fresh)
-        else:
-            self.cached[seq] = Cached(req.prompt_ids + s.decoded(), s.row, n, req.fresh)
-        self.cached.move_to_end(seq)
-
-    def _keep(self, req: Request) -> None:
-        """A leaving request's sequences stay cached (prefix reuse)."""
-        by_seq = {s.seq: s for s in req.seqs}
-        for seq in req.held:
-            s = by_seq.get(seq)
-            if s is None and req.prompt_row is not None:  # a base whose sample never started
-                self.cached[seq] = Cached(
-                    list(req.prompt_ids), req.prompt_row, len(req.prompt_ids), req.fresh
-                )
-                self.cached.move_to_end(seq)
-            else:
-                self._cache(seq, req, s)
-        req.held = []
-
-    def _release(self, req: Request) -> None:
-        """Ids of a request that failed to start: back to the pool, cells removed."""
-        for seq in req.held:
-            self.model.seq_rm(seq, -1, -1)
-            self.free.append(seq)
-        req.held = []
 
     def _finish(self, req: Request) -> None:
         """The request's Generation (or its grading's error); its sequences stay cached."""
         self.active.remove(req)
-        self._keep(req)
+        self.kv.keep_all(req)
         if req.failed is not None:
             self._fail(req, req.failed)
             return
@@ -666,14 +473,3 @@ class Batcher:
     def _fail(self, req: Request, exc: BaseException) -> None:
         if req.resolve is not None:
             req.resolve(exc)
-
-    def _reset(self) -> None:
-        """An empty cache and every id free (the engine idle, or after a failed step)."""
-        self.model.clear()
-        self.cached.clear()
-        self.free = list(range(self.model.n_seq))
-
-
-def _rank(c: tuple[int, bool, str, int, np.ndarray | None]) -> tuple[int, int, int]:
-    """Order of reuse candidates: more tokens, then a whole prompt, then a cached sequence."""
-    return c[0], int(c[1]), int(c[2] == "cached")

@@ -21,6 +21,8 @@ from ..types import (
     SampleCallback,
     SamplingParams,
 )
+from .context import Model
+from .stats import RowStats, top_logprobs
 
 DeltaCallback = Callable[[str], None]
 
@@ -214,3 +216,33 @@ def confident(s: Seq, c: float, params: SamplingParams) -> None:
         s.conf_window -= s.conf[-window - 1]
     if s.finish is None and len(s.conf) >= window and s.conf_window < threshold * window:
         s.end("confidence")
+
+
+def accept(model: Model, s: Seq, st: RowStats, r: int, params: SamplingParams, eog: bool) -> None:
+    """Append row r's sampled token to sequence s (its stats, top logprobs, text) and decide
+    whether s is finished (end of generation, a stop string, punctuation, length)."""
+    tok = int(st.token[r])
+    s.tokens.append(tok)
+    s.lp.append(float(st.logprob[r]))
+    s.kl.append(float(st.kl_uniform[r]))
+    s.lpp.append(float(st.logprob_processed[r]))
+    s.ent.append(float(st.entropy_processed[r]))
+    if params.top_logprobs > 0:
+        assert s.row is not None
+        top = top_logprobs(s.row, float(st.lse[r]), params.top_logprobs)
+        s.top.append([(model.text(t), lp) for t, lp in top])
+    if eog:
+        s.pieces.append("")
+        s.end("stop")
+        return
+    s.pieces.append(model.text(tok))
+    added = s.decoder.decode(model.piece(tok))
+    s.text += added
+    if s.stops is not None and (cut := s.stops.feed(added)) != -1:
+        s.text = s.text[:cut]
+        s.finish = "stop"
+        return
+    if params.punct_stop and tok in model.punct:
+        s.end("punct")
+    elif len(s.tokens) >= params.max_tokens:
+        s.end("length")
