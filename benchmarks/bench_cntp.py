@@ -73,14 +73,19 @@ class TrialTimer:
         self.trial_tokens += sum(s.n_tokens for s in gen.samples)
         return gen
 
+    async def sample_many(
+        self, requests: list[tuple[list[int], SamplingParams, int]]
+    ) -> list[Generation]:
+        return list(await asyncio.gather(*(self.sample(*r) for r in requests)))
+
 
 class OneByOne:
-    """The engine seen without `sample_many`: CNTP + SC decodes then run one after another."""
+    """The engine seen with `lockstep` 1: CNTP + SC decodes then run one after another."""
 
     def __init__(self, engine: LlamaCppEngine) -> None:
         self._engine = engine
         self.detokenize = engine.detokenize
-        self.max_samples = engine.max_samples
+        self.lockstep = 1
 
     @contextlib.asynccontextmanager
     async def session(self):  # type: ignore[no-untyped-def]

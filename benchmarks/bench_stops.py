@@ -24,7 +24,7 @@ import httpx
 from bench_concurrency import free_port
 from bench_fairness import SHORT, ask, start
 
-from ponder.api.plan import MAX_STOP_CHARS
+from ponder.api.checks import MAX_STOP_CHARS
 from ponder.stops import StopMatcher
 
 

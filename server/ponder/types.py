@@ -196,6 +196,17 @@ class Sampler(Protocol):
     ) -> Generation: ...
 
 
+class Session(Sampler, Protocol):
+    """Calls on one engine that extend one another's prefixes (`Engine.session`)."""
+
+    async def sample_many(
+        self, requests: list[tuple[list[int], SamplingParams, int]]
+    ) -> list[Generation]:
+        """Several prompts' samples (prompt, params, samples) in one call: an engine that
+        batches them (`Engine.lockstep` > 1) decodes them in the same steps; another runs
+        them as concurrent calls."""
+
+
 class Engine(Protocol):
     """What every engine offers. All methods that generate are async and never block the loop."""
 
@@ -207,6 +218,12 @@ class Engine(Protocol):
     """Whether it queues requests itself and reports their admission (`ENGINE_WAIT`): a
     request past its deadline that was never admitted then gets 503, not 504."""
     n_vocab: int
+
+    @property
+    def lockstep(self) -> int:
+        """How many samples a session's `sample_many` decodes in the same steps (llama.cpp:
+        its max_samples): CNTP runs its decodes in groups that fill it. 1: batching prompts
+        gains nothing, and CNTP drives each decode alone."""
 
     def render_chat(self, messages: list[dict[str, str]]) -> list[int]:
         """Token ids of the chat prompt, rendered by the model's own chat template."""
@@ -254,7 +271,7 @@ class Engine(Protocol):
     def stream(self, prompt_ids: list[int], params: SamplingParams) -> AsyncIterator[StreamDelta]:
         """One sample, yielded as text deltas as it is produced; the last delta has the sample."""
 
-    def session(self) -> AbstractAsyncContextManager[Sampler]:
+    def session(self) -> AbstractAsyncContextManager[Session]:
         """Exclusive use of the engine for a series of calls that extend one another's prefixes
         (CNTP); the engine may reuse its cache between them."""
 

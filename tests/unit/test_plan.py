@@ -34,7 +34,7 @@ def test_an_unknown_default_strategy_stops_the_app_factory() -> None:
 def test_stop_strings_are_bounded_in_count_and_length_before_any_work() -> None:
     """Issue 23 item 3: a stop string over MAX_STOP_CHARS is a 400 from check_bounds (the
     cheap checks that run before rendering, tokenizing or generating)."""
-    from ponder.api.plan import MAX_STOP, MAX_STOP_CHARS, check_bounds
+    from ponder.api.checks import MAX_STOP, MAX_STOP_CHARS, check_bounds
     from ponder.api.schemas import ChatCompletionRequest
 
     def req(stop: object) -> ChatCompletionRequest:

@@ -16,8 +16,9 @@ from .. import metrics, runner
 from ..config import Settings
 from ..strategies import REGISTRY
 from ..types import Engine
+from .checks import check_bounds, check_unicode
 from .errors import ApiError
-from .plan import Plan, build_plan, check_bounds, check_unicode, parse_model, prompt_token_ids
+from .plan import Plan, build_plan, parse_model, prompt_token_ids
 from .render import response_body
 from .schemas import (
     CHAT_RESPONSES,

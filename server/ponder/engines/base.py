@@ -5,6 +5,7 @@ template's own markers are special tokens. The engine protocol and its data are 
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -13,7 +14,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ..types import PUNCTUATION
+from ..types import PUNCTUATION, Generation, Sampler, SamplingParams
 
 
 def punctuation_ids(encode: Callable[[str], list[int]]) -> frozenset[int]:
@@ -75,3 +76,10 @@ def confidence_from_top(
         full &= len(best) >= k
         out[i] = max(-float(np.mean(best)), 0.0) if best else 0.0
     return out, full
+
+
+async def sample_each(
+    sampler: Sampler, requests: list[tuple[list[int], SamplingParams, int]]
+) -> list[Generation]:
+    """`Session.sample_many` for an engine that does not batch prompts: concurrent calls."""
+    return list(await asyncio.gather(*(sampler.sample(p, params, n) for p, params, n in requests)))

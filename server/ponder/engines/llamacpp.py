@@ -28,8 +28,8 @@ from ..types import (
     Generation,
     ProgressCallback,
     SampleCallback,
-    Sampler,
     SamplingParams,
+    Session,
     StreamDelta,
 )
 from .base import punctuation_ids, render_plain_content
@@ -109,6 +109,11 @@ class LlamaCppEngine:
         self.n_ctx_train = 0
 
     # ---------------------------------------------------------------- lifecycle
+
+    @property
+    def lockstep(self) -> int:
+        """The batcher decodes every admitted request's samples in the same steps."""
+        return self.max_samples
 
     @property
     def ready(self) -> bool:
@@ -366,7 +371,7 @@ class LlamaCppEngine:
         return await batcher.run(req)
 
     @contextlib.asynccontextmanager
-    async def session(self) -> AsyncIterator[Sampler]:
+    async def session(self) -> AsyncIterator[Session]:
         """A series of calls extending one another's prefixes (CNTP's drafts and trials,
         adaptive waves). Nothing is held: each call is an ordinary request, and the batcher's
         prefix cache gives it the previous call's KV, so a growing prefix is not prefilled
@@ -429,10 +434,7 @@ class _Session:
         return await eng._require_ready().run(eng._request(prompt_ids, params, samples, **hooks))
 
     async def sample_many(
-        self,
-        requests: list[tuple[list[int], SamplingParams, int]],
-        blocks: list[int],
-        block_size: int,
+        self, requests: list[tuple[list[int], SamplingParams, int]]
     ) -> list[Generation]:
         """Several prompts' samples at once: the batcher decodes them in the same steps."""
         fresh = self._calls == 0

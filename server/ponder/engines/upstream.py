@@ -35,12 +35,12 @@ from ..types import (
     ProgressCallback,
     Sample,
     SampleCallback,
-    Sampler,
     SamplingParams,
+    Session,
     StreamDelta,
 )
 from . import chunked
-from .base import confidence_from_top
+from .base import confidence_from_top, sample_each
 from .vllm_stats import approximate
 
 log = logging.getLogger("ponder.engine")
@@ -166,6 +166,7 @@ class UpstreamEngine:
     """The Engine protocol over an OpenAI-compatible HTTP server."""
 
     exact_stats = False
+    lockstep = 1
     continues_chat = False
     reports_admission = False
 
@@ -270,8 +271,13 @@ class UpstreamEngine:
     def default_max_tokens(self, prompt_tokens: int, samples: int) -> int:
         return max(1, self.max_context - prompt_tokens)
 
+    async def sample_many(
+        self, requests: list[tuple[list[int], SamplingParams, int]]
+    ) -> list[Generation]:
+        return await sample_each(self, requests)
+
     @contextlib.asynccontextmanager
-    async def session(self) -> AsyncIterator[Sampler]:
+    async def session(self) -> AsyncIterator[Session]:
         yield self
 
     # ------------------------------------------------------------ HTTP

@@ -28,12 +28,12 @@ from ..types import (
     Generation,
     ProgressCallback,
     SampleCallback,
-    Sampler,
     SamplingParams,
+    Session,
     StreamDelta,
 )
 from . import chunked
-from .base import punctuation_ids, render_plain_content
+from .base import punctuation_ids, render_plain_content, sample_each
 from .vllm_convert import (
     CPU_SEED_BUG,
     TOP_LOGPROBS_APPROX,
@@ -60,6 +60,8 @@ class VllmEngine:
         self.model_name = opts.served_name
         self.exact_stats = opts.exact_stats
         self.continues_chat = True
+        self.lockstep = 1
+        """Each sample is its own vLLM request (vLLM batches them itself)."""
         self.reports_admission = False  # vLLM queues internally: deadlines count from arrival
         self.n_vocab = 0
         self.max_model_len = 0
@@ -217,8 +219,13 @@ class VllmEngine:
 
     # ------------------------------------------------------------ generation
 
+    async def sample_many(
+        self, requests: list[tuple[list[int], SamplingParams, int]]
+    ) -> list[Generation]:
+        return await sample_each(self, requests)
+
     @contextlib.asynccontextmanager
-    async def session(self) -> AsyncIterator[Sampler]:
+    async def session(self) -> AsyncIterator[Session]:
         """vLLM's prefix cache already reuses a growing prefix: a session is the engine."""
         yield self
 

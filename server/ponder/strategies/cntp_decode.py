@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..stops import holdback, stop_index
-from ..types import Engine, Generation, Sample, Sampler, SamplingParams
+from ..types import Engine, Generation, Sample, Sampler, SamplingParams, Session
 from . import cntp
 from .base import Decision, SelectOptions, StrategyOptions
 from .cntp import NAME, CntpOptions, branch_threshold, perplexity, pick_trial, trial_count
@@ -262,17 +262,16 @@ async def cntp_run(
     waited = time.perf_counter()
     async with engine.session() as session:
         waited = time.perf_counter() - waited
-        batch = getattr(session, "sample_many", None)
-        group = max(1, getattr(engine, "max_samples", 1) // max(opts.max_trials, 1))
+        group = max(1, engine.lockstep // max(opts.max_trials, 1))
         step = min(group, wave) if wave else group
         for start in range(0, n, step):
             part = decoders[start : start + step]
-            if len(part) == 1 or batch is None:
+            if len(part) == 1:
                 for d in part:
                     await _drive(d, session)
                     finished.one()
             else:
-                await _lockstep(part, batch, opts.max_trials, finished)
+                await _lockstep(part, session, finished)
             done = decoders[: start + len(part)]
             if enough is not None and await enough([d.result.sample for d in done]):
                 decoders = done
@@ -296,19 +295,14 @@ class _Finished:
             self.on_progress(self.done, self.total)
 
 
-async def _lockstep(
-    members: list[CntpDecoder],
-    batch: Callable[..., Awaitable[list[Generation]]],
-    block_size: int,
-    finished: _Finished,
-) -> None:
+async def _lockstep(members: list[CntpDecoder], session: Session, finished: _Finished) -> None:
     """Run a group of decodes together: each round sends every live decode's next draft or
-    trial call as one batch, decode k on its own block of `block_size` sequences."""
+    trial call as one `sample_many` call."""
     while True:
         live = [(slot, d, r) for slot, d in enumerate(members) if (r := d.request()) is not None]
         if not live:
             return
-        gens = await batch([r for _, _, r in live], [slot for slot, _, _ in live], block_size)
+        gens = await session.sample_many([r for _, _, r in live])
         for (_, d, _), g in zip(live, gens, strict=True):
             d.receive(g)
             if d.done:
