@@ -1,4 +1,6 @@
-"""Build OpenAI response bodies, stream chunks and the `ponder` metadata from an Outcome."""
+"""Build OpenAI response bodies, stream chunks and the `ponder` metadata from an Outcome, as
+the pydantic models of api/schemas.py (the same models /openapi.json publishes), dumped with
+only the fields set: one source of truth for every shape a client sees."""
 
 from __future__ import annotations
 
@@ -10,6 +12,24 @@ from typing import Any
 from ..runner import Outcome
 from ..types import Generation, PromptLogprobs, Sample
 from .plan import Plan
+from .schemas import (
+    AssistantMessage,
+    CandidateOut,
+    ChatChoice,
+    ChatChunkChoice,
+    ChatCompletionChunk,
+    ChatCompletionResponse,
+    ChatDelta,
+    CompletionChoice,
+    CompletionChunk,
+    CompletionChunkChoice,
+    CompletionResponse,
+    CompletionTokensDetails,
+    PonderMeta,
+    TallyEntry,
+    Timing,
+    Usage,
+)
 
 
 def new_id(plan: Plan) -> str:
@@ -17,21 +37,19 @@ def new_id(plan: Plan) -> str:
     return f"{prefix}-{uuid.uuid4().hex}"
 
 
-def usage(generation: Generation) -> dict[str, Any]:
+def usage(generation: Generation) -> Usage:
     """Every generated token (of every sample and CNTP trial); the prompt once (it is
     prefilled once per request and shared). No token is a hidden reasoning token (the
     samples' whole text is what they generated), so `reasoning_tokens` is 0."""
     completion = generation.completion_tokens
-    return {
-        "prompt_tokens": generation.prompt_tokens,
-        "completion_tokens": completion,
-        "total_tokens": generation.prompt_tokens + completion,
-        "completion_tokens_details": {
-            "reasoning_tokens": 0,
-            "accepted_prediction_tokens": 0,
-            "rejected_prediction_tokens": 0,
-        },
-    }
+    return Usage(
+        prompt_tokens=generation.prompt_tokens,
+        completion_tokens=completion,
+        total_tokens=generation.prompt_tokens + completion,
+        completion_tokens_details=CompletionTokensDetails(
+            reasoning_tokens=0, accepted_prediction_tokens=0, rejected_prediction_tokens=0
+        ),
+    )
 
 
 def _visible(sample: Sample) -> range:
@@ -102,19 +120,22 @@ def echo_offset(plan: Plan, out: Outcome) -> int:
     return len(plan.echo_text)
 
 
-def _choice(plan: Plan, out: Outcome, k: int, sample: Sample) -> dict[str, Any]:
-    choice: dict[str, Any] = {"index": k, "finish_reason": sample.finish_reason}
+def _choice(plan: Plan, out: Outcome, k: int, sample: Sample) -> ChatChoice | CompletionChoice:
     if plan.kind == "chat":
-        choice["message"] = {"role": "assistant", "content": sample.text}
-        choice["logprobs"] = chat_logprobs(sample) if plan.logprobs is not None else None
-    else:
-        choice["text"] = (plan.echo_text or "") + sample.text
-        choice["logprobs"] = (
-            completion_logprobs(sample, prompt=out.generation.prompt_logprobs)
-            if plan.logprobs is not None
-            else None
+        return ChatChoice(
+            index=k,
+            finish_reason=sample.finish_reason,
+            message=AssistantMessage(role="assistant", content=sample.text),
+            logprobs=chat_logprobs(sample) if plan.logprobs is not None else None,
         )
-    return choice
+    return CompletionChoice(
+        index=k,
+        finish_reason=sample.finish_reason,
+        text=(plan.echo_text or "") + sample.text,
+        logprobs=completion_logprobs(sample, prompt=out.generation.prompt_logprobs)
+        if plan.logprobs is not None
+        else None,
+    )
 
 
 def token_chunks(sample: Sample) -> list[tuple[str, list[int]]]:
@@ -148,70 +169,75 @@ def ponder_object(plan: Plan, out: Outcome) -> dict[str, Any] | None:
     if d is None:
         return None
     samples = out.generation.samples
-    obj: dict[str, Any] = {
-        "strategy": d.strategy,
-        "samples": plan.samples,
-        "generated": len(samples),
-        "answer": d.answer,
-        "confidence": d.confidence,
-        **({"confidence_raw": d.confidence_raw} if d.confidence_raw is not None else {}),
-        "chosen": d.chosen,
-        "tally": [
-            {"answer": t.answer, "votes": t.votes, "score": t.score, "share": t.share}
+    given: dict[str, Any] = {}  # the optional fields, only when they say something
+    if d.confidence_raw is not None:
+        given["confidence_raw"] = d.confidence_raw
+    if out.stopped is not None:
+        given["stopped"] = out.stopped
+    if notes := {**d.notes, **dict(plan.notes)}:
+        given["notes"] = notes
+    if plan.include_candidates:
+        given["candidates"] = [candidate(out, s) for s in samples]
+    meta = PonderMeta(
+        strategy=d.strategy,
+        samples=plan.samples,
+        generated=len(samples),
+        answer=d.answer,
+        confidence=d.confidence,
+        chosen=d.chosen,
+        tally=[
+            TallyEntry(answer=t.answer, votes=t.votes, score=t.score, share=t.share)
             for t in d.tally
         ],
-        "unanswered": d.unanswered,
-        "exact": out.exact,
-    }
-    if out.stopped is not None:
-        obj["stopped"] = out.stopped
-    notes = {**d.notes, **dict(plan.notes)}
-    if notes:
-        obj["notes"] = notes
-    if plan.include_candidates:
-        obj["candidates"] = [candidate(out, s) for s in samples]
-    obj["timing"] = {
-        "queue_s": round(out.generation.queue_s, 6),
-        "generate_s": round(out.generation.generate_s, 6),
-        "select_s": round(out.select_s, 6),
-    }
-    return obj
+        unanswered=d.unanswered,
+        exact=out.exact,
+        timing=Timing(
+            queue_s=round(out.generation.queue_s, 6),
+            generate_s=round(out.generation.generate_s, 6),
+            select_s=round(out.select_s, 6),
+        ),
+        **given,
+    )
+    return meta.model_dump(exclude_unset=True)
 
 
-def candidate(out: Outcome, s: Sample) -> dict[str, Any]:
+def candidate(out: Outcome, s: Sample) -> CandidateOut:
     d = out.decision
     assert d is not None
     ans = d.answers[s.index]
-    entry: dict[str, Any] = {
-        "index": s.index,
-        "answer": ans.text if ans else None,
-        "text": s.text,
-        "tokens": s.n_tokens,
-        "finish_reason": s.finish_reason,
-        "mean_logprob": s.mean_logprob,
-        "self_certainty": s.self_certainty,
-        "pruned": bool(d.pruned[s.index]) if d.pruned else False,
-    }
-    for name, values in d.scores.items():
-        entry[name] = values[s.index]
+    extra: dict[str, Any] = {name: values[s.index] for name, values in d.scores.items()}
     if s.confidence.size:  # DeepConf's per-token confidence, when the strategy asked for it
-        entry["token_confidence"] = [round(float(c), 4) for c in s.confidence]
-    return entry
+        extra["token_confidence"] = [round(float(c), 4) for c in s.confidence]
+    return CandidateOut(
+        index=s.index,
+        answer=ans.text if ans else None,
+        text=s.text,
+        tokens=s.n_tokens,
+        finish_reason=s.finish_reason,
+        mean_logprob=s.mean_logprob,
+        self_certainty=s.self_certainty,
+        pruned=bool(d.pruned[s.index]) if d.pruned else False,
+        **extra,
+    )
 
 
 def response_body(plan: Plan, out: Outcome) -> dict[str, Any]:
     samples = out.generation.samples
-    body: dict[str, Any] = {
+    meta = ponder_object(plan, out)
+    fields: dict[str, Any] = {
         "id": new_id(plan),
-        "object": "chat.completion" if plan.kind == "chat" else "text_completion",
         "created": int(time.time()),
         "model": plan.model,
         "choices": [_choice(plan, out, k, samples[i]) for k, i in enumerate(out.choices)],
         "usage": usage(out.generation),
+        **({"ponder": meta} if meta is not None else {}),
     }
-    if (meta := ponder_object(plan, out)) is not None:
-        body["ponder"] = meta
-    return body
+    body: ChatCompletionResponse | CompletionResponse = (
+        ChatCompletionResponse(object="chat.completion", **fields)
+        if plan.kind == "chat"
+        else CompletionResponse(object="text_completion", **fields)
+    )
+    return body.model_dump(exclude_unset=True)
 
 
 class ChunkWriter:
@@ -222,17 +248,30 @@ class ChunkWriter:
         self.id = new_id(plan)
         self.created = int(time.time())
 
-    def chunk(self, choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
-        obj = "chat.completion.chunk" if self.plan.kind == "chat" else "text_completion"
-        body = {
+    def chunk(
+        self,
+        choices: list[ChatChunkChoice] | list[CompletionChunkChoice],
+        *,
+        usage: Usage | None = None,
+        ponder: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """A chunk's body; `usage` and `ponder` only when given."""
+        fields: dict[str, Any] = {
             "id": self.id,
-            "object": obj,
             "created": self.created,
             "model": self.plan.model,
             "choices": choices,
         }
-        body.update(extra)
-        return body
+        if usage is not None:
+            fields["usage"] = usage
+        if ponder is not None:
+            fields["ponder"] = ponder
+        chunk: ChatCompletionChunk | CompletionChunk = (
+            ChatCompletionChunk(object="chat.completion.chunk", **fields)
+            if self.plan.kind == "chat"
+            else CompletionChunk(object="text_completion", **fields)
+        )
+        return chunk.model_dump(exclude_unset=True)
 
     def delta(
         self,
@@ -242,22 +281,18 @@ class ChunkWriter:
         role: bool = False,
         finish_reason: str | None = None,
         logprobs: dict[str, Any] | None = None,
-    ) -> dict[str, Any]:
+    ) -> Any:
+        """One choice of a chunk (a ChatChunkChoice or CompletionChunkChoice)."""
         if self.plan.kind == "chat":
-            delta: dict[str, Any] = {}
-            if role:
-                delta["role"] = "assistant"
+            said: dict[str, Any] = {"role": "assistant"} if role else {}
             if text is not None:
-                delta["content"] = text
-            return {
-                "index": index,
-                "delta": delta,
-                "logprobs": logprobs,
-                "finish_reason": finish_reason,
-            }
-        return {
-            "index": index,
-            "text": text or "",
-            "logprobs": logprobs,
-            "finish_reason": finish_reason,
-        }
+                said["content"] = text
+            return ChatChunkChoice(
+                index=index,
+                delta=ChatDelta(**said),
+                logprobs=logprobs,
+                finish_reason=finish_reason,
+            )
+        return CompletionChunkChoice(
+            index=index, text=text or "", logprobs=logprobs, finish_reason=finish_reason
+        )

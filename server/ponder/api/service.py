@@ -242,10 +242,7 @@ def _final_chunks(w: ChunkWriter, plan: Plan, out: Outcome) -> list[dict[str, An
     choices, as OpenAI sends it."""
     samples = out.generation.samples
     finals = [w.delta(k, finish_reason=samples[i].finish_reason) for k, i in enumerate(out.choices)]
-    extra: dict[str, Any] = {}
-    if (meta := ponder_object(plan, out)) is not None:
-        extra["ponder"] = meta
-    chunks = [w.chunk(finals, **extra)]
+    chunks = [w.chunk(finals, ponder=ponder_object(plan, out))]
     if plan.include_usage:
         chunks.append(w.chunk([], usage=usage(out.generation)))
     return chunks
