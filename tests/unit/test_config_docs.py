@@ -66,3 +66,18 @@ def test_the_vllm_options_are_the_vllm_settings() -> None:
     group = Settings().group("vllm")
     assert set(fields) - {"model", "served_name"} == set(group)
     assert {k: fields[k] for k in group} == group
+
+
+def test_the_upstream_engine_takes_the_upstream_settings() -> None:
+    """engines/upstream.UpstreamEngine takes the PONDER_UPSTREAM_* settings whole
+    (Settings.group): each is a parameter of the same name, with the same default."""
+    import inspect
+
+    from ponder.engines.upstream import UpstreamEngine
+
+    params = inspect.signature(UpstreamEngine.__init__).parameters
+    group = Settings().group("upstream")
+    assert set(group) <= set(params)
+    assert {k: params[k].default for k in group if k != "url"} == {
+        k: v for k, v in group.items() if k != "url"
+    }

@@ -34,14 +34,10 @@ def create_engine(settings: Settings) -> Engine:
 
         if not settings.upstream_url:
             raise EngineError("PONDER_ENGINE=upstream needs PONDER_UPSTREAM_URL")
+        upstream = settings.group("upstream")  # every PONDER_UPSTREAM_* setting, whole
         return UpstreamEngine(
-            settings.upstream_url,
-            api_key=settings.upstream_api_key,
-            model=settings.upstream_model,
+            **upstream,  # type: ignore[arg-type]
             served_name=settings.upstream_model,
-            timeout_s=settings.upstream_timeout_s,
-            top_logprobs=settings.upstream_top_logprobs,
-            vocab_size=settings.upstream_vocab_size,
             max_context=settings.context_tokens,
         )
     raise EngineError(f"unknown engine {settings.engine!r}")
