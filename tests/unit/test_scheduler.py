@@ -30,10 +30,12 @@ class FakeModel:
         self.cells: dict[int, set[int]] = {}
         self.gate: threading.Event | None = None
         self.hold_rows = 0
-        """With `gate`: the first call of this many rows waits for the gate."""
+        """With `gate`: a call of this many rows waits for the gate (`entered` is set)."""
+        self.entered = threading.Event()
 
     def decode(self, rows: list[tuple[int, int, int, bool]]) -> np.ndarray:
         if self.gate is not None and len(rows) == self.hold_rows:
+            self.entered.set()
             self.gate.wait(10)
         self.calls.append(list(rows))
         for _, pos, seq, _ in rows:
@@ -170,10 +172,11 @@ def test_requests_that_hold_every_id_still_progress() -> None:
     assert all(isinstance(g, Generation) and len(g.samples) == 3 for g in gens)
 
 
-@pytest.mark.parametrize("phase", ["waiting", "prefilling", "decoding"])
-def test_cancelling_in_each_phase(phase: str) -> None:
-    """A cancelled request leaves in any phase, and the request beside it completes with the
-    samples it draws alone."""
+@pytest.mark.parametrize(("phase", "hold"), [("waiting", 1), ("prefilling", 32), ("decoding", 1)])
+def test_cancelling_in_each_phase(phase: str, hold: int) -> None:
+    """A request cancelled in each phase (the batcher's thread held inside a decode call of
+    `hold` rows while it is in that phase) leaves the engine, and the request after it draws
+    the samples it draws alone."""
     model = FakeModel(n_seq=2, max_samples=1)
     b = Batcher(model)
     try:
@@ -181,19 +184,33 @@ def test_cancelling_in_each_phase(phase: str) -> None:
         assert isinstance(alone, Generation)
 
         async def go() -> Generation:
-            if phase == "waiting":  # both ids are taken by others
-                blockers = [
-                    asyncio.ensure_future(b.run(Request([3], params(max_tokens=40, seed=k), 1)))
-                    for k in range(2)
-                ]
-                await asyncio.sleep(0.02)
-            long_prompt = list(range(1, 7)) * 40 if phase == "prefilling" else [5, 6]
-            victim = asyncio.ensure_future(b.run(Request(long_prompt, params(max_tokens=40), 1)))
-            await asyncio.sleep(0.01)
+            model.gate, model.hold_rows = threading.Event(), hold
+            if phase == "waiting":  # the thread is held in another request's prefill
+                blocker = asyncio.ensure_future(b.run(Request([3], params(max_tokens=4), 1)))
+                while not model.entered.is_set():
+                    await asyncio.sleep(0.005)
+            prompt = list(range(1, 7)) * 40 if phase == "prefilling" else [5, 6]
+            v = Request(prompt, params(max_tokens=40), 1)
+            victim = asyncio.ensure_future(b.run(v))
+            for _ in range(400):
+                submitted = v.resolve is not None
+                if submitted and v.phase == phase and model.entered.is_set():
+                    break
+                await asyncio.sleep(0.005)
+            assert v.phase == phase
             victim.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await victim
+            assert model.gate is not None
+            model.gate.set()
+            for _ in range(400):  # the batcher thread sees the cancel at its next step
+                if v.phase == "finished":
+                    break
+                await asyncio.sleep(0.005)
+            assert v.phase == "finished"
             if phase == "waiting":
-                for t in blockers:
-                    await t
+                await blocker
+            model.gate = None
             return await b.run(Request([9, 9], params(seed=4), 1))
 
         other = asyncio.run(go())

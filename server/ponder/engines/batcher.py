@@ -51,7 +51,7 @@ from ..types import (
 from .context import Counters, Model
 from .kvcache import PREFILL_CHUNK, KvCache
 from .schedule import DECODE_ROWS, FA_QUERY_TILE, StepCost, quotas
-from .sequences import Cached, Request, Seq, accept, confident, seed_of
+from .sequences import Cached, Request, Seq, StepPlan, accept, confident, seed_of
 from .stats import sample_rows, score_rows, token_confidence
 
 __all__ = [
@@ -193,19 +193,28 @@ class Batcher:
                 self._sample(req)
         for req in [r for r in self.active if self._leaving(r)]:
             self._finish(req)
-        rows, owners = self._rows()
-        filling = next((r for r in self.active if r.todo), None)
-        if not rows and filling is None:
+        plan = self._plan()
+        if plan.empty:
             return False
-        logits = self._decode(rows, filling)
-        for k, (_, s) in enumerate(owners):
+        self._execute(plan)
+        return True
+
+    def _plan(self) -> StepPlan:
+        """This step's decode rows (`_rows`) and the prompt being prefilled (the first
+        admitted request still prefilling: one at a time, in arrival order)."""
+        rows, owners = self._rows()
+        return StepPlan(rows, owners, next((r for r in self.active if r.todo), None))
+
+    def _execute(self, plan: StepPlan) -> None:
+        """Run a plan through the model: each row's logits go to its sequence."""
+        logits = self._decode(plan.rows, plan.filling)
+        for k, (_, s) in enumerate(plan.owners):
             s.row = logits[k]
         c = self.counters
         c.steps += 1
-        c.sequences += len(rows)
-        c.last_batch = len(rows)
-        c.shared_steps += len({id(r) for r, _ in owners}) > 1
-        return True
+        c.sequences += len(plan.rows)
+        c.last_batch = len(plan.rows)
+        c.shared_steps += len({id(r) for r, _ in plan.owners}) > 1
 
     def share(self) -> int:
         """Samples one request may run (and rows it may decode per step) while the others
@@ -467,9 +476,11 @@ class Batcher:
             generate_s=now - req.admitted,
             prompt_logprobs=req.prompt_logprobs(lambda t: self.model.text(t, special=True)),
         )
+        req.ended = True
         if req.resolve is not None:
             req.resolve(gen)
 
     def _fail(self, req: Request, exc: BaseException) -> None:
+        req.ended = True
         if req.resolve is not None:
             req.resolve(exc)

@@ -172,8 +172,14 @@ class Request:
     """Not a continuation of a session: when it finds the engine idle, it starts from a
     clean KV cache, and it reuses only what a fresh prefill computes identically."""
 
+    ended: bool = False
+    """Its Generation or error was handed back."""
+
     @property
     def phase(self) -> str:
+        """waiting -> prefilling -> decoding -> finished."""
+        if self.ended:
+            return "finished"
         if not self.held:
             return "waiting"
         if self.prompt_row is None:
@@ -202,6 +208,20 @@ class Request:
             logprob=[None] + [lp for lp, _ in self.scores],
             top=[None] + [[(text(t), v) for t, v in top] for _, top in self.scores],
         )
+
+
+@dataclasses.dataclass
+class StepPlan:
+    """One step, as the scheduler planned it: the (token, position, sequence) decode rows and
+    whose sample each row is, and the request whose prompt's next chunk is prefilled."""
+
+    rows: list[tuple[int, int, int]]
+    owners: list[tuple[Request, Seq]]
+    filling: Request | None
+
+    @property
+    def empty(self) -> bool:
+        return not self.rows and self.filling is None
 
 
 def confident(s: Seq, c: float, params: SamplingParams) -> None:
