@@ -42,6 +42,12 @@ class SamplingParams:
     confidence_top_k: int = 0
     """Also record DeepConf's per-token confidence (`Sample.confidence`): minus the mean raw
     logprob of the row's k most probable tokens, for this k (0 = not recorded)."""
+    min_tokens: int = 0
+    """No end of generation and no stop string before this many tokens (vLLM's `min_tokens`:
+    end-of-generation tokens are masked out of the processed distribution until then)."""
+    ignore_eos: bool = False
+    """Generate past end-of-generation tokens, to max_tokens (vLLM's `ignore_eos`, which
+    load-testing tools send)."""
     stop_confidence: tuple[int, float] | None = None
     """(window, threshold): finish a sample (finish_reason "confidence") as soon as the mean
     confidence of its last `window` tokens falls below the threshold (DeepConf online; needs

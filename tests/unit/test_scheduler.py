@@ -5,6 +5,7 @@ phase, and grading off the batcher's thread."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 
 import numpy as np
@@ -26,6 +27,7 @@ class FakeModel:
     def __init__(self, n_seq: int = 6, max_samples: int = 4, n_ctx: int = 4096) -> None:
         self.n_vocab, self.n_ctx, self.n_seq, self.max_samples = VOCAB, n_ctx, n_seq, max_samples
         self.punct: frozenset[int] = frozenset()
+        self.eog = np.array([EOS], dtype=np.int64)
         self.calls: list[list[tuple[int, int, int, bool]]] = []
         self.cells: dict[int, set[int]] = {}
         self.gate: threading.Event | None = None
@@ -336,3 +338,29 @@ def test_quotas_share_a_step_max_min_fairly() -> None:
     assert quotas({1: 64, 2: 1}, cost) == {2: 1, 1: 3}  # the short one's step stays cheap
     assert quotas({1: 8, 2: 8, 3: 8, 4: 8}, cost) == {1: 5, 2: 5, 3: 5, 4: 6}
     assert quotas({k: 1 for k in range(10)}, cost) == {k: 1 for k in range(10)}
+
+
+def test_min_tokens_and_ignore_eos() -> None:
+    """Issue 25 item 7: `min_tokens` masks the end-of-generation token from the processed
+    distribution until then (the raw logprob stays the model's), `ignore_eos` generates past
+    it to max_tokens."""
+    model = FakeModel()
+    b = Batcher(model)
+    try:
+        free = run_all(b, [Request([1], params(max_tokens=30, seed=s), 1) for s in range(8)])
+        ended = [g.samples[0].n_tokens for g in free if isinstance(g, Generation)]
+        assert min(ended) < 20  # without min_tokens, some samples end early on EOS
+        p = dataclasses.replace(params(max_tokens=30), min_tokens=20)
+        held = run_all(b, [Request([1], dataclasses.replace(p, seed=s), 1) for s in range(8)])
+        for g in held:
+            assert isinstance(g, Generation)
+            s = g.samples[0]
+            assert s.n_tokens >= 20 and EOS not in s.token_ids[:20]
+        q = dataclasses.replace(params(max_tokens=30), ignore_eos=True)
+        long = run_all(b, [Request([1], dataclasses.replace(q, seed=s), 1) for s in range(8)])
+        for g in long:
+            assert isinstance(g, Generation)
+            assert g.samples[0].n_tokens == 30 and g.samples[0].finish_reason == "length"
+        assert any(EOS in g.samples[0].token_ids for g in long)  # sampled, and went on
+    finally:
+        b.stop()

@@ -98,3 +98,32 @@ def test_block_sampling_across_blocks_follows_the_distribution() -> None:
     ]
     freq = [got.count(i) / 3000 for i in (10, 300, 999)]
     np.testing.assert_allclose(freq, [0.5, 0.3, 0.2], atol=0.03)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        SamplingParams(temperature=0.0),
+        SamplingParams(temperature=0.8),
+        SamplingParams(temperature=0.8, top_k=3, top_p=0.9),
+    ],
+)
+def test_banned_tokens_leave_the_processed_distribution_only(params: SamplingParams) -> None:
+    """`min_tokens`: the end-of-generation token (here the most likely one) is masked in the
+    rows asked, never sampled there; the raw stats are the model's own, masked or not."""
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(4, 10)).astype(np.float32)
+    logits[:, 3] = 8.0  # token 3 would win almost always
+    asked = np.array([True, True, False, False])
+    rngs = [np.random.default_rng(k) for k in range(4)]
+    masked = sample_rows(logits, params, rngs, (asked, np.array([3])))
+    assert (masked.token[:2] != 3).all() and (masked.token[2:] == 3).all()
+    assert (
+        np.isfinite(masked.entropy_processed).all() and np.isfinite(masked.logprob_processed).all()
+    )
+    plain = sample_rows(logits, params, [np.random.default_rng(k) for k in range(4)])
+    np.testing.assert_array_equal(masked.lse, plain.lse)
+    np.testing.assert_array_equal(masked.kl_uniform, plain.kl_uniform)
+    lse = np.log(np.exp(logits.astype(np.float64)).sum(axis=1))
+    want = logits[np.arange(4), masked.token] - lse
+    np.testing.assert_allclose(masked.logprob, want, atol=1e-5)  # raw, not renormalised

@@ -89,6 +89,8 @@ def test_sampling_kwargs() -> None:
     assert trials["stop_token_ids"] == [11, 13] and trials["stop"] is None
     assert "stop_token_ids" not in kw
     assert sampling_kwargs(SamplingParams(seed=-1), -1, stats_key=None)["seed"] >= 0
+    both = sampling_kwargs(SamplingParams(min_tokens=3, ignore_eos=True), 1, stats_key=None)
+    assert both["min_tokens"] == 3 and both["ignore_eos"] is True  # vLLM's own options
     # vLLM raises T in (0, 0.01) to 0.01: Ponder sends (and computes with) the same value
     assert sampling_kwargs(SamplingParams(temperature=0.001), 1, stats_key=None)[
         "temperature"

@@ -399,14 +399,16 @@ class Batcher:
         if not live:
             return
         params = req.params
+        model = self.model
         logits = np.stack([s.row for s in live])  # type: ignore[misc]
-        st = sample_rows(logits, params, [s.rng for s in live])
+        short = np.array([len(s.tokens) < params.min_tokens for s in live])
+        banned = (short, model.eog) if params.min_tokens else None
+        st = sample_rows(logits, params, [s.rng for s in live], banned)
         conf = (
             token_confidence(logits, st.lse, params.confidence_top_k)
             if params.confidence_top_k > 0
             else None
         )
-        model = self.model
         for q, s in enumerate(live):
             ent = float(st.entropy_processed[q])
             if params.stop_entropy is not None and ent >= params.stop_entropy:

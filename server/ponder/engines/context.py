@@ -20,6 +20,8 @@ class Model(Protocol):
     """Sequence ids in the context: max_samples + spare."""
     max_samples: int
     punct: frozenset[int]
+    eog: np.ndarray
+    """The end-of-generation token ids (masked while a sample is under `min_tokens`)."""
 
     def decode(self, rows: list[tuple[int, int, int, bool]]) -> np.ndarray:
         """One llama_decode of (token, position, sequence, wants logits) rows: the logits rows

@@ -449,7 +449,7 @@ class _Session:
 
 
 class _Context:
-    """The batcher's view of the llama.cpp context (`batcher.Model`): decode rows to logits,
+    """The batcher's view of the llama.cpp context (`context.Model`): decode rows to logits,
     KV sequence edits, token text. Only the batcher's thread calls it."""
 
     def __init__(self, engine: LlamaCppEngine, n_seq: int) -> None:
@@ -463,6 +463,10 @@ class _Context:
         self._lib = engine._lib
         self._batch = engine._batch
         self._vocab = engine._model.vocab
+        self.eog = np.array(
+            [t for t in range(self.n_vocab) if self._lib.llama_vocab_is_eog(self._vocab, t)],
+            dtype=np.int64,
+        )
 
     def decode(self, rows: list[tuple[int, int, int, bool]]) -> np.ndarray:
         b = self._batch.batch

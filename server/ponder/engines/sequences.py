@@ -251,14 +251,15 @@ def accept(model: Model, s: Seq, st: RowStats, r: int, params: SamplingParams, e
         assert s.row is not None
         top = top_logprobs(s.row, float(st.lse[r]), params.top_logprobs)
         s.top.append([(model.text(t), lp) for t, lp in top])
-    if eog:
+    if eog and not params.ignore_eos:
         s.pieces.append("")
         s.end("stop")
         return
-    s.pieces.append(model.text(tok))
-    added = s.decoder.decode(model.piece(tok))
+    s.pieces.append("" if eog else model.text(tok))
+    added = "" if eog else s.decoder.decode(model.piece(tok))
     s.text += added
-    if s.stops is not None and (cut := s.stops.feed(added)) != -1:
+    cut = s.stops.feed(added) if s.stops is not None else -1
+    if cut != -1 and len(s.tokens) > params.min_tokens:  # (vLLM: none before min_tokens)
         s.text = s.text[:cut]
         s.finish = "stop"
         return

@@ -108,17 +108,29 @@ def _is_plain(params: SamplingParams) -> bool:
     return params.top_k <= 0 and params.top_p >= 1.0 and params.min_p <= 0.0
 
 
+BANNED = np.float32(-1e30)
+"""The logit of a masked token: finite (so entropy sums have no inf * 0), yet exp() of it
+relative to any real logit is 0 in float32, at any temperature down to 1e-6."""
+
+
 def sample_rows(
     logits: npt.NDArray[np.float32],
     params: SamplingParams,
     rngs: list[np.random.Generator],
+    banned: tuple[npt.NDArray[np.bool_], npt.NDArray[np.int64]] | None = None,
 ) -> RowStats:
     """Sample one token per row and record the four per-token stats of docs/strategies.md.
 
     Greedy and plain-temperature sampling (the common case) are vectorized over all rows;
-    truncated sampling (top-k/top-p/min-p) builds each row's candidate set.
+    truncated sampling (top-k/top-p/min-p) builds each row's candidate set. `banned` (rows,
+    token ids): those tokens are masked out of those rows' processed distribution (`min_tokens`);
+    the raw stats stay the model's own.
     """
     lse, kl = raw_stats(logits)
+    raw = logits
+    if banned is not None and banned[0].any():
+        logits = logits.copy()
+        logits[np.ix_(banned[0], banned[1])] = BANNED  # exp() is 0; no inf to make a nan
     m = logits.shape[0]
     rows = np.arange(m)
     if params.temperature <= 0:
@@ -147,7 +159,7 @@ def sample_rows(
             lp_proc[r] = np.log(pq[j])
             nz = pq[pq > 0]
             ent[r] = max(0.0, float(-(nz * np.log(nz)).sum()))
-    logprob = (logits[rows, tokens] - lse).astype(np.float32)
+    logprob = (raw[rows, tokens] - lse).astype(np.float32)
     return RowStats(tokens, lse, np.minimum(logprob, 0.0), kl, lp_proc, ent)
 
 

@@ -322,6 +322,10 @@ class UpstreamEngine:
             body["stop"] = list(params.stop)
         if params.top_k > 0:
             body["top_k"] = params.top_k
+        if params.min_tokens > 0:  # vLLM's and llama.cpp's servers' extensions, passed on
+            body["min_tokens"] = params.min_tokens
+        if params.ignore_eos:
+            body["ignore_eos"] = True
         if params.min_p > 0:
             body["min_p"] = params.min_p
         if chat:

@@ -94,6 +94,8 @@ def sampling_kwargs(
         "seed": None if seed is None else seed % 2**63,
         "max_tokens": params.max_tokens,
         "stop": list(params.stop) or None,
+        "min_tokens": params.min_tokens,
+        "ignore_eos": params.ignore_eos,
         # The sampled token's raw logprob always; top-20 when stats must be approximated.
         "logprobs": max(
             params.top_logprobs,
