@@ -88,7 +88,11 @@ def stop_server(server: Server) -> None:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     srv = start_server(
         tmp_path_factory.mktemp("server"),
-        {"PONDER_MAX_SAMPLES": "16", "PONDER_CONTEXT_TOKENS": "8192"},
+        {
+            "PONDER_MAX_SAMPLES": "16",
+            "PONDER_CONTEXT_TOKENS": "8192",
+            "PONDER_ALIASES": "vote4=smollm2+majority_vote@4:t0.7",
+        },
     )
     yield srv
     stop_server(srv)

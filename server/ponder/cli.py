@@ -117,7 +117,7 @@ def _ask_in_process(args: argparse.Namespace, body: dict[str, Any]) -> dict[str,
         try:
             plan = build_plan(req, settings, engine)
             out = await runner.run(plan.job, engine, calibration=calibration)
-            return response_body(plan, out)
+            return response_body([plan], [out])
         finally:
             await engine.close()
 

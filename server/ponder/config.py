@@ -76,6 +76,20 @@ class Settings(BaseSettings):
         0.7, ge=0.0, le=2.0, description="Temperature of selection strategies when unset."
     )
     symbolic_timeout_s: float = Field(2.0, gt=0.0)
+    responses_stored: int = Field(
+        1000,
+        ge=0,
+        le=100_000,
+        description="Responses API: the last this many responses kept in memory for "
+        "previous_response_id and GET /v1/responses/{id} (each readable by its caller only); "
+        "0 = none.",
+    )
+    aliases: str | None = Field(
+        None,
+        description="Named aliases, listed by /v1/models: name=model+strategy[@N][:tT], "
+        "comma-separated, or @/path/to/file with one per line (e.g. vote8=smollm2+"
+        "majority_vote@8:t0.7: a vote of 8 at temperature 0.7 whatever the client sends).",
+    )
     calibration: str | None = Field(
         None,
         description="A calibration.json written by `ponder eval --calibrate`: responses then "

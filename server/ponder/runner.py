@@ -64,6 +64,21 @@ async def run(
     return out
 
 
+async def run_all(
+    jobs: list[Job], engine: Engine, calibration: Calibration | None = None
+) -> list[Outcome]:
+    """Several jobs at once (a batch of prompts), in order; if one fails, the others are
+    cancelled and the error is raised."""
+    tasks = [asyncio.ensure_future(run(job, engine, calibration=calibration)) for job in jobs]
+    try:
+        return list(await asyncio.gather(*tasks))
+    finally:
+        for t in tasks:
+            if not t.done():
+                t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
 def calibrated(
     decision: Decision | None, samples: int, calibration: Calibration | None
 ) -> Decision | None:

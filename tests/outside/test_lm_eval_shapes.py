@@ -106,6 +106,35 @@ def test_echo_scores_equal_the_generated_tokens_logprob(
     )  # layouts differ (prefill vs decode)
 
 
+def test_a_generated_end_of_turn_token_is_in_the_scores(
+    server: Server, tok: RemoteTokenizer
+) -> None:
+    """Issue 25 item 1: a chat-formatted multiple-choice item, where after a one-word answer
+    the model's next token is `<|im_end|>`. lm-eval scores `token_logprobs[ctxlen:-1]`: every
+    entry is there (the generated end-of-turn token last, its text empty), so the slice is the
+    continuation's tokens exactly."""
+    messages = [{"role": "user", "content": "What is the capital of France? One word."}]
+    rendered = httpx.post(server.base_url + "/tokenize", json={"messages": messages}).json()
+    context = rendered["tokens"]
+    ended = 0
+    for choice in ("Paris.", "London.", "Rome.", "Berlin."):  # then the turn ends
+        cont = tok.encode(choice)
+        body = {**SHAPES["loglikelihood"]["json"], "model": "smollm2", "prompt": [context + cont]}
+        out = post(server, SHAPES["loglikelihood"]["path"], body)
+        c, usage = out["choices"][0], out["usage"]
+        lp = c["logprobs"]
+        n = len(context) + len(cont)
+        assert len(lp["token_logprobs"]) == n + 1 == usage["prompt_tokens"] + 1
+        assert usage["completion_tokens"] == 1
+        # the slice is exactly the continuation's tokens, each scored
+        assert lp["tokens"][len(context) : -1] == [tok.decode([t]) for t in cont]
+        assert all(x <= 0 for x in lp["token_logprobs"][len(context) : -1])
+        if c["finish_reason"] == "stop" and lp["tokens"][-1] == "":
+            ended += 1  # the generated token was <|im_end|>: text empty, score present
+            assert lp["token_logprobs"][-1] <= 0
+    assert ended >= 1  # the case that lost a token before is exercised
+
+
 @pytest.mark.parametrize("model", ["smollm2", "smollm2+majority_vote@4"])
 def test_generate_until_over_completions(server: Server, tok: RemoteTokenizer, model: str) -> None:
     shape = SHAPES["generate_until_completions"]

@@ -149,7 +149,8 @@ import json
 from pydantic import ValidationError
 from ponder.answers import AnswerSpec
 from ponder.api.errors import ApiError
-from ponder.api.plan import check_request, parse_model
+from ponder.api.aliases import parse_model
+from ponder.api.plan import check_request
 from ponder.api.schemas import ChatCompletionRequest
 from ponder.config import Settings
 from ponder.eval.records import Candidate, ProblemRecord
@@ -165,7 +166,7 @@ def request(ponder):
     )
 
 out = {}
-out["alias"] = parse_model("smollm2+shortest@4", "smollm2")
+out["alias"] = list(parse_model("smollm2+shortest@4", "smollm2"))
 props = ChatCompletionRequest.model_json_schema()["$defs"]["PonderOptions"]["properties"]
 out["schema"] = "shortest" in props
 checked = check_request(request({"strategy": "shortest", "shortest": {"min_tokens": 3}}),
@@ -227,7 +228,7 @@ def test_the_docs_worked_strategy_example_is_one_module_and_one_registry_line(
     )
     assert run.returncode == 0, run.stderr[-3000:]
     out = json.loads(run.stdout.strip().splitlines()[-1])
-    assert out["alias"] == ["shortest", 4] and out["schema"] and out["min_tokens"] == 3
+    assert out["alias"] == ["shortest", 4, None] and out["schema"] and out["min_tokens"] == 3
     assert out["bound"] == ["ponder", "shortest", "min_tokens"]
     assert out["refused"] == "ponder.shortest"
     assert out["decided"] == [1, "13"]  # 2 tokens < min_tokens 3: the next shortest

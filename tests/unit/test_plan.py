@@ -4,24 +4,48 @@ from __future__ import annotations
 
 import pytest
 
+from ponder.api.aliases import Alias, defined_aliases, parse_model
 from ponder.api.errors import ApiError
-from ponder.api.plan import parse_model
 from ponder.config import Settings
 
 
 def test_parse_model_aliases() -> None:
-    assert parse_model("smollm2", "smollm2") == (None, None)
-    assert parse_model("smollm2+rpc", "smollm2") == ("rpc", None)
-    assert parse_model("smollm2+majority_vote@16", "smollm2") == ("majority_vote", 16)
+    assert parse_model("smollm2", "smollm2") == Alias()
+    assert parse_model("smollm2+rpc", "smollm2") == Alias("rpc")
+    assert parse_model("smollm2+majority_vote@16", "smollm2") == Alias("majority_vote", 16)
+    assert parse_model("smollm2+majority_vote@8:t0.7", "smollm2") == Alias("majority_vote", 8, 0.7)
+    assert parse_model("smollm2+rpc:t1", "smollm2") == Alias("rpc", None, 1.0)
+    defined = {"vote8": "smollm2+majority_vote@8:t0.7"}
+    assert parse_model("vote8", "smollm2", defined) == Alias("majority_vote", 8, 0.7)
     for bad, status in [
         ("gpt-4", 404),
         ("smollm2+magic", 404),
         ("smollm2+rpc@0", 400),
         ("smollm2+rpc@x", 400),
+        ("smollm2+rpc:t3", 400),
+        ("smollm2+rpc:0.7", 400),
+        ("smollm2+rpc:tnan", 400),
+        ("vote8", 404),  # not defined here
     ]:
         with pytest.raises(ApiError) as err:
             parse_model(bad, "smollm2")
         assert err.value.status == status and err.value.param == "model"
+
+
+def test_defined_aliases_are_checked_when_read(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    ok = Settings(aliases="vote8=smollm2+majority_vote@8:t0.7, careful=smollm2+cntp")
+    assert defined_aliases(ok) == {
+        "vote8": "smollm2+majority_vote@8:t0.7",
+        "careful": "smollm2+cntp",
+    }
+    path = tmp_path / "aliases.txt"
+    path.write_text("# the team's\nvote8 = smollm2+majority_vote@8:t0.7\n")
+    assert defined_aliases(Settings(aliases=f"@{path}")) == {
+        "vote8": "smollm2+majority_vote@8:t0.7"
+    }
+    for bad in ("vote8", "x=smollm2+magic", "x=smollm2+rpc:t9", "a+b=smollm2+rpc", "x=smollm2"):
+        with pytest.raises(ValueError, match="PONDER_ALIASES"):
+            defined_aliases(Settings(aliases=bad))
 
 
 def test_an_unknown_default_strategy_stops_the_app_factory() -> None:

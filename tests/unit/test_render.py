@@ -28,9 +28,12 @@ def test_chunks_follow_token_boundaries() -> None:
     ]
 
 
-def test_the_end_of_sequence_token_is_not_a_chunk() -> None:
+def test_the_end_of_sequence_token_rides_on_the_last_chunk() -> None:
+    """Issue 25 item 1: every generated token is in the logprobs (its text may be empty), in
+    a stream too: an end-of-turn token goes with the last chunk, not a chunk of its own."""
     s = sample(["Hi", "!", ""], finish="stop")
-    assert token_chunks(s) == [("Hi", [0]), ("!", [1])]
+    assert token_chunks(s) == [("Hi", [0]), ("!", [1, 2])]
+    assert token_chunks(sample([""], finish="stop")) == [("", [0])]
 
 
 def test_textless_tokens_ride_on_the_next_chunk() -> None:
@@ -68,3 +71,15 @@ def test_stream_chunk_logprobs_count_offsets_from_where_the_chunk_starts() -> No
     s = sample(["a", "bc", "d"])
     lp = completion_logprobs(s, [1, 2], offset=10)
     assert lp["tokens"] == ["bc", "d"] and lp["text_offset"] == [10, 12]
+
+
+def test_the_answer_header_is_encoded_and_bounded() -> None:
+    from urllib.parse import unquote
+
+    from ponder.api.render import MAX_ANSWER_HEADER, answer_header
+
+    assert answer_header(["42"]) == "42"
+    assert answer_header(["x\r\nSet-Cookie: a=b", None]) == "x%0D%0ASet-Cookie%3A%20a%3Db,"
+    long = answer_header(["é" * 200])  # 6 characters per é: cut at a whole escape
+    assert len(long) <= MAX_ANSWER_HEADER and unquote(long) == "é" * (len(long) // 6)
+    assert long.isascii() and "\n" not in long

@@ -19,7 +19,9 @@ from ..config import Settings
 from ..engines import create_engine
 from ..strategies import STRATEGIES
 from ..types import Engine
+from .aliases import defined_aliases
 from .errors import ApiError, error_response, install_error_handlers
+from .responses import ResponseStore
 from .routes import detokenize_body_limit, router
 from .security import Gate
 
@@ -151,6 +153,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.engine = engine
     app.state.engine_error = None
     app.state.calibration = calibration
+    app.state.responses = ResponseStore(settings.responses_stored)
+    app.state.aliases = defined_aliases(settings)  # checked now: a bad one stops the start
     app.state.gate = Gate(settings, wait_counts=not engine.reports_admission)
     app.state.started = int(time.time())
     install_error_handlers(app)

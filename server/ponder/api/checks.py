@@ -38,7 +38,7 @@ def stops(stop: str | list[str] | None) -> tuple[str, ...]:
 def check_bounds(req: ChatCompletionRequest | CompletionRequest, settings: Settings) -> None:
     """The limits on what drives rendering and tokenization, checked before either runs (cheap:
     counts and lengths only, so it may run on the event loop). Token-id prompts need no
-    tokenizing; their length is checked against PONDER_MAX_PROMPT_TOKENS in build_plan."""
+    tokenizing; their length is checked against PONDER_MAX_PROMPT_TOKENS in build_plans."""
     check_field_names(req)
     stops(req.stop)
     if isinstance(req, ChatCompletionRequest) and len(req.messages) > settings.max_messages:
@@ -47,6 +47,14 @@ def check_bounds(req: ChatCompletionRequest | CompletionRequest, settings: Setti
             f"at most {settings.max_messages} messages per request (got {len(req.messages)})",
             param="messages",
             code="too_many_messages",
+        )
+    if isinstance(req, CompletionRequest) and _batch_size(req.prompt) > settings.max_samples:
+        raise ApiError(
+            400,
+            f"at most {settings.max_samples} prompts per request (PONDER_MAX_SAMPLES; got "
+            f"{_batch_size(req.prompt)})",
+            param="prompt",
+            code="request_too_large",
         )
     texts = _texts(req)
     chars = sum(len(text) for where, text in texts if where.startswith(("messages", "prompt")))
@@ -60,6 +68,13 @@ def check_bounds(req: ChatCompletionRequest | CompletionRequest, settings: Setti
         )
     for where, text in texts:
         check_unicode(text, where)
+
+
+def _batch_size(prompt: Any) -> int:
+    """How many prompts a completions `prompt` holds (a list of strings or of token lists)."""
+    if isinstance(prompt, list) and prompt and isinstance(prompt[0], (str, list)):
+        return len(prompt)
+    return 1
 
 
 def check_unicode(text: str, where: str) -> None:
@@ -126,7 +141,6 @@ _NEUTRAL: dict[str, tuple[Any, ...]] = {
     "best_of": (None, 1),
     "suffix": (None, ""),
     "echo": (None, False),  # a completions field (implemented); on chat, vLLM's extension
-    "min_tokens": (None, 0),
     "prompt_logprobs": (None,),
 }
 """OpenAI/vLLM request fields Ponder does not implement yet, with the values that ask for

@@ -17,6 +17,7 @@ from ..strategies import (
     Strategy,
 )
 from ..types import Engine, SamplingParams
+from .aliases import Alias, defined_aliases, parse_model
 from .checks import refuse_unsupported, stops
 from .errors import ApiError
 from .schemas import ChatCompletionRequest, ChatMessage, CompletionRequest
@@ -59,39 +60,6 @@ class Plan:
         return self.job.logprobs
 
 
-def parse_model(name: str, served: str) -> tuple[str | None, int | None]:
-    """Split `model[+strategy[@N]]`; 404 for another model or an unknown strategy."""
-    base, plus, rest = name.partition("+")
-    if base != served:
-        raise ApiError(
-            404,
-            f"model '{name}' does not exist; this server serves '{served}' "
-            f"(and aliases '{served}+<strategy>[@N]', see /v1/models)",
-            param="model",
-            code="model_not_found",
-        )
-    if not plus:
-        return None, None
-    strategy, at, count = rest.partition("@")
-    if strategy not in STRATEGIES:
-        raise ApiError(
-            404,
-            f"unknown strategy '{strategy}' in model alias; available: {', '.join(STRATEGIES)}",
-            param="model",
-            code="strategy_not_found",
-        )
-    if not at:
-        return strategy, None
-    if not count.isdigit() or int(count) < 1:
-        raise ApiError(
-            400,
-            f"'@{count}' in model alias is not a positive sample count",
-            param="model",
-            code="invalid_value",
-        )
-    return strategy, int(count)
-
-
 def _message_text(msg: ChatMessage, index: int) -> str:
     if msg.content is None or isinstance(msg.content, str):
         return msg.content or ""
@@ -108,50 +76,52 @@ def _message_text(msg: ChatMessage, index: int) -> str:
     return "".join(parts)
 
 
-def prompt_token_ids(req: ChatCompletionRequest | CompletionRequest, engine: Engine) -> list[int]:
+_ROLES = {"developer": "system"}
+"""OpenAI's `developer` role is its `system` role (o1 onward): templates know only `system`."""
+
+PromptItem = str | list[int]
+"""One prompt of a completions request: text, or token ids."""
+
+
+def prompt_items(req: CompletionRequest) -> list[PromptItem]:
+    """The request's prompts: one string or token list, or a batch of either (each its own
+    selection, choices prompt-major as OpenAI and vLLM order them)."""
+    prompt: Any = req.prompt
+    if isinstance(prompt, str):
+        items: list[PromptItem] = [prompt]
+    elif prompt and all(isinstance(t, int) for t in prompt):
+        items = [list(prompt)]
+    else:
+        items = list(prompt)
+    if not items:
+        raise ApiError(400, "prompt must not be empty", param="prompt", code="invalid_value")
+    for k, item in enumerate(items):
+        if not item:
+            where = "prompt" if len(items) == 1 else f"prompt.{k}"
+            raise ApiError(400, f"{where} must not be empty", param=where, code="invalid_value")
+    return items
+
+
+def prompt_token_ids(
+    req: ChatCompletionRequest | CompletionRequest, engine: Engine, item: PromptItem | None = None
+) -> list[int]:
+    """The token ids of a chat request's rendered messages, or of one completions prompt
+    (`item`; default: the request's only one)."""
     if isinstance(req, ChatCompletionRequest):
         messages = [
-            {"role": m.role, "content": _message_text(m, i)} for i, m in enumerate(req.messages)
+            {"role": _ROLES.get(m.role, m.role), "content": _message_text(m, i)}
+            for i, m in enumerate(req.messages)
         ]
         return engine.render_chat(messages)
-    prompt: Any = req.prompt
-    if isinstance(prompt, list) and not prompt:
-        raise ApiError(400, "prompt must not be empty", param="prompt", code="invalid_value")
-    if isinstance(prompt, list) and all(isinstance(p, list) for p in prompt):
-        if len(prompt) != 1:
-            raise ApiError(
-                400,
-                "exactly one prompt per request is supported (got a batch of "
-                f"{len(prompt)} token lists)",
-                param="prompt",
-                code="invalid_value",
-            )
-        prompt = prompt[0]
-        if not prompt:
-            raise ApiError(400, "prompt must not be empty", param="prompt", code="invalid_value")
-    if isinstance(prompt, list) and prompt and all(isinstance(t, int) for t in prompt):
-        ids = [int(t) for t in prompt]
-        if any(t < 0 or t >= engine.n_vocab for t in ids):
-            raise ApiError(
-                400,
-                f"token ids must be in [0, {engine.n_vocab})",
-                param="prompt",
-                code="invalid_value",
-            )
-        return ids
-    if isinstance(prompt, list) and len(prompt) != 1:
+    if item is None:
+        (item,) = prompt_items(req)
+    if isinstance(item, str):
+        return engine.tokenize(item)
+    if any(t < 0 or t >= engine.n_vocab for t in item):
         raise ApiError(
-            400,
-            "exactly one prompt per request is supported",
-            param="prompt",
-            code="invalid_value",
+            400, f"token ids must be in [0, {engine.n_vocab})", param="prompt", code="invalid_value"
         )
-    text = prompt[0] if isinstance(prompt, list) else prompt
-    if not isinstance(text, str) or not text:
-        raise ApiError(
-            400, "prompt must be a non-empty string", param="prompt", code="invalid_value"
-        )
-    return engine.tokenize(text)
+    return [int(t) for t in item]
 
 
 @dataclass(frozen=True)
@@ -163,6 +133,8 @@ class Request:
     options: SelectOptions
     notes: tuple[tuple[str, str], ...]
     ignored: tuple[str, ...]
+    temperature: float | None = None
+    """Set by the model alias (`:tT`): used whatever the request's temperature."""
 
 
 def check_request(
@@ -175,15 +147,15 @@ def check_request(
     options, the caller's pattern and an explicit max_tokens. `ponder ask` runs it before
     loading the model; `build_plan` runs it first."""
     ignored = refuse_unsupported(req)
-    strategy, alias_samples = _strategy(req, settings, model_name, continues_chat)
-    samples, notes = _samples(req, settings, strategy, alias_samples)
+    strategy, alias = _strategy(req, settings, model_name, continues_chat)
+    samples, notes = _samples(req, settings, strategy, alias)
     options = _options(req, strategy)
     _check_adaptive(options, strategy, samples)
     _check_options(req, options, strategy, samples)
     max_tokens = _max_tokens(req)
     if max_tokens is not None:
         _check_budget(settings, samples, max_tokens)
-    return Request(strategy, samples, options, notes, ignored)
+    return Request(strategy, samples, options, notes, ignored, alias.temperature)
 
 
 def _strategy(
@@ -191,11 +163,11 @@ def _strategy(
     settings: Settings,
     model_name: str,
     continues_chat: bool,
-) -> tuple[Strategy, int | None]:
-    """The strategy (request, then model alias, then server default) and the alias's @N."""
-    alias_strategy, alias_samples = parse_model(req.model, model_name)
+) -> tuple[Strategy, Alias]:
+    """The strategy (request, then model alias, then server default) and the alias."""
+    alias = parse_model(req.model, model_name, defined_aliases(settings))
     ponder = req.ponder
-    name = (ponder and ponder.strategy) or alias_strategy or settings.default_strategy
+    name = (ponder and ponder.strategy) or alias.strategy or settings.default_strategy
     strategy = REGISTRY.get(name)
     if strategy is None:
         raise ApiError(
@@ -214,16 +186,17 @@ def _strategy(
             param="ponder.strategy",
             code="unsupported_strategy",
         )
-    return strategy, alias_samples
+    return strategy, alias
 
 
 def _samples(
     req: ChatCompletionRequest | CompletionRequest,
     settings: Settings,
     strategy: Strategy,
-    alias_samples: int | None,
+    alias: Alias,
 ) -> tuple[int, tuple[tuple[str, str], ...]]:
-    """How many samples to draw, and a note when it is fewer than asked."""
+    """How many samples to draw, and a note when it is fewer than asked (or when the alias's
+    temperature replaced the request's)."""
     ponder = req.ponder
     asked = ponder.samples if ponder and ponder.samples is not None else None
     if strategy.kind == "plain":
@@ -237,7 +210,7 @@ def _samples(
         samples = req.n
     else:
         default = strategy.default_samples or settings.default_samples
-        samples = asked or alias_samples or default
+        samples = asked or alias.samples or default
         if req.n > samples:
             raise ApiError(
                 400,
@@ -246,7 +219,11 @@ def _samples(
                 code="invalid_value",
             )
     notes: tuple[tuple[str, str], ...] = ()
-    if strategy.kind == "select" and req.temperature == 0 and samples > 1:
+    temperature = req.temperature if alias.temperature is None else alias.temperature
+    if alias.temperature is not None and req.temperature not in (None, alias.temperature):
+        said = f"the model alias sets temperature {alias.temperature:g}; the request's "
+        notes = (("temperature", said + f"{req.temperature:g} was not used"),)
+    if strategy.kind == "select" and temperature == 0 and samples > 1:
         # Greedy samples are all the same sample: N of them would cost N times as much and
         # report confidence 1.0 whatever the answer. One is drawn, and the response says so.
         notes = (("temperature", f"temperature 0 is greedy: 1 sample drawn, not {samples}"),)
@@ -360,12 +337,63 @@ def _check_budget(settings: Settings, samples: int, max_tokens: int) -> None:
         )
 
 
+def build_plans(
+    req: ChatCompletionRequest | CompletionRequest, settings: Settings, engine: Engine
+) -> list[Plan]:
+    """The request checked (`check_request`), each prompt rendered and tokenized (a
+    completions request may carry a batch), and the lengths checked against the server's
+    limits and the engine's context: one Plan per prompt. A batch counts as one request: its
+    prompts' samples together stay within PONDER_MAX_SAMPLES and PONDER_MAX_REQUEST_TOKENS."""
+    checked = check_request(req, settings, engine.model_name, engine.continues_chat)
+    items: list[PromptItem | None] = (
+        list(prompt_items(req)) if isinstance(req, CompletionRequest) else [None]
+    )
+    if len(items) > 1:
+        _check_batch(req, settings, checked, len(items))
+    return [_plan_one(req, settings, engine, checked, item, len(items)) for item in items]
+
+
 def build_plan(
     req: ChatCompletionRequest | CompletionRequest, settings: Settings, engine: Engine
 ) -> Plan:
-    """The request checked (`check_request`), its prompt rendered and tokenized, and its
-    lengths checked against the server's limits and the engine's context."""
-    checked = check_request(req, settings, engine.model_name, engine.continues_chat)
+    """`build_plans` for a request with one prompt (`ponder ask`)."""
+    plans = build_plans(req, settings, engine)
+    if len(plans) != 1:
+        raise ApiError(400, "give one prompt", param="prompt", code="invalid_value")
+    return plans[0]
+
+
+def _check_batch(
+    req: ChatCompletionRequest | CompletionRequest, settings: Settings, checked: Request, n: int
+) -> None:
+    """A batch of prompts: within the sample limit together; not streamed."""
+    if checked.samples * n > settings.max_samples:
+        raise ApiError(
+            400,
+            f"{n} prompts x {checked.samples} samples = {checked.samples * n} exceeds this "
+            f"server's max_samples ({settings.max_samples}) per request",
+            param="prompt",
+            code="request_too_large",
+        )
+    if req.stream:
+        raise ApiError(
+            400,
+            "streaming a batch of prompts is not supported; send one prompt per streamed "
+            "request, or the batch without `stream`",
+            param="stream",
+            code="unsupported_parameter",
+        )
+
+
+def _plan_one(
+    req: ChatCompletionRequest | CompletionRequest,
+    settings: Settings,
+    engine: Engine,
+    checked: Request,
+    item: PromptItem | None,
+    batch: int,
+) -> Plan:
+    """The Plan of one prompt (`item`; None: the chat request's messages)."""
     strategy, samples = checked.strategy, checked.samples
     logprobs = _logprobs(req)
     scoring = isinstance(req, CompletionRequest) and req.echo and logprobs is not None
@@ -377,21 +405,31 @@ def build_plan(
             param="echo",
             code="unsupported_parameter",
         )
-    prompt_ids = _checked_prompt(req, settings, engine)
+    prompt_ids = _checked_prompt(req, settings, engine, item)
     max_tokens = _max_tokens(req) or min(
         settings.default_max_tokens, engine.default_max_tokens(len(prompt_ids), samples)
     )
-    _check_budget(settings, samples, max_tokens)
+    _check_budget(settings, samples * batch, max_tokens)
+    if req.min_tokens > max_tokens:
+        raise ApiError(
+            400,
+            f"min_tokens ({req.min_tokens}) exceeds max_tokens ({max_tokens})",
+            param="min_tokens",
+            code="invalid_value",
+        )
     engine.check_fits(len(prompt_ids), max_tokens, samples)
     default_t = settings.selection_temperature if strategy.kind != "plain" else 1.0
+    temperature = checked.temperature if checked.temperature is not None else req.temperature
     params = SamplingParams(
         max_tokens=max_tokens,
-        temperature=default_t if req.temperature is None else req.temperature,
+        temperature=default_t if temperature is None else temperature,
         top_p=1.0 if req.top_p is None else req.top_p,
         top_k=max(0, req.top_k or 0),
         min_p=req.min_p or 0.0,
         seed=req.seed,
         stop=stops(req.stop),
+        min_tokens=req.min_tokens,
+        ignore_eos=req.ignore_eos,
         top_logprobs=logprobs or 0,
         prompt_logprobs=logprobs if scoring else None,
     )
@@ -414,16 +452,19 @@ def build_plan(
         stream=req.stream,
         include_usage=bool(req.stream_options and req.stream_options.include_usage),
         notes=checked.notes,
-        echo_text=_echo_text(req, prompt_ids, engine),
+        echo_text=_echo_text(req, item, prompt_ids, engine),
         ignored=checked.ignored,
     )
 
 
 def _checked_prompt(
-    req: ChatCompletionRequest | CompletionRequest, settings: Settings, engine: Engine
+    req: ChatCompletionRequest | CompletionRequest,
+    settings: Settings,
+    engine: Engine,
+    item: PromptItem | None = None,
 ) -> list[int]:
     """The prompt's token ids, at most PONDER_MAX_PROMPT_TOKENS of them."""
-    prompt_ids = prompt_token_ids(req, engine)
+    prompt_ids = prompt_token_ids(req, engine, item)
     if len(prompt_ids) > settings.max_prompt_tokens:
         raise ApiError(
             400,
@@ -436,13 +477,13 @@ def _checked_prompt(
 
 
 def _echo_text(
-    req: ChatCompletionRequest | CompletionRequest, prompt_ids: list[int], engine: Engine
+    req: ChatCompletionRequest | CompletionRequest,
+    item: PromptItem | None,
+    prompt_ids: list[int],
+    engine: Engine,
 ) -> str | None:
     """The prompt as it is echoed: the caller's text, or token ids' text (special tokens
     shown, so the echo is what the model read)."""
     if not isinstance(req, CompletionRequest) or not req.echo:
         return None
-    prompt: Any = req.prompt
-    if isinstance(prompt, list) and prompt and isinstance(prompt[0], str):
-        prompt = prompt[0]
-    return prompt if isinstance(prompt, str) else engine.detokenize(prompt_ids, special=True)
+    return item if isinstance(item, str) else engine.detokenize(prompt_ids, special=True)

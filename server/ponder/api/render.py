@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import quote
 
 from ..runner import Outcome
 from ..types import Generation, PromptLogprobs, Sample
@@ -37,33 +38,34 @@ def new_id(plan: Plan) -> str:
     return f"{prefix}-{uuid.uuid4().hex}"
 
 
-def usage(generation: Generation) -> Usage:
-    """Every generated token (of every sample and CNTP trial); the prompt once (it is
+def usage(*generations: Generation) -> Usage:
+    """Every generated token (of every sample and CNTP trial); each prompt once (it is
     prefilled once per request and shared). No token is a hidden reasoning token (the
     samples' whole text is what they generated), so `reasoning_tokens` is 0."""
-    completion = generation.completion_tokens
+    completion = sum(g.completion_tokens for g in generations)
+    prompt = sum(g.prompt_tokens for g in generations)
     return Usage(
-        prompt_tokens=generation.prompt_tokens,
+        prompt_tokens=prompt,
         completion_tokens=completion,
-        total_tokens=generation.prompt_tokens + completion,
+        total_tokens=prompt + completion,
         completion_tokens_details=CompletionTokensDetails(
             reasoning_tokens=0, accepted_prediction_tokens=0, rejected_prediction_tokens=0
         ),
     )
 
 
-def _visible(sample: Sample) -> range:
-    """Token positions that belong to the returned text (the end-of-sequence token does not)."""
-    n = sample.n_tokens
-    if n and sample.finish_reason == "stop" and sample.tokens_text[-1] == "":
-        n -= 1
-    return range(n)
+def _generated(sample: Sample) -> range:
+    """Every generated token's position: an end-of-turn token is in `logprobs` too (its text
+    is empty), as `usage.completion_tokens` counts it. lm-evaluation-harness scores
+    `token_logprobs[ctxlen:-1]`, taking the last entry for the generated token: leaving one
+    out would drop the answer's last real token instead."""
+    return range(sample.n_tokens)
 
 
 def chat_logprobs(sample: Sample, positions: Sequence[int] | None = None) -> dict[str, Any]:
-    """Chat `logprobs` of the sample's visible tokens (or of `positions`, a stream chunk's)."""
+    """Chat `logprobs` of the sample's tokens (or of `positions`, a stream chunk's)."""
     content = []
-    for i in _visible(sample) if positions is None else positions:
+    for i in _generated(sample) if positions is None else positions:
         tops = sample.top_logprobs[i] if sample.top_logprobs else []
         content.append(
             {
@@ -86,7 +88,7 @@ def completion_logprobs(
     offset: int = 0,
 ) -> dict[str, Any]:
     """Legacy completions `logprobs`: the echoed prompt's tokens first (`prompt`; the first
-    has no logprob, as in OpenAI's API), then the sample's visible tokens (or `positions`).
+    has no logprob, as in OpenAI's API), then every token the sample generated (or `positions`).
     `text_offset` counts from `offset` (where this piece starts in the choice's text)."""
     tokens: list[str] = []
     lps: list[float | None] = []
@@ -101,7 +103,7 @@ def completion_logprobs(
             offsets.append(pos)
             pos += len(text)
     if sample is not None:
-        for i in _visible(sample) if positions is None else positions:
+        for i in _generated(sample) if positions is None else positions:
             tokens.append(sample.tokens_text[i])
             lps.append(float(sample.logprob[i]))
             tops.append(dict(sample.top_logprobs[i]) if sample.top_logprobs else {})
@@ -146,7 +148,7 @@ def token_chunks(sample: Sample) -> list[tuple[str, list[int]]]:
     are always complete."""
     out: list[tuple[str, list[int]]] = []
     text, pos, pending = sample.text, 0, []
-    visible = list(_visible(sample))
+    visible = list(_generated(sample))
     for j, i in enumerate(visible):
         piece = sample.tokens_text[i]
         pending.append(i)
@@ -158,8 +160,10 @@ def token_chunks(sample: Sample) -> list[tuple[str, list[int]]]:
         out.append((piece, pending))
         pos += len(piece)
         pending = []
-    if pos < len(text) or pending:
+    if pos < len(text) or (pending and not out):
         out.append((text[pos:], pending))
+    elif pending:  # tokens without text at the end (an end-of-turn token): on the last chunk
+        out[-1] = (out[-1][0], out[-1][1] + pending)
     return out
 
 
@@ -174,7 +178,13 @@ def ponder_object(plan: Plan, out: Outcome) -> dict[str, Any] | None:
         given["confidence_raw"] = d.confidence_raw
     if out.stopped is not None:
         given["stopped"] = out.stopped
-    if notes := {**d.notes, **dict(plan.notes)}:
+    notes = {**d.notes, **dict(plan.notes)}
+    if len(out.choices) < plan.n:
+        notes["n"] = (
+            f"{plan.n} choices asked, {len(out.choices)} returned: choices are distinct answers "
+            f"(best first), and the {len(samples)} samples hold {len(out.choices)}"
+        )
+    if notes:
         given["notes"] = notes
     if plan.include_candidates:
         given["candidates"] = [candidate(out, s) for s in samples]
@@ -221,16 +231,65 @@ def candidate(out: Outcome, s: Sample) -> CandidateOut:
     )
 
 
-def response_body(plan: Plan, out: Outcome) -> dict[str, Any]:
-    samples = out.generation.samples
-    meta = ponder_object(plan, out)
+MAX_ANSWER_HEADER = 256
+"""Characters of X-Ponder-Answer (percent-encoded): the header is for a glance, the body has
+the whole answer."""
+
+
+def result_headers(plans: Sequence[Plan], outs: Sequence[Outcome]) -> dict[str, str]:
+    """What was decided, as compact response headers, for clients that drop unknown body
+    fields (LangChain's ChatOpenAI with `include_response_headers=True`, LiteLLM):
+    X-Ponder-Strategy, -Samples (drawn), -Confidence, -Answer (percent-encoded UTF-8, at most
+    MAX_ANSWER_HEADER characters, cut at a whole escape; absent when there is no answer).
+    With a batch of prompts each value is the prompts' values, comma-separated. None for
+    strategy `none` (nothing decided)."""
+    decided = [(o.decision, len(o.generation.samples)) for o in outs if o.decision is not None]
+    if not decided:
+        return {}
+    headers = {
+        "X-Ponder-Strategy": plans[0].strategy,
+        "X-Ponder-Samples": ",".join(str(n) for _, n in decided),
+        "X-Ponder-Confidence": ",".join(f"{d.confidence:.4f}" for d, _ in decided),
+    }
+    answers = [d.answer for d, _ in decided]
+    if any(a is not None for a in answers):
+        headers["X-Ponder-Answer"] = answer_header(answers)
+    return headers
+
+
+def answer_header(answers: Sequence[str | None]) -> str:
+    """Answers percent-encoded (UTF-8; nothing but unreserved characters and escapes, so no
+    header can be forged), comma-separated, cut to MAX_ANSWER_HEADER at a whole character."""
+    pieces: list[str] = []
+    size = 0
+    for k, answer in enumerate(answers):
+        for piece in ([","] if k else []) + [quote(c, safe="") for c in answer or ""]:
+            if size + len(piece) > MAX_ANSWER_HEADER:
+                return "".join(pieces)
+            pieces.append(piece)
+            size += len(piece)
+    return "".join(pieces)
+
+
+def response_body(plans: Sequence[Plan], outs: Sequence[Outcome]) -> dict[str, Any]:
+    """The body of a request's outcomes, one per prompt: choices prompt-major (prompt p's
+    k-th choice has index p * n + k, as OpenAI and vLLM number them), usage summed, and the
+    `ponder` object (with a batch of prompts, a list of them in prompt order)."""
+    plan = plans[0]
+    choices: list[Any] = []
+    for p, (one, out) in enumerate(zip(plans, outs, strict=True)):
+        samples = out.generation.samples
+        base = p * one.n
+        choices += [_choice(one, out, base + k, samples[i]) for k, i in enumerate(out.choices)]
+    metas = [ponder_object(one, out) for one, out in zip(plans, outs, strict=True)]
+    meta: Any = metas[0] if len(metas) == 1 else metas
     fields: dict[str, Any] = {
         "id": new_id(plan),
         "created": int(time.time()),
         "model": plan.model,
-        "choices": [_choice(plan, out, k, samples[i]) for k, i in enumerate(out.choices)],
-        "usage": usage(out.generation),
-        **({"ponder": meta} if meta is not None else {}),
+        "choices": choices,
+        "usage": usage(*[out.generation for out in outs]),
+        **({"ponder": meta} if metas[0] is not None else {}),
     }
     body: ChatCompletionResponse | CompletionResponse = (
         ChatCompletionResponse(object="chat.completion", **fields)

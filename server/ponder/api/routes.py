@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -14,20 +15,27 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from .. import metrics, runner
 from ..config import Settings
+from ..runner import Outcome
 from ..strategies import REGISTRY
 from ..types import Engine
+from .aliases import describe, parse_model
 from .checks import check_bounds, check_unicode
 from .errors import ApiError
-from .plan import Plan, build_plan, parse_model, prompt_token_ids
-from .render import response_body
+from .plan import Plan, build_plans, prompt_token_ids
+from .render import response_body, result_headers
+from .responses import ResponseStore, new_response_id, response_object, stream_response, to_chat
 from .schemas import (
     CHAT_RESPONSES,
     COMPLETION_RESPONSES,
+    RESPONSES_RESPONSES,
+    RETRIEVE_RESPONSES,
     ChatCompletionRequest,
     CompletionRequest,
     DetokenizeRequest,
     DetokenizeResponse,
+    ModelCard,
     ModelList,
+    ResponsesRequest,
     Status,
     TokenizeRequest,
     TokenizeResponse,
@@ -91,39 +99,62 @@ def _plan_headers(plan: Plan) -> dict[str, str]:
     return {"X-Ponder-Ignored-Fields": ", ".join(plan.ignored)[:1024]}
 
 
-async def _respond(request: Request, plan: Plan, engine: Engine, who: str) -> Any:
+async def _respond(request: Request, plans: list[Plan], engine: Engine, who: str) -> Any:
+    """Run the request's plans (one per prompt; several for a batch of prompts, run at once)
+    and answer with their body, or stream the one plan."""
+    plan = plans[0]
+    if plan.stream:
+        calibration = request.app.state.calibration
+        return _streamed(request, plan, engine, who, stream(plan, engine, calibration))
+    outs = await _run(request, plans, engine, who)
+    headers = {**_plan_headers(plan), **result_headers(plans, outs)}
+    return JSONResponse(response_body(plans, outs), headers=headers)
+
+
+async def _run(request: Request, plans: list[Plan], engine: Engine, who: str) -> list[Outcome]:
+    """The plans' outcomes: admitted under the caller's limits, within the request's
+    deadline, cancelled if the client leaves or the server's grace period ends."""
     settings = get_settings(request)
     gate = get_gate(request)
-    budget = plan.samples * plan.job.params.max_tokens
+    budget = sum(p.samples * p.job.params.max_tokens for p in plans)
     permit = gate.admit(who, budget)
     clock = EngineClock(settings.request_timeout_s or None, engine.reports_admission)
     calibration = request.app.state.calibration
-    if plan.stream:
-        events = stream(plan, engine, calibration)
-        guarded = with_deadline(events, clock, permit.release, gate.closing)
-        weakref.finalize(guarded, permit.release)  # a stream that never started
-        headers = {**_SSE_HEADERS, **_plan_headers(plan)}
-        return StreamingResponse(guarded, media_type="text/event-stream", headers=headers)
     try:
-        run = runner.run(plan.job, engine, calibration=calibration)
-        out = await until_done_or_gone(request, run, clock, gate.closing)
+        run = runner.run_all([p.job for p in plans], engine, calibration=calibration)
+        outs = await until_done_or_gone(request, run, clock, gate.closing)
     finally:
         permit.release()
-    gate.observe(budget, out.generation.generate_s)
-    return JSONResponse(response_body(plan, out), headers=_plan_headers(plan))
+    gate.observe(budget, max(out.generation.generate_s for out in outs))
+    return outs
 
 
-async def _plan(request: Request, body: Any, settings: Settings, engine: Engine) -> Plan:
+def _streamed(
+    request: Request, plan: Plan, engine: Engine, who: str, events: AsyncIterator[str]
+) -> StreamingResponse:
+    """A plan's SSE `events`, admitted under the caller's limits and within the deadline."""
+    settings = get_settings(request)
+    gate = get_gate(request)
+    permit = gate.admit(who, plan.samples * plan.job.params.max_tokens)
+    clock = EngineClock(settings.request_timeout_s or None, engine.reports_admission)
+    guarded = with_deadline(events, clock, permit.release, gate.closing)
+    weakref.finalize(guarded, permit.release)  # a stream that never started
+    headers = {**_SSE_HEADERS, **_plan_headers(plan)}
+    return StreamingResponse(guarded, media_type="text/event-stream", headers=headers)
+
+
+async def _plan(request: Request, body: Any, settings: Settings, engine: Engine) -> list[Plan]:
     """Bounds checked here; rendering, tokenizing and compiling a caller's pattern (costs that
     grow with the input) run in a worker thread, never on the event loop."""
     check_bounds(body, settings)
-    plan = await asyncio.to_thread(build_plan, body, settings, engine)
+    plans = await asyncio.to_thread(build_plans, body, settings, engine)
+    plan = plans[0]
     request.state.strategy = plan.strategy  # for the request metrics
     new = [name for name in plan.ignored if name not in _WARNED]
     if new and len(_WARNED) < 256:  # once per field name, bounded
         _WARNED.update(new)
         log.warning("request fields ignored (no server defines them): %r", new)
-    return plan
+    return plans
 
 
 @router.post("/v1/chat/completions", responses=CHAT_RESPONSES)
@@ -148,18 +179,103 @@ async def completions(
     return await _respond(request, await _plan(request, body, settings, engine), engine, who)
 
 
+@router.post("/v1/responses", responses=RESPONSES_RESPONSES)
+async def responses(
+    body: ResponsesRequest,
+    request: Request,
+    who: CallerDep,
+    settings: SettingsDep,
+    engine: ReadyEngineDep,
+) -> Any:
+    """OpenAI's Responses API (api/responses.py): the chat completion of its instructions and
+    input, after the stored conversation of `previous_response_id`."""
+    store: ResponseStore = request.app.state.responses
+    history: list[dict[str, str]] = []
+    if body.previous_response_id is not None:
+        found = store.get(body.previous_response_id, who)
+        if found is None:
+            raise ApiError(
+                400,
+                "previous_response_id names no response this server keeps for you (it keeps "
+                f"the last {store.size} stored responses in memory, PONDER_RESPONSES_STORED)",
+                param="previous_response_id",
+                code="previous_response_not_found",
+            )
+        history = found[0]
+    chat, conversation = to_chat(body, history)
+    plans = await _plan(request, chat, settings, engine)
+    plan, rid = plans[0], new_response_id()
+
+    def keep(out: Outcome, whole: dict[str, Any]) -> None:
+        if body.store is not False:
+            text = out.generation.samples[out.choices[0]].text
+            said = [*conversation, {"role": "assistant", "content": text}]
+            store.put(rid, who, said, whole)
+
+    if plan.stream:
+        calibration = request.app.state.calibration
+        events = stream_response(rid, body, plan, engine, calibration, keep)
+        return _streamed(request, plan, engine, who, events)
+    (out,) = await _run(request, plans, engine, who)
+    whole = response_object(rid, body, plan, out, int(time.time()))
+    keep(out, whole)
+    return JSONResponse(whole, headers={**_plan_headers(plan), **result_headers(plans, [out])})
+
+
+@router.get("/v1/responses/{response_id}", responses=RETRIEVE_RESPONSES)
+async def retrieve_response(response_id: str, request: Request, who: CallerDep) -> Any:
+    store: ResponseStore = request.app.state.responses
+    found = store.get(response_id, who)
+    if found is None:
+        raise ApiError(
+            404,
+            "no stored response with that id (responses are kept in memory, for the caller "
+            "that made them)",
+            param="response_id",
+            code="not_found",
+        )
+    return found[1]
+
+
+def _model_card(request: Request, engine: Engine, model_id: str) -> dict[str, Any]:
+    """One model or alias, with what it does (`ponder`: strategy, samples, temperature);
+    404 for a name this server does not serve."""
+    defined: dict[str, str] = request.app.state.aliases
+    alias = parse_model(model_id, engine.model_name, defined)
+    card: dict[str, Any] = {
+        "id": model_id,
+        "object": "model",
+        "created": request.app.state.started,
+        "owned_by": "ponder",
+        "root": engine.model_name,
+        "ponder": describe(alias),
+    }
+    if model_id in defined:
+        card["ponder"]["spec"] = defined[model_id]
+    return card
+
+
+def _model_cards(engine: Engine, request: Request) -> list[dict[str, Any]]:
+    """The served model, the operator's aliases (PONDER_ALIASES), one alias per strategy."""
+    name = engine.model_name
+    ids = [name, *request.app.state.aliases]
+    ids += [f"{name}+{s.name}" for s in REGISTRY.values() if s.kind != "plain"]
+    return [_model_card(request, engine, i) for i in ids]
+
+
 @router.get("/v1/models", responses={200: {"model": ModelList}, **error_responses(401, 413)})
 async def models(engine: EngineDep, request: Request, who: CallerDep) -> dict[str, Any]:
-    created = request.app.state.started
-    name = engine.model_name
-    ids = [name] + [f"{name}+{s.name}" for s in REGISTRY.values() if s.kind != "plain"]
-    return {
-        "object": "list",
-        "data": [
-            {"id": i, "object": "model", "created": created, "owned_by": "ponder", "root": name}
-            for i in ids
-        ],
-    }
+    return {"object": "list", "data": _model_cards(engine, request)}
+
+
+@router.get(
+    "/v1/models/{model_id:path}",
+    responses={200: {"model": ModelCard}, **error_responses(401, 404, 413)},
+)
+async def model(model_id: str, engine: EngineDep, request: Request, who: CallerDep) -> Any:
+    """One model or alias (the SDK's `models.retrieve`); any alias a request may name,
+    `@N` and `:tT` included."""
+    return _model_card(request, engine, model_id)
 
 
 @router.get("/metrics", include_in_schema=False)

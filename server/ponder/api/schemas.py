@@ -61,6 +61,8 @@ class _Common(BaseModel):
     n: int = Field(1, ge=1, le=128)
     seed: int | None = Field(None, ge=-(2**63), lt=2**63)
     stop: str | list[str] | None = None
+    min_tokens: int = Field(0, ge=0, description="vLLM's: no end of generation before this")
+    ignore_eos: bool = Field(False, description="vLLM's: generate to max_tokens")
     stream: bool = False
     stream_options: StreamOptions | None = None
     ponder: PonderOptions | None = None
@@ -91,6 +93,50 @@ class CompletionRequest(_Common):
     prompt: str | list[str] | list[StrictInt] | list[list[StrictInt]]
     logprobs: int | None = Field(None, ge=0, le=20)
     echo: bool = False
+
+
+class ResponseInputItem(BaseModel):
+    """One `input` item of /v1/responses: a message (`type` "message" or absent), its content
+    a string or input/output text parts. Other item types (function calls and their outputs,
+    images, files) are refused by name."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = "message"
+    role: Literal["system", "developer", "user", "assistant"] | None = None
+    content: str | list[ContentPart] | None = None
+
+
+class ResponseTextFormat(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    type: str = "text"
+
+
+class ResponseText(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    format: ResponseTextFormat = Field(default_factory=ResponseTextFormat)
+
+
+class ResponsesRequest(BaseModel):
+    """`POST /v1/responses` (OpenAI's Responses API, as vLLM serves it), run as the chat
+    completion of its `instructions` and `input` messages; the `ponder` object as on chat."""
+
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+
+    model: str = Field(..., min_length=1, max_length=256)
+    input: str | list[ResponseInputItem]
+    instructions: str | None = None
+    max_output_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    stream: bool = False
+    text: ResponseText | None = None
+    previous_response_id: str | None = Field(None, max_length=128)
+    store: bool | None = None
+    metadata: dict[str, str] | None = None
+    ponder: PonderOptions | None = None
 
 
 class ErrorDetail(BaseModel):
@@ -212,7 +258,8 @@ class CompletionResponse(BaseModel):
     model: str
     choices: list[CompletionChoice]
     usage: Usage
-    ponder: PonderMeta | None = None
+    ponder: PonderMeta | list[PonderMeta] | None = None
+    """With a batch of prompts, one `ponder` object per prompt, in prompt order."""
 
 
 class ChatDelta(BaseModel):
@@ -259,12 +306,64 @@ class CompletionChunk(BaseModel):
     ponder: dict[str, Any] | None = None
 
 
+class ResponseOutputText(BaseModel):
+    type: Literal["output_text"]
+    text: str
+    annotations: list[Any]
+
+
+class ResponseMessage(BaseModel):
+    id: str
+    type: Literal["message"]
+    status: Literal["in_progress", "completed", "incomplete"]
+    role: Literal["assistant"]
+    content: list[ResponseOutputText]
+
+
+class ResponseUsage(BaseModel):
+    input_tokens: int
+    input_tokens_details: dict[str, int]
+    output_tokens: int
+    output_tokens_details: dict[str, int]
+    total_tokens: int
+
+
+class ResponseObject(BaseModel):
+    """A `response` object of the Responses API, plus the `ponder` object."""
+
+    id: str
+    object: Literal["response"]
+    created_at: int
+    status: Literal["in_progress", "completed", "incomplete", "failed"]
+    error: dict[str, Any] | None = None
+    incomplete_details: dict[str, str] | None = None
+    instructions: str | None = None
+    max_output_tokens: int | None = None
+    model: str
+    output: list[ResponseMessage]
+    parallel_tool_calls: bool
+    previous_response_id: str | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    text: dict[str, Any]
+    tool_choice: str
+    tools: list[Any]
+    truncation: str
+    store: bool
+    metadata: dict[str, str]
+    usage: ResponseUsage | None = None
+    ponder: PonderMeta | None = None
+
+
 class ModelCard(BaseModel):
     id: str
     object: Literal["model"]
     created: int
     owned_by: str
     root: str
+    ponder: dict[str, Any] | None = None
+    """What the name does: strategy, samples and temperature (null: the request's or the
+    server's default), and for an operator's alias its spec."""
 
 
 class ModelList(BaseModel):
@@ -342,4 +441,9 @@ def _completion_responses(model: type[BaseModel]) -> dict[int | str, dict[str, A
 
 
 CHAT_RESPONSES = _completion_responses(ChatCompletionResponse)
+RESPONSES_RESPONSES = _completion_responses(ResponseObject)
+RETRIEVE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"model": ResponseObject},
+    **error_responses(401, 404, 413),
+}
 COMPLETION_RESPONSES = _completion_responses(CompletionResponse)

@@ -7,8 +7,8 @@ import asyncio
 import contextlib
 import json
 import math
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 from .. import runner
 from ..calibration import Calibration
@@ -25,6 +25,8 @@ from .render import (
     token_chunks,
     usage,
 )
+
+T = TypeVar("T")
 
 KEEPALIVE_S = 5.0
 DISCONNECT_POLL_S = 0.25
@@ -78,17 +80,17 @@ class EngineClock:
 
 
 async def until_done_or_gone(
-    request: Any, coro: Any, clock: EngineClock, closing: asyncio.Event | None = None
-) -> Outcome:
-    """Await `coro` (a runner.run), cancelling it — and so the engine's work on it — when the
-    client disconnects, the deadline passes (504) or the server's grace period ends (503)."""
+    request: Any, coro: Awaitable[T], clock: EngineClock, closing: asyncio.Event | None = None
+) -> T:
+    """Await `coro` (a runner.run or run_all), cancelling it — and so the engine's work on it —
+    when the client disconnects, the deadline passes (504) or the server's grace period ends
+    (503)."""
     task = asyncio.ensure_future(coro)
     try:
         while True:
             done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
             if task in done:
-                result: Outcome = task.result()
-                return result
+                return task.result()
             if await request.is_disconnected():
                 raise ClientGone()
             left = clock.remaining()

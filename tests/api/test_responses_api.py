@@ -1,0 +1,137 @@
+"""Issue 25 items 3 and 6, through the openai SDK: the Responses API (plain, streamed, with
+instructions, a stored conversation continued by previous_response_id, refusals), the SDK's
+models.retrieve, and the `developer` role read as `system`."""
+
+from __future__ import annotations
+
+import httpx
+import openai
+import pytest
+
+from ..conftest import Server
+
+
+@pytest.fixture(scope="module")
+def client(server: Server) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="unused", max_retries=0)
+
+
+def test_a_response_is_the_chat_completion_of_its_input(client: openai.OpenAI) -> None:
+    r = client.responses.create(
+        model="smollm2", input="What is the capital of France?", max_output_tokens=12, temperature=0
+    )
+    chat = client.chat.completions.create(
+        model="smollm2",
+        messages=[{"role": "user", "content": "What is the capital of France?"}],
+        max_tokens=12,
+        temperature=0,
+    )
+    assert r.object == "response" and r.status in ("completed", "incomplete")
+    assert r.output_text == chat.choices[0].message.content  # same prompt, greedy: same text
+    assert r.usage.input_tokens == chat.usage.prompt_tokens
+    assert r.usage.output_tokens == chat.usage.completion_tokens
+    if chat.choices[0].finish_reason == "length":
+        assert r.status == "incomplete" and r.incomplete_details.reason == "max_output_tokens"
+
+
+def test_instructions_items_and_the_ponder_object(client: openai.OpenAI) -> None:
+    r = client.responses.create(
+        model="smollm2+majority_vote@4",
+        instructions="Answer with a number only.",
+        input=[{"role": "user", "content": [{"type": "input_text", "text": "What is 2 + 3?"}]}],
+        max_output_tokens=8,
+        temperature=0.7,
+        extra_body={"ponder": {"answer": {"format": "number"}}},
+    )
+    meta = r.model_extra["ponder"]
+    assert meta["strategy"] == "majority_vote" and meta["generated"] == 4
+    assert r.output_text and r.instructions == "Answer with a number only."
+
+
+def test_a_streamed_response_has_the_events_and_the_text(client: openai.OpenAI) -> None:
+    kw = {"model": "smollm2", "input": "Say hello.", "max_output_tokens": 10, "temperature": 0}
+    whole = client.responses.create(**kw)
+    events = list(client.responses.create(stream=True, **kw))
+    kinds = [e.type for e in events]
+    assert kinds[:4] == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+    ]
+    assert kinds[-1] in ("response.completed", "response.incomplete")
+    deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert deltas == whole.output_text
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    assert events[-1].response.output_text == whole.output_text
+
+
+def test_previous_response_id_continues_a_stored_conversation(client: openai.OpenAI) -> None:
+    first = client.responses.create(
+        model="smollm2", input="My name is Ada. Say OK.", max_output_tokens=6, temperature=0
+    )
+    again = client.responses.retrieve(first.id)
+    assert again.id == first.id and again.output_text == first.output_text
+    follow = client.responses.create(
+        model="smollm2",
+        input="What is my name?",
+        previous_response_id=first.id,
+        max_output_tokens=6,
+        temperature=0,
+    )
+    history = [
+        {"role": "user", "content": "My name is Ada. Say OK."},
+        {"role": "assistant", "content": first.output_text},
+        {"role": "user", "content": "What is my name?"},
+    ]
+    chat = client.chat.completions.create(
+        model="smollm2", messages=history, max_tokens=6, temperature=0
+    )
+    assert follow.output_text == chat.choices[0].message.content
+    assert follow.usage.input_tokens == chat.usage.prompt_tokens
+    unstored = client.responses.create(
+        model="smollm2", input="Hi", max_output_tokens=2, store=False
+    )
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(unstored.id)
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"previous_response_id": "resp_nope"}, "previous_response_id"),
+        ({"text": {"format": {"type": "json_object"}}}, "text.format"),
+        ({"tools": [{"type": "function", "name": "f", "parameters": {}}]}, "tools"),
+        (
+            {"input": [{"type": "function_call_output", "call_id": "c", "output": "x"}]},
+            "input.0.type",
+        ),
+    ],
+)
+def test_what_is_not_supported_is_a_clear_400(
+    client: openai.OpenAI, extra: dict, param: str
+) -> None:
+    kw = {"model": "smollm2", "input": "Hi", "max_output_tokens": 2, **extra}
+    with pytest.raises(openai.BadRequestError) as err:
+        client.responses.create(**kw)
+    assert err.value.body["param"] == param
+    assert client.models.list().data
+
+
+def test_models_retrieve(client: openai.OpenAI) -> None:
+    assert client.models.retrieve("smollm2").id == "smollm2"
+    alias = client.models.retrieve("smollm2+majority_vote@8")
+    assert alias.id == "smollm2+majority_vote@8" and alias.model_extra["root"] == "smollm2"
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("gpt-4")
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("smollm2+nonsense")
+
+
+def test_developer_messages_are_system_messages(server: Server) -> None:
+    def ids(role: str) -> list[int]:
+        messages = [{"role": role, "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+        r = httpx.post(f"{server.base_url}/tokenize", json={"messages": messages})
+        return list(r.json()["tokens"])
+
+    assert ids("developer") == ids("system")
