@@ -177,6 +177,29 @@ def test_adaptive_stopping_cuts_a_vllm_wave_short(client: openai.OpenAI) -> None
         assert early["usage"]["completion_tokens"] <= fixed["usage"]["completion_tokens"]
 
 
+def test_min_tokens_ignore_eos_batches_and_responses_on_vllm(client: openai.OpenAI) -> None:
+    """Issue 25 on vLLM: ignore_eos and min_tokens are vLLM's own options; a batch of
+    prompts and the Responses API run over the same engine."""
+    q = [{"role": "user", "content": "What is 2 + 2? Answer with a number only."}]
+    kw = {"model": "smollm2", "messages": q, "max_tokens": 30, "temperature": 0}
+    short = client.chat.completions.create(**kw)
+    assert short.usage.completion_tokens < 20
+    full = client.chat.completions.create(**kw, extra_body={"ignore_eos": True})
+    assert full.usage.completion_tokens == 30 and full.choices[0].finish_reason == "length"
+    held = client.chat.completions.create(**kw, extra_body={"min_tokens": 20})
+    assert held.usage.completion_tokens >= 20
+    batch = client.completions.create(
+        model="smollm2", prompt=["2 + 2 =", "The capital of France is"], max_tokens=4, temperature=0
+    )
+    assert [c.index for c in batch.choices] == [0, 1]
+    one = client.completions.create(model="smollm2", prompt="2 + 2 =", max_tokens=4, temperature=0)
+    assert batch.choices[0].text == one.choices[0].text
+    r = client.responses.create(
+        model="smollm2", input=q[0]["content"], max_output_tokens=30, temperature=0
+    )
+    assert r.output_text == short.choices[0].message.content
+
+
 @pytest.fixture(scope="module")
 def engine(model_dir: Path, server: Server) -> Iterator[object]:
     """A VllmEngine in this process (after the server module's tests, which share the CPU)."""
