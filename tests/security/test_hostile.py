@@ -357,7 +357,7 @@ def test_past_the_grace_period_requests_end_with_an_error_not_a_cut(
         ([True], "a list of token ids, or a list of one list of token ids"),
         ([], "must not be empty"),
         ([[]], "must not be empty"),
-        ([[1, 2], [3]], "exactly one prompt"),
+        ([[1, 2], []], "prompt.1 must not be empty"),  # a batch (issue 25) of which one is empty
     ],
 )
 def test_prompt_shapes_get_clear_400s(server: Server, prompt: object, message: str) -> None:
