@@ -53,8 +53,9 @@ def task(root: Path, kind: str) -> str:
     return f"bench_{kind}"
 
 
-def lm_eval(url: str, root: Path, name: str, concurrent: int, batch: int) -> tuple[list, float]:
-    out = root / f"out-{concurrent}-{batch}"
+def lm_eval(
+    url: str, root: Path, name: str, concurrent: int, batch: int, out: Path
+) -> tuple[list, float]:
     cmd = [
         str(Path(os.environ["PONDER_LM_EVAL_VENV"]) / "bin" / "lm_eval"),
         "--model", "local-completions",
@@ -121,6 +122,7 @@ def main() -> None:
     ap.add_argument("--url", default="http://127.0.0.1:8000")
     ap.add_argument("--kind", choices=["chat", "plain"], default="chat")
     ap.add_argument("--no-batch", action="store_true", help="the server refuses batches")
+    ap.add_argument("--repeats", type=int, default=1, help="runs of each; the median wall")
     args = ap.parse_args()
     want = reference(args.url, args.kind)
     with tempfile.TemporaryDirectory() as tmp:
@@ -130,7 +132,12 @@ def main() -> None:
         if not args.no_batch:
             runs.insert(0, ("num_concurrent=1, batch 8", 1, 8))
         for label, concurrent, batch in runs:
-            got, wall = lm_eval(args.url, root, name, concurrent, batch)
+            walls = []
+            for k in range(args.repeats):
+                out = root / f"out-{concurrent}-{batch}-{k}"
+                got, wall = lm_eval(args.url, root, name, concurrent, batch, out)
+                walls.append(wall)
+            wall = float(np.median(walls))
             g = np.array(got)
             agree = int((g.argmax(axis=1) == want.argmax(axis=1)).sum())
             diff = float(np.abs(g - want).max())
