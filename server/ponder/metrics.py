@@ -123,6 +123,10 @@ _BATCH_COUNTERS = {
     ),
     "prefilled": ("ponder_engine_prefill_tokens", "Prompt tokens prefilled by the engine"),
     "decode_s": ("ponder_engine_decode_seconds", "Seconds inside the model's decode calls"),
+    "grammar_s": (
+        "ponder_engine_grammar_seconds",
+        "Seconds computing structured outputs' token masks (llguidance), inside the steps",
+    ),
     "busy_s": (
         "ponder_engine_busy_seconds",
         "Seconds of whole decode steps (the model's decode + Ponder's host work)",

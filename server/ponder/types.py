@@ -42,6 +42,10 @@ class SamplingParams:
     confidence_top_k: int = 0
     """Also record DeepConf's per-token confidence (`Sample.confidence`): minus the mean raw
     logprob of the row's k most probable tokens, for this k (0 = not recorded)."""
+    json_schema: str | None = None
+    """Structured output: every sample is JSON valid against this schema (JSON text; a bare
+    `{"type": "object"}` for `json_object`). Engines constrain their processed distribution
+    with it (docs/api.md, "Structured outputs")."""
     min_tokens: int = 0
     """No end of generation and no stop string before this many tokens (vLLM's `min_tokens`:
     end-of-generation tokens are masked out of the processed distribution until then)."""

@@ -135,3 +135,25 @@ def test_developer_messages_are_system_messages(server: Server) -> None:
         return list(r.json()["tokens"])
 
     assert ids("developer") == ids("system")
+
+
+def test_a_streamed_vote_reports_progress_and_its_decision(client: openai.OpenAI) -> None:
+    events = list(
+        client.responses.create(
+            model="smollm2+majority_vote@4:t0.7",
+            input="What is 2 + 3? Answer with a number only.",
+            max_output_tokens=8,
+            stream=True,
+            extra_body={"ponder": {"answer": {"format": "number"}}},
+        )
+    )
+    progress = [
+        e.response.model_extra["ponder"]["progress"]
+        for e in events
+        if e.type == "response.in_progress" and "ponder" in (e.response.model_extra or {})
+    ]
+    assert progress and progress[-1]["done"] == 4 and progress[-1]["total"] == 4
+    last = events[-1].response
+    assert last.model_extra["ponder"]["generated"] == 4
+    deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert deltas == last.output_text

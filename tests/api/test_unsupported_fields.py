@@ -27,7 +27,7 @@ TOOL = {
     [
         ("tools", [TOOL]),
         ("tool_choice", "required"),
-        ("response_format", {"type": "json_object"}),
+        ("functions", [TOOL["function"]]),  # (response_format is implemented: issue 26)
         ("presence_penalty", 0.5),
         ("frequency_penalty", -1.0),
         ("logit_bias", {"42": 5}),

@@ -200,6 +200,28 @@ def test_min_tokens_ignore_eos_batches_and_responses_on_vllm(client: openai.Open
     assert r.output_text == short.choices[0].message.content
 
 
+def test_structured_outputs_on_vllm(client: openai.OpenAI) -> None:
+    """Issue 26: vLLM's own structured outputs, with the schema of the request."""
+    import json
+
+    schema = {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+        "required": ["name", "age"],
+        "additionalProperties": False,
+    }
+    fmt = {"type": "json_schema", "json_schema": {"name": "person", "schema": schema}}
+    r = client.chat.completions.create(
+        model="smollm2",
+        messages=[{"role": "user", "content": "Carlos is 78. Give his name and age as JSON."}],
+        max_tokens=40,
+        temperature=0,
+        response_format=fmt,  # type: ignore[arg-type]
+    )
+    obj = json.loads(r.choices[0].message.content or "")
+    assert set(obj) == {"name", "age"} and isinstance(obj["age"], int)
+
+
 @pytest.fixture(scope="module")
 def engine(model_dir: Path, server: Server) -> Iterator[object]:
     """A VllmEngine in this process (after the server module's tests, which share the CPU)."""

@@ -193,6 +193,32 @@ class PatternWorkers:
         if error is not None:
             raise AnswerPatternError(error)
 
+    def schema_error(self, schema: str) -> str | None:
+        """Why llguidance cannot build the grammar of this JSON schema (compiled in a pattern
+        worker, within its memory and time limits), or None when it can."""
+        key = "\0schema\0" + schema
+        with self._lock:
+            if key in self._verdicts:
+                return self._verdicts[key]
+        worker = self._idle.get()
+        try:
+            answer = worker.ask(json.dumps({"g": schema}).encode(), COMPILE_TIMEOUT_S)
+        finally:
+            self._idle.put(worker)
+        reply = json.loads(answer) if answer else None
+        error = (
+            f"the schema could not be compiled within the worker's limits ({self.memory_mb} MB, "
+            f"{COMPILE_TIMEOUT_S:g} s)"
+            if reply is None
+            else reply.get("e")
+        )
+        verdict = None if error is None else str(error)
+        with self._lock:
+            self._verdicts[key] = verdict
+            if len(self._verdicts) > _VERDICTS:
+                self._verdicts.popitem(last=False)
+        return verdict
+
     def extract(self, pattern: str, texts: list[str]) -> list[str | None]:
         """Each text's answer under the pattern (None: no match, or over REGEX_TIMEOUT_S)."""
         self.check(pattern)

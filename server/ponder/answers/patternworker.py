@@ -11,7 +11,8 @@ process), and the caller (patterns.py) also holds a hard timeout over every call
 Protocol: one JSON object per line on stdin, `{"p": pattern, "t": [text, ...], "s": seconds}`,
 one JSON line back: `{"a": [answer or null, ...]}` (the first capture group, else the whole
 match, of the last match in each text; `s` seconds per text), or `{"e": message}` when the
-pattern does not compile. A `ready` line comes first.
+pattern does not compile. `{"g": schema}` asks whether llguidance can build the grammar of a
+JSON schema (structured outputs): `{"a": []}` or `{"e": message}`. A `ready` line comes first.
 """
 
 from __future__ import annotations
@@ -51,6 +52,20 @@ def last_match(compiled: Any, text: str, seconds: float) -> str | None:
     return got.strip() or None
 
 
+def _schema_verdict(schema: str) -> dict[str, Any]:
+    """Whether llguidance builds a grammar from the schema, within its own parser limits."""
+    try:
+        from llguidance import LLMatcher
+
+        error = LLMatcher.validate_grammar(LLMatcher.grammar_from_json_schema(schema))
+    except MemoryError:
+        gc.collect()
+        return {"e": "the schema is too large to compile"}
+    except Exception as exc:  # llguidance raises ValueError for a schema that is not JSON
+        return {"e": f"{type(exc).__name__}: {str(exc)[:300]}"}
+    return {"e": str(error)[:300]} if error else {"a": []}
+
+
 def main() -> int:
     limit = int(sys.argv[1]) * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
@@ -64,6 +79,11 @@ def main() -> int:
         reply: dict[str, Any]
         try:
             ask = json.loads(line)
+            if "g" in ask:
+                reply = _schema_verdict(str(ask["g"]))
+                out.write(json.dumps(reply) + "\n")
+                out.flush()
+                continue
             pattern, texts, seconds = str(ask["p"]), list(ask.get("t") or []), float(ask["s"])
             compiled = cache.get(pattern)
             if compiled is None:

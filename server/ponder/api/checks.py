@@ -133,7 +133,6 @@ _NEUTRAL: dict[str, tuple[Any, ...]] = {
     "functions": (None, []),
     "tool_choice": (None, "none", "auto"),
     "function_call": (None, "none", "auto"),
-    "response_format": (None, {"type": "text"}),
     "guided_json": (None,),
     "guided_regex": (None,),
     "guided_choice": (None,),

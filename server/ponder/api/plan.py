@@ -21,6 +21,7 @@ from .aliases import Alias, defined_aliases, parse_model
 from .checks import refuse_unsupported, stops
 from .errors import ApiError
 from .schemas import ChatCompletionRequest, ChatMessage, CompletionRequest
+from .structured import json_schema
 
 
 @dataclass(frozen=True)
@@ -428,6 +429,7 @@ def _plan_one(
         min_p=req.min_p or 0.0,
         seed=req.seed,
         stop=stops(req.stop),
+        json_schema=json_schema(req, strategy),
         min_tokens=req.min_tokens,
         ignore_eos=req.ignore_eos,
         top_logprobs=logprobs or 0,

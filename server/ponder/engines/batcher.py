@@ -49,6 +49,7 @@ from ..types import (
     Sample,
 )
 from .context import Counters, Model
+from .grammar import allowed as grammar_allowed
 from .kvcache import PREFILL_CHUNK, KvCache
 from .schedule import DECODE_ROWS, FA_QUERY_TILE, StepCost, quotas
 from .sequences import Cached, Request, Seq, StepPlan, accept, confident, seed_of
@@ -329,6 +330,8 @@ class Batcher:
             else:
                 return
             s = Seq(np.random.default_rng(seed_of(req.params.seed, i)), seq, i, req.params.stop)
+            if req.matchers is not None:
+                s.matcher = req.matchers[i]
             s.row = req.prompt_row
             req.seqs.append(s)
 
@@ -403,7 +406,7 @@ class Batcher:
         logits = np.stack([s.row for s in live])  # type: ignore[misc]
         short = np.array([len(s.tokens) < params.min_tokens for s in live])
         banned = (short, model.eog) if params.min_tokens else None
-        st = sample_rows(logits, params, [s.rng for s in live], banned)
+        st = sample_rows(logits, params, [s.rng for s in live], banned, self._allowed(live))
         conf = (
             token_confidence(logits, st.lse, params.confidence_top_k)
             if params.confidence_top_k > 0
@@ -431,6 +434,19 @@ class Batcher:
                 if req.on_sample is not None:
                     self._grade(req, s.to_sample(params.top_logprobs > 0))
                 self._done(req, s)
+
+    def _allowed(self, live: list[Seq]) -> np.ndarray | None:
+        """The grammar masks of these rows (structured output), None when none has one."""
+        if all(s.matcher is None for s in live):
+            return None
+        started = time.perf_counter()
+        n = self.model.n_vocab
+        allowed = np.ones((len(live), n), dtype=bool)
+        for q, s in enumerate(live):
+            if s.matcher is not None:
+                allowed[q] = grammar_allowed(s.matcher, n)
+        self.counters.grammar_s += time.perf_counter() - started
+        return allowed
 
     def _grade(self, req: Request, sample: Sample) -> None:
         """`on_sample` in the grader pool; its verdict is read at a later step."""

@@ -56,5 +56,7 @@ class Counters:
     last_batch: int = 0
     decode_s: float = 0.0
     """Seconds inside llama_decode (the model's own work)."""
+    grammar_s: float = 0.0
+    """Seconds computing structured outputs' token masks (llguidance), on this thread."""
     busy_s: float = 0.0
     """Seconds of whole steps (decode + the host's sampling, stats, detokenizing, stops)."""

@@ -34,6 +34,7 @@ from ..types import (
 )
 from .base import punctuation_ids, render_plain_content
 from .batcher import Batcher, Counters, Request
+from .grammar import Grammars
 
 log = logging.getLogger("ponder.engine")
 
@@ -177,6 +178,7 @@ class LlamaCppEngine:
             lambda c: list(self._model.tokenize(c.encode(), add_bos=False, special=False))
         )
         self._context = _Context(self, n_seq)
+        self._grammars = Grammars(self._model.vocab, self.n_vocab)
         template = self._metadata.get("tokenizer.chat_template")
         if template:
             eos = model.token_get_text(model.token_eos()) if model.token_eos() >= 0 else ""
@@ -348,12 +350,17 @@ class LlamaCppEngine:
             raise EngineNotReady("the model is still loading")
         return self._batcher
 
-    def _request(
+    async def _request(
         self, prompt_ids: list[int], params: SamplingParams, samples: int, **hooks: Any
     ) -> Request:
+        """The batcher's request; a structured output's matchers compiled first, in a worker
+        thread (compiling grows with the schema: never on the loop or the engine's thread)."""
         if not prompt_ids:
             raise EngineError("empty prompt")
         self.check_fits(len(prompt_ids), params.max_tokens, samples)
+        if params.json_schema is not None:
+            schema = params.json_schema
+            hooks["matchers"] = await asyncio.to_thread(self._grammars.matchers, schema, samples)
         return Request(list(prompt_ids), params, samples, **hooks)
 
     async def sample(
@@ -365,7 +372,7 @@ class LlamaCppEngine:
         on_sample: SampleCallback | None = None,
     ) -> Generation:
         batcher = self._require_ready()
-        req = self._request(
+        req = await self._request(
             prompt_ids, params, samples, on_progress=on_progress, on_sample=on_sample
         )
         return await batcher.run(req)
@@ -389,7 +396,7 @@ class LlamaCppEngine:
         def on_delta(text: str) -> None:
             loop.call_soon_threadsafe(queue.put_nowait, text)
 
-        req = self._request(prompt_ids, params, 1, on_delta=on_delta)
+        req = await self._request(prompt_ids, params, 1, on_delta=on_delta)
         task = asyncio.ensure_future(batcher.run(req))
         try:
             while True:
@@ -431,7 +438,8 @@ class _Session:
         self._calls += 1
         hooks = {"on_progress": on_progress, "on_sample": on_sample, "fresh": fresh}
         eng = self._engine
-        return await eng._require_ready().run(eng._request(prompt_ids, params, samples, **hooks))
+        req = await eng._request(prompt_ids, params, samples, **hooks)
+        return await eng._require_ready().run(req)
 
     async def sample_many(
         self, requests: list[tuple[list[int], SamplingParams, int]]
@@ -441,11 +449,8 @@ class _Session:
         self._calls += 1
         eng = self._engine
         batcher = eng._require_ready()
-        return list(
-            await asyncio.gather(
-                *(batcher.run(eng._request(p, params, n, fresh=fresh)) for p, params, n in requests)
-            )
-        )
+        reqs = [await eng._request(p, params, n, fresh=fresh) for p, params, n in requests]
+        return list(await asyncio.gather(*(batcher.run(req) for req in reqs)))
 
 
 class _Context:

@@ -9,6 +9,7 @@ import dataclasses
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -54,6 +55,7 @@ class Seq:
         "kl",
         "lp",
         "lpp",
+        "matcher",
         "next_entropy",
         "pieces",
         "rng",
@@ -89,6 +91,8 @@ class Seq:
         """The logits row after the sequence's last decoded token; None while its last sampled
         token waits to be decoded."""
         self.next_entropy: float | None = None
+        self.matcher: Any = None
+        """llguidance's matcher of its structured output (None: unconstrained)."""
 
     def decoded(self) -> list[int]:
         """Generated tokens whose KV is in the cache (a final sampled token never is)."""
@@ -168,6 +172,8 @@ class Request:
     prompt_row: np.ndarray | None = None
     """The logits row after the whole prompt (once prefilled): every sample starts from it,
     and a request with the same prompt copies its KV and prefills nothing."""
+    matchers: list[Any] | None = None
+    """One grammar matcher per sample, compiled before submission (`json_schema`)."""
     fresh: bool = True
     """Not a continuation of a session: when it finds the engine idle, it starts from a
     clean KV cache, and it reuses only what a fresh prefill computes identically."""
@@ -243,6 +249,8 @@ def accept(model: Model, s: Seq, st: RowStats, r: int, params: SamplingParams, e
     whether s is finished (end of generation, a stop string, punctuation, length)."""
     tok = int(st.token[r])
     s.tokens.append(tok)
+    if s.matcher is not None:
+        s.matcher.consume_token(tok)
     s.lp.append(float(st.logprob[r]))
     s.kl.append(float(st.kl_uniform[r]))
     s.lpp.append(float(st.logprob_processed[r]))
@@ -263,7 +271,9 @@ def accept(model: Model, s: Seq, st: RowStats, r: int, params: SamplingParams, e
         s.text = s.text[:cut]
         s.finish = "stop"
         return
-    if params.punct_stop and tok in model.punct:
+    if s.matcher is not None and s.matcher.is_stopped():  # the structured output is complete
+        s.end("stop")
+    elif params.punct_stop and tok in model.punct:
         s.end("punct")
     elif len(s.tokens) >= params.max_tokens:
         s.end("length")

@@ -118,18 +118,22 @@ def sample_rows(
     params: SamplingParams,
     rngs: list[np.random.Generator],
     banned: tuple[npt.NDArray[np.bool_], npt.NDArray[np.int64]] | None = None,
+    allowed: npt.NDArray[np.bool_] | None = None,
 ) -> RowStats:
     """Sample one token per row and record the four per-token stats of docs/strategies.md.
 
     Greedy and plain-temperature sampling (the common case) are vectorized over all rows;
     truncated sampling (top-k/top-p/min-p) builds each row's candidate set. `banned` (rows,
     token ids): those tokens are masked out of those rows' processed distribution (`min_tokens`);
-    the raw stats stay the model's own.
+    `allowed` (rows x vocabulary): only these tokens stay in it (a grammar's mask). The raw
+    stats stay the model's own.
     """
     lse, kl = raw_stats(logits)
     raw = logits
+    if allowed is not None:
+        logits = np.where(allowed, logits, BANNED).astype(np.float32)
     if banned is not None and banned[0].any():
-        logits = logits.copy()
+        logits = logits.copy() if logits is raw else logits
         logits[np.ix_(banned[0], banned[1])] = BANNED  # exp() is 0; no inf to make a nan
     m = logits.shape[0]
     rows = np.arange(m)

@@ -263,6 +263,12 @@ class UpstreamEngine:
                 "echo with logprobs (prompt scoring) is not supported by the upstream engine",
                 "echo",
             )
+        if params.json_schema is not None:
+            raise UnsupportedRequest(
+                "response_format (structured outputs) is not supported by the upstream engine "
+                "yet: it would be passed on unchecked",
+                "response_format",
+            )
         return prompt_ids
 
     def check_fits(self, prompt_tokens: int, max_tokens: int, samples: int) -> None:

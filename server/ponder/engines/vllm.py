@@ -238,6 +238,10 @@ class VllmEngine:
 
         kw = dict(kwargs)
         kw["output_kind"] = RequestOutputKind[kw["output_kind"]]
+        if "structured_outputs" in kw:
+            from vllm.sampling_params import StructuredOutputsParams
+
+            kw["structured_outputs"] = StructuredOutputsParams(**kw["structured_outputs"])
         return VSamplingParams(**kw)
 
     @staticmethod

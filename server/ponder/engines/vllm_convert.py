@@ -107,6 +107,8 @@ def sampling_kwargs(
     }
     if params.prompt_logprobs is not None:
         kwargs["prompt_logprobs"] = params.prompt_logprobs
+    if params.json_schema is not None:  # vLLM's own structured outputs (its grammar backend)
+        kwargs["structured_outputs"] = {"json": params.json_schema}
     if params.punct_stop:
         kwargs["stop_token_ids"] = sorted(punct_ids)
     if stats_key:
