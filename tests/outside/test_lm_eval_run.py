@@ -147,13 +147,9 @@ def test_lm_eval_scores_equal_the_models_own_forward_pass(
     # what runs beside it: engines.md "Reproducibility")
     np.testing.assert_allclose(batched, concurrent, atol=1e-4)
     context = TEMPLATES[kind].replace("\\n", "\n")
+    space = " " if kind == "plain" else ""  # the task's target_delimiter
     want = [
-        [
-            reference(
-                server, context.replace("{{question}}", q), (" " if kind == "plain" else "") + c
-            )
-            for c in choices
-        ]
+        [reference(server, llama, context.replace("{{question}}", q), space + c) for c in choices]
         for q, choices, _ in ITEMS
     ]
     got = np.array(batched)
