@@ -156,3 +156,32 @@ def test_mask_time_is_in_the_metrics(server: Server) -> None:
     text = httpx.get(f"{server.base_url}/metrics").text
     line = next(x for x in text.splitlines() if x.startswith("ponder_engine_grammar_seconds_total"))
     assert float(line.split()[-1]) > 0
+
+
+def test_a_vote_per_field_assembles_a_valid_answer(client: openai.OpenAI) -> None:
+    """Item 4: `answer: {"format": "json", "vote": "field"}` votes each field of the
+    constrained samples separately; the answer validates, each field says its share."""
+    fmt = {"type": "json_schema", "json_schema": {"name": "person", "schema": SCHEMA}}
+    r = client.chat.completions.create(
+        model="smollm2+majority_vote@6:t0.9",
+        messages=ASK,
+        max_tokens=80,
+        seed=7,
+        response_format=fmt,
+        extra_body={"ponder": {"answer": {"format": "json", "vote": "field"}}},
+    )
+    meta = r.model_extra["ponder"]
+    answer = valid(meta["answer"])
+    fields = meta["notes"]["fields"]
+    assert set(fields) == {"/name", "/age", "/city", "/occupation"}
+    for path, f in fields.items():
+        assert getattr(answer, path[1:]) == f["value"] and 0 < f["share"] <= 1
+    assert meta["confidence"] == min(f["share"] for f in fields.values())
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(
+            model="smollm2+rpc@4",
+            messages=ASK,
+            max_tokens=8,
+            extra_body={"ponder": {"answer": {"format": "json", "vote": "field"}}},
+        )
+    assert err.value.body["param"] == "ponder.answer.vote"

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Literal
 
+from .jsonanswers import canonical, parse_json
 from .patterns import AnswerPatternError, pattern_workers
 
-Format = Literal["auto", "boxed", "math", "number", "choice", "yesno", "text", "regex"]
-Kind = Literal["number", "math", "choice", "yesno", "text"]
+Format = Literal["auto", "boxed", "math", "number", "choice", "yesno", "text", "regex", "json"]
+Kind = Literal["number", "math", "choice", "yesno", "text", "json"]
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,8 @@ class AnswerSpec:
 
     format: Format = "auto"
     pattern: str | None = None
+    vote: Literal["object", "field"] = "object"
+    """With format `json`: vote on whole values, or on each field (strategies/fields.py)."""
 
 
 @dataclass(frozen=True)
@@ -353,6 +356,12 @@ def _gold_choice(text: str) -> Answer | None:
     return Answer(letter.upper(), "choice") if re.fullmatch(r"[A-Ea-e]", letter) else None
 
 
+def extract_json(text: str) -> Answer | None:
+    """The completion's JSON value, canonical (jsonanswers.py)."""
+    value = parse_json(text)
+    return None if value is None else Answer(canonical(value), "json")
+
+
 @dataclass(frozen=True)
 class FormatRule:
     """One answer format: how a completion's answer is read, and how a reference answer (a
@@ -373,6 +382,7 @@ FORMAT_RULES: dict[str, FormatRule] = {
     "yesno": FormatRule(extract_yesno, extract_yesno),
     "text": FormatRule(extract_text, extract_text),
     "regex": FormatRule(None, extract_text),
+    "json": FormatRule(extract_json, extract_json),
 }
 """Every answer format (docs/strategies.md, "Answer formats"): the one table. `Format`, the
 request schema's values and FORMATS are checked against it (tests/unit/test_answers.py)."""

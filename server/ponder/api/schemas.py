@@ -21,6 +21,15 @@ class _Strict(BaseModel):
 class AnswerOptions(_Strict):
     format: AnswerFormat = "auto"
     pattern: str | None = Field(None, max_length=1000)
+    vote: Literal["object", "field"] = Field(
+        "object", description="format json: vote on whole values, or on each field"
+    )
+
+    @model_validator(mode="after")
+    def _field_votes_need_json(self) -> AnswerOptions:
+        if self.vote == "field" and self.format != "json":
+            raise ValueError("vote 'field' applies to format 'json'")
+        return self
 
 
 class _PonderBase(_Strict):

@@ -193,6 +193,7 @@ class DeepConf(Defaults):
     options_model: type[StrategyOptions] | None = DeepConfOptions
 
     def check(self, options: SelectOptions, samples: int) -> None:
+        super().check(options, samples)
         opts = options.of(DeepConfOptions)
         if opts.mode != "online" or samples == 1:  # 1: temperature 0, one greedy trace
             return

@@ -15,6 +15,7 @@ from .base import (
     extract_all,
     group_answers,
 )
+from .fields import field_vote
 from .strategy import Selection
 
 NAME = "majority_vote"
@@ -28,6 +29,8 @@ def select(
     if not samples:
         raise ValueError("majority vote needs at least one sample")
     answers = extract_all(samples, options.answer)
+    if options.answer.vote == "field":
+        return field_vote(NAME, samples, answers)
     groups = group_answers(answers, equal)
     mean_lp = [s.mean_logprob for s in samples]
     n = len(samples)
@@ -56,4 +59,4 @@ def select(
     )
 
 
-STRATEGY = Selection(NAME, select)  # votes; mean logprob only picks the text shown
+STRATEGY = Selection(NAME, select, field_vote=True)  # mean logprob only picks the text shown

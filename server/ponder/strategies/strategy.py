@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from ..errors import UnsupportedRequest
 from ..types import Engine, Sample, SamplingParams
 from . import adaptive
 from .base import Decision, SelectOptions, StrategyOptions
@@ -79,8 +80,15 @@ class Strategy(Protocol):
 class Defaults:
     """The protocol's optional parts, for a strategy that has nothing to say in them."""
 
+    field_vote: bool = False
+    """Whether it votes per field of a JSON answer (`answer.vote: "field"`)."""
+
     def check(self, options: SelectOptions, samples: int) -> None:
-        return None
+        if options.answer.vote == "field" and not self.field_vote:
+            raise UnsupportedRequest(
+                "answer.vote 'field' is a majority vote per field; use strategy majority_vote",
+                "ponder.answer.vote",
+            )
 
     def sampling(self, params: SamplingParams, options: SelectOptions) -> SamplingParams:
         return params
@@ -111,6 +119,7 @@ class Selection(Defaults):
     kind: Kind = "select"
     default_samples: int | None = None
     options_model: type[StrategyOptions] | None = None
+    field_vote: bool = False
 
     @property
     def options_key(self) -> str | None:

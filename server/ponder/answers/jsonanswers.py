@@ -1,0 +1,94 @@
+"""JSON answers (answer format `json`): a completion's JSON value in a canonical form (keys
+sorted, integral floats as integers, no white space), so two samples that wrote the same
+object with their keys in another order or `1.0` for `1` are the same answer; and its leaves
+by JSON-pointer path, for votes per field (strategies/fields.py)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+MAX_LEAVES = 1024
+"""Leaves read from one answer (a vote per field counts each)."""
+
+_DECODER = json.JSONDecoder()
+
+
+def parse_json(text: str) -> Any | None:
+    """The JSON value of a completion: the whole text, else the first `{` or `[` that starts
+    one (a model may wrap it in words or a code fence). None when there is none."""
+    body = text.strip()
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        pass
+    for opener in "{[":
+        start = body.find(opener)
+        if start != -1:
+            try:
+                value, _ = _DECODER.raw_decode(body, start)
+                return value
+            except (ValueError, RecursionError):
+                continue
+    return None
+
+
+def _canonical_value(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if isinstance(value, dict):
+        return {str(k): _canonical_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_canonical_value(v) for v in value]
+    return value
+
+
+def canonical(value: Any) -> str:
+    """One text per JSON value: keys sorted, integral floats as integers, compact."""
+    return json.dumps(
+        _canonical_value(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
+
+
+def _escape(key: str) -> str:
+    return key.replace("~", "~0").replace("/", "~1")
+
+
+def leaves(value: Any) -> dict[str, str]:
+    """Path (JSON pointer, RFC 6901) -> the canonical text of each leaf (a scalar, or an empty
+    object or array), at most MAX_LEAVES of them, walked without recursion."""
+    out: dict[str, str] = {}
+    todo: list[tuple[str, Any]] = [("", value)]
+    while todo and len(out) < MAX_LEAVES:
+        path, item = todo.pop()
+        if isinstance(item, dict) and item:
+            todo += [(f"{path}/{_escape(str(k))}", v) for k, v in reversed(list(item.items()))]
+        elif isinstance(item, list) and item:
+            todo += [(f"{path}/{i}", v) for i, v in reversed(list(enumerate(item)))]
+        else:
+            out[path] = canonical(item)
+    return out
+
+
+def assemble(fields: dict[str, str]) -> Any:
+    """The JSON value whose leaves are `fields` (path -> canonical text); a path whose parts
+    are all digits under one parent makes an array."""
+    if "" in fields:
+        return json.loads(fields[""])
+    root: dict[str, Any] = {}
+    for path, text in fields.items():
+        parts = [p.replace("~1", "/").replace("~0", "~") for p in path.split("/")[1:]]
+        node = root
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = json.loads(text)
+    return _arrays(root)
+
+
+def _arrays(node: Any) -> Any:
+    if not isinstance(node, dict):
+        return node
+    items = {k: _arrays(v) for k, v in node.items()}
+    if items and all(k.isdigit() for k in items):
+        return [items[k] for k in sorted(items, key=int)]
+    return items
