@@ -185,3 +185,25 @@ def test_a_vote_per_field_assembles_a_valid_answer(client: openai.OpenAI) -> Non
             extra_body={"ponder": {"answer": {"format": "json", "vote": "field"}}},
         )
     assert err.value.body["param"] == "ponder.answer.vote"
+
+
+@pytest.mark.parametrize("method", ["json_schema", "json_mode"])
+def test_langchain_with_structured_output(server: Server, method: str) -> None:
+    """Item 5: LangChain's ChatOpenAI.with_structured_output, with the JSON schema and the JSON
+    mode methods (function calling needs tools: not yet)."""
+    from langchain_openai import ChatOpenAI
+
+    llm = ChatOpenAI(
+        model="smollm2",
+        base_url=f"{server.base_url}/v1",
+        api_key="unused",
+        max_tokens=80,
+        max_retries=0,
+        seed=3,
+    )
+    if method == "json_schema":
+        got = llm.with_structured_output(Person, method="json_schema").invoke(ASK[0]["content"])
+        assert isinstance(got, Person)
+    else:
+        got = llm.with_structured_output(method="json_mode").invoke(ASK[0]["content"])
+        assert isinstance(got, dict)
