@@ -275,3 +275,46 @@ def test_upstream_killed_mid_request_then_recovers(upstream: Upstream, front: Se
     upstream.start()  # back on the same port: Ponder recovers without a restart
     r = c.chat.completions.create(model=model, messages=Q, max_tokens=4)
     assert r.choices[0].message.content is not None
+
+
+def test_a_structured_output_is_asked_for_and_checked_on_the_way_back(front: Server) -> None:
+    """Issue 26 item 2: the upstream is sent OpenAI's response_format; what comes back is
+    validated against the schema. An upstream that cannot honour it (llama-cpp-python's
+    server knows only its own json_object form) gives a clear error, never an unchecked pass."""
+    import json
+
+    schema = {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+        "required": ["name", "age"],
+    }
+    fmt = {"type": "json_schema", "json_schema": {"name": "person", "schema": schema}}
+    c = client(front)
+    model = c.models.list().data[0].id
+    try:
+        r = c.chat.completions.create(
+            model=model,
+            messages=[{"role": "user", "content": "Carlos is 78. His name and age as JSON."}],
+            max_tokens=40,
+            temperature=0,
+            response_format=fmt,  # type: ignore[arg-type]
+        )
+    except openai.APIStatusError as err:
+        assert err.status_code == 502 and "upstream" in str(err.body)
+        return
+    if r.choices[0].finish_reason != "length":
+        obj = json.loads(r.choices[0].message.content or "")
+        assert isinstance(obj["name"], str) and isinstance(obj["age"], int)
+
+
+def test_check_schema_refuses_a_reply_that_does_not_validate() -> None:
+    from ponder.engines.upstream import check_schema
+    from ponder.errors import UpstreamError
+
+    from ..unit.factories import make_sample
+
+    schema = '{"type": "object", "required": ["age"]}'
+    check_schema([make_sample(0, '{"age": 3}')], schema)
+    for bad in ('{"name": "x"}', "not json"):
+        with pytest.raises(UpstreamError, match="not valid against the response_format"):
+            check_schema([make_sample(0, '{"age": 3}'), make_sample(1, bad)], schema)

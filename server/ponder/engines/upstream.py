@@ -162,6 +162,25 @@ def to_sample(
     )
 
 
+def check_schema(samples: list[Sample], schema: str) -> None:
+    """Every finished reply of a structured output validates against its schema: the upstream
+    is asked for it (response_format), and a reply that is not valid JSON of the schema is an
+    error (502 naming the sample), never passed on as if it were."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(json.loads(schema))
+    for s in samples:
+        if s.finish_reason == "length":
+            continue  # cut by max_tokens: said by finish_reason, as on every engine
+        try:
+            validator.validate(json.loads(s.text))
+        except (ValueError, jsonschema.ValidationError) as exc:
+            raise UpstreamError(
+                f"the upstream's reply {s.index} is not valid against the response_format "
+                f"schema: {str(exc).splitlines()[0][:200]}"
+            ) from None
+
+
 class UpstreamEngine:
     """The Engine protocol over an OpenAI-compatible HTTP server."""
 
@@ -263,10 +282,10 @@ class UpstreamEngine:
                 "echo with logprobs (prompt scoring) is not supported by the upstream engine",
                 "echo",
             )
-        if params.json_schema is not None:
+        if params.json_schema is not None and prompt_ids.messages is None:
             raise UnsupportedRequest(
-                "response_format (structured outputs) is not supported by the upstream engine "
-                "yet: it would be passed on unchecked",
+                "response_format (structured outputs) goes to the upstream's chat endpoint: "
+                "send a chat request",
                 "response_format",
             )
         return prompt_ids
@@ -328,6 +347,12 @@ class UpstreamEngine:
             body["stop"] = list(params.stop)
         if params.top_k > 0:
             body["top_k"] = params.top_k
+        if params.json_schema is not None:  # checked on the way back (check_schema)
+            schema = json.loads(params.json_schema)
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "response", "schema": schema, "strict": True},
+            }
         if params.min_tokens > 0:  # vLLM's and llama.cpp's servers' extensions, passed on
             body["min_tokens"] = params.min_tokens
         if params.ignore_eos:
@@ -386,6 +411,8 @@ class UpstreamEngine:
                 )
                 for i, c in enumerate(choices[:samples])
             ]
+            if params.json_schema is not None:
+                check_schema(drawn, params.json_schema)
         finally:
             self._running -= 1
         elapsed = time.perf_counter() - started
