@@ -154,7 +154,7 @@ def stream_mode(job: Job) -> StreamMode:
     (everything else, and whenever per-token logprobs are asked: progress while sampling,
     then the chosen texts)."""
     kind = strategy_of(job).kind
-    live = job.samples == 1 and job.logprobs is None
+    live = job.samples == 1 and job.logprobs is None and not job.buffered
     if live and kind == "plain":
         return "tokens"
     if live and kind == "decode":

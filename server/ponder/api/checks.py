@@ -129,9 +129,7 @@ _NEUTRAL: dict[str, tuple[Any, ...]] = {
     "frequency_penalty": (None, 0, 0.0),
     "repetition_penalty": (None, 1, 1.0),
     "logit_bias": (None, {}),
-    "tools": (None, []),
     "functions": (None, []),
-    "tool_choice": (None, "none", "auto"),
     "function_call": (None, "none", "auto"),
     "guided_json": (None,),
     "guided_regex": (None,),
@@ -145,9 +143,7 @@ _NEUTRAL: dict[str, tuple[Any, ...]] = {
 """OpenAI/vLLM request fields Ponder does not implement yet, with the values that ask for
 nothing (accepted). Any other value is refused, never ignored."""
 
-_NO_EFFECT = frozenset(
-    {"user", "metadata", "store", "service_tier", "parallel_tool_calls", "prompt_cache_key"}
-)
+_NO_EFFECT = frozenset({"user", "metadata", "store", "service_tier", "prompt_cache_key"})
 """OpenAI fields that do not change what is generated (accounting, storage, routing)."""
 
 
@@ -167,7 +163,7 @@ def refuse_unsupported(req: ChatCompletionRequest | CompletionRequest) -> tuple[
     if isinstance(req, ChatCompletionRequest):
         for i, m in enumerate(req.messages):
             extra = m.model_extra or {}
-            for name in ("tool_calls", "function_call"):
+            for name in ("function_call",):
                 if extra.get(name):
                     raise ApiError(
                         400,

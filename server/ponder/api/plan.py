@@ -22,6 +22,7 @@ from .checks import refuse_unsupported, stops
 from .errors import ApiError
 from .schemas import ChatCompletionRequest, ChatMessage, CompletionRequest
 from .structured import json_schema
+from .tools import ToolPlan, history, tool_plan
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,8 @@ class Plan:
     include_usage: bool
     notes: tuple[tuple[str, str], ...] = ()
     """Said in the response's `ponder.notes` (e.g. why fewer samples were drawn)."""
+    tools: ToolPlan | None = None
+    """The request's tools (api/tools.py): replies that call them become `tool_calls`."""
     echo_text: str | None = None
     """`echo` on /v1/completions: the prompt text each choice's text starts with."""
     ignored: tuple[str, ...] = ()
@@ -110,9 +113,21 @@ def prompt_token_ids(
     (`item`; default: the request's only one)."""
     if isinstance(req, ChatCompletionRequest):
         messages = [
-            {"role": _ROLES.get(m.role, m.role), "content": _message_text(m, i)}
+            history(
+                _ROLES.get(m.role, m.role),
+                _message_text(m, i),
+                m.model_extra or {},
+                f"messages.{i}",
+            )
             for i, m in enumerate(req.messages)
         ]
+        tools = tool_plan(req)
+        if tools is not None:  # the tools and their answer form, in the system message
+            if messages[0]["role"] == "system":
+                said = messages[0]["content"] + "\n\n" + tools.prompt
+                messages[0] = {"role": "system", "content": said}
+            else:
+                messages.insert(0, {"role": "system", "content": tools.prompt})
         return engine.render_chat(messages)
     if item is None:
         (item,) = prompt_items(req)
@@ -419,6 +434,8 @@ def _plan_one(
             code="invalid_value",
         )
     engine.check_fits(len(prompt_ids), max_tokens, samples)
+    tools = tool_plan(req) if isinstance(req, ChatCompletionRequest) else None
+    schema = json_schema(req, strategy, tools.schema if tools else None)
     default_t = settings.selection_temperature if strategy.kind != "plain" else 1.0
     temperature = checked.temperature if checked.temperature is not None else req.temperature
     params = SamplingParams(
@@ -429,7 +446,7 @@ def _plan_one(
         min_p=req.min_p or 0.0,
         seed=req.seed,
         stop=stops(req.stop),
-        json_schema=json_schema(req, strategy),
+        json_schema=schema,
         min_tokens=req.min_tokens,
         ignore_eos=req.ignore_eos,
         top_logprobs=logprobs or 0,
@@ -445,6 +462,7 @@ def _plan_one(
         options=checked.options,
         logprobs=logprobs,
         details=include_candidates,
+        buffered=tools is not None,
     )
     return Plan(
         kind="chat" if isinstance(req, ChatCompletionRequest) else "completion",
@@ -454,6 +472,7 @@ def _plan_one(
         stream=req.stream,
         include_usage=bool(req.stream_options and req.stream_options.include_usage),
         notes=checked.notes,
+        tools=tools,
         echo_text=_echo_text(req, item, prompt_ids, engine),
         ignored=checked.ignored,
     )

@@ -31,6 +31,7 @@ from .schemas import (
     Timing,
     Usage,
 )
+from .tools import read_calls
 
 
 def new_id(plan: Plan) -> str:
@@ -124,10 +125,16 @@ def echo_offset(plan: Plan, out: Outcome) -> int:
 
 def _choice(plan: Plan, out: Outcome, k: int, sample: Sample) -> ChatChoice | CompletionChoice:
     if plan.kind == "chat":
+        calls = tool_calls(plan, sample)
+        message = (
+            AssistantMessage(role="assistant", content=sample.text)
+            if calls is None
+            else AssistantMessage(role="assistant", content=None, tool_calls=calls)
+        )
         return ChatChoice(
             index=k,
-            finish_reason=sample.finish_reason,
-            message=AssistantMessage(role="assistant", content=sample.text),
+            finish_reason=finish_reason(plan, sample),
+            message=message,
             logprobs=chat_logprobs(sample) if plan.logprobs is not None else None,
         )
     return CompletionChoice(
@@ -137,6 +144,21 @@ def _choice(plan: Plan, out: Outcome, k: int, sample: Sample) -> ChatChoice | Co
         logprobs=completion_logprobs(sample, prompt=out.generation.prompt_logprobs)
         if plan.logprobs is not None
         else None,
+    )
+
+
+def tool_calls(plan: Plan, sample: Sample) -> list[dict[str, Any]] | None:
+    """The sample's reply as OpenAI `tool_calls` when the request has tools and the reply
+    calls them (api/tools.py), else None."""
+    if plan.tools is None or sample.finish_reason == "length":
+        return None
+    return read_calls(sample.text, plan.tools)
+
+
+def finish_reason(plan: Plan, sample: Sample) -> str:
+    """The choice's finish reason: `tool_calls` when its reply calls the request's tools."""
+    return (
+        "tool_calls" if plan.kind == "chat" and tool_calls(plan, sample) else sample.finish_reason
     )
 
 
@@ -340,12 +362,15 @@ class ChunkWriter:
         role: bool = False,
         finish_reason: str | None = None,
         logprobs: dict[str, Any] | None = None,
+        calls: list[dict[str, Any]] | None = None,
     ) -> Any:
         """One choice of a chunk (a ChatChunkChoice or CompletionChunkChoice)."""
         if self.plan.kind == "chat":
             said: dict[str, Any] = {"role": "assistant"} if role else {}
             if text is not None:
                 said["content"] = text
+            if calls is not None:  # OpenAI's tool-call deltas, each whole, with its index
+                said["tool_calls"] = [{"index": i, **c} for i, c in enumerate(calls)]
             return ChatChunkChoice(
                 index=index,
                 delta=ChatDelta(**said),

@@ -21,8 +21,10 @@ from .render import (
     chat_logprobs,
     completion_logprobs,
     echo_offset,
+    finish_reason,
     ponder_object,
     token_chunks,
+    tool_calls,
     usage,
 )
 
@@ -220,6 +222,8 @@ def _choice_chunks(
     logprobs when asked; an echoed prompt (completions) comes first."""
     sample = out.generation.samples[i]
     chunks: list[dict[str, Any]] = []
+    if plan.kind == "chat" and (calls := tool_calls(plan, sample)) is not None:
+        return [w.chunk([w.delta(k, calls=calls)])]
     offset = 0
     if plan.echo_text is not None:
         prompt = out.generation.prompt_logprobs
@@ -243,7 +247,9 @@ def _final_chunks(w: ChunkWriter, plan: Plan, out: Outcome) -> list[dict[str, An
     """The finish reasons with `ponder`, then (if asked) usage on its own chunk with no
     choices, as OpenAI sends it."""
     samples = out.generation.samples
-    finals = [w.delta(k, finish_reason=samples[i].finish_reason) for k, i in enumerate(out.choices)]
+    finals = [
+        w.delta(k, finish_reason=finish_reason(plan, samples[i])) for k, i in enumerate(out.choices)
+    ]
     chunks = [w.chunk(finals, ponder=ponder_object(plan, out))]
     if plan.include_usage:
         chunks.append(w.chunk([], usage=usage(out.generation)))

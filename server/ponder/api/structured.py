@@ -17,33 +17,56 @@ MAX_SCHEMA_DEPTH = 32
 """Bounds on a response_format schema, checked before it is compiled (in a worker process)."""
 
 
-def json_schema(req: ChatCompletionRequest | CompletionRequest, strategy: Strategy) -> str | None:
-    """The structured output a chat request asks for (`response_format`), as schema text;
-    bounded, then compiled by llguidance in a pattern worker process (a 400 naming
-    `response_format` when it cannot be), before anything is generated."""
+def json_schema(
+    req: ChatCompletionRequest | CompletionRequest, strategy: Strategy, tools: str | None = None
+) -> str | None:
+    """The structured output a chat request asks for (`response_format`, or the tool calls'
+    schema `tools` when a tool must be called), as schema text; bounded, then compiled by
+    llguidance in a pattern worker process (a 400 naming `response_format` when it cannot
+    be), before anything is generated."""
     fmt = req.response_format if isinstance(req, ChatCompletionRequest) else None
-    if fmt is None or fmt.type == "text":
-        return None
-    where = "response_format.json_schema.schema" if fmt.json_schema else "response_format"
-    if strategy.kind == "decode":
+    if tools is not None and fmt is not None and fmt.type != "text":
         raise ApiError(
             400,
-            f"response_format '{fmt.type}' does not combine with strategy '{strategy.name}' "
-            "(its trials continue partial answers); use a selection strategy or none",
+            "a required tool call and a response_format cannot both shape the reply",
             param="response_format",
             code="unsupported_parameter",
         )
+    if tools is not None:
+        return _checked(tools, "tools", strategy)
+    if fmt is None or fmt.type == "text":
+        return None
+    where = "response_format.json_schema.schema" if fmt.json_schema else "response_format"
     schema: dict[str, Any] = fmt.json_schema.schema_ if fmt.json_schema else {}
-    text = json.dumps(schema or {"type": "object"}, separators=(",", ":"))
-    if len(text) > MAX_SCHEMA_CHARS or _depth(schema) > MAX_SCHEMA_DEPTH:
+    if _depth(schema) > MAX_SCHEMA_DEPTH:
+        raise ApiError(
+            400, f"the schema is over {MAX_SCHEMA_DEPTH} levels deep", param=where,
+            code="invalid_value",
+        )  # fmt: skip
+    if fmt.type == "json_object":
+        return _checked('{"type":"object"}', where, strategy)
+    return _checked(
+        json.dumps(schema or {"type": "object"}, separators=(",", ":")), where, strategy
+    )
+
+
+def _checked(text: str, where: str, strategy: Strategy) -> str:
+    """A schema's text, refused (400 naming `where`) when the strategy cannot constrain its
+    samples, when it is over MAX_SCHEMA_CHARS, or when llguidance cannot compile it (in a
+    pattern worker process, within that process's memory and time limits)."""
+    if strategy.kind == "decode":
         raise ApiError(
             400,
-            f"the schema is over {MAX_SCHEMA_CHARS} characters or {MAX_SCHEMA_DEPTH} levels deep",
-            param=where,
-            code="invalid_value",
+            f"a structured reply does not combine with strategy '{strategy.name}' (its trials "
+            "continue partial answers); use a selection strategy or none",
+            param=where.split(".")[0],
+            code="unsupported_parameter",
         )
-    if fmt.type == "json_object":
-        text = '{"type":"object"}'
+    if len(text) > MAX_SCHEMA_CHARS:
+        raise ApiError(
+            400, f"the schema is over {MAX_SCHEMA_CHARS} characters", param=where,
+            code="invalid_value",
+        )  # fmt: skip
     error = pattern_workers().schema_error(text)
     if error is not None:
         raise ApiError(

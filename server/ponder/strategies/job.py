@@ -30,6 +30,8 @@ class Job:
     options: SelectOptions = field(default_factory=SelectOptions)
     logprobs: int | None = None
     """Per-token logprobs of the returned texts (top-k), None when not asked."""
+    buffered: bool = False
+    """Stream only the finished texts (a reply that may be a tool call is read whole)."""
     details: bool = False
     """Keep per-step details in the decision's notes (CNTP's steps, with include_candidates)."""
 
