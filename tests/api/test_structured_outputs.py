@@ -187,10 +187,10 @@ def test_a_vote_per_field_assembles_a_valid_answer(client: openai.OpenAI) -> Non
     assert err.value.body["param"] == "ponder.answer.vote"
 
 
-@pytest.mark.parametrize("method", ["json_schema", "json_mode"])
+@pytest.mark.parametrize("method", ["json_schema", "json_mode", "function_calling"])
 def test_langchain_with_structured_output(server: Server, method: str) -> None:
-    """Item 5: LangChain's ChatOpenAI.with_structured_output, with the JSON schema and the JSON
-    mode methods (function calling needs tools: not yet)."""
+    """Item 5: LangChain's ChatOpenAI.with_structured_output, with each of its methods: the
+    JSON schema (response_format), the JSON mode, and function calling (a named tool)."""
     from langchain_openai import ChatOpenAI
 
     llm = ChatOpenAI(
@@ -201,8 +201,8 @@ def test_langchain_with_structured_output(server: Server, method: str) -> None:
         max_retries=0,
         seed=3,
     )
-    if method == "json_schema":
-        got = llm.with_structured_output(Person, method="json_schema").invoke(ASK[0]["content"])
+    if method in ("json_schema", "function_calling"):
+        got = llm.with_structured_output(Person, method=method).invoke(ASK[0]["content"])
         assert isinstance(got, Person)
     else:
         keys = f"Extract the person as JSON with keys name, age, city, occupation: {TEXT}"

@@ -170,3 +170,22 @@ def test_bad_tool_requests_are_400s(client: openai.OpenAI, extra: dict, param: s
     with pytest.raises(openai.BadRequestError) as err:
         client.chat.completions.create(model="smollm2", messages=ASK, max_tokens=8, **extra)
     assert err.value.body["param"] == param
+
+
+def test_the_sdks_parse_with_a_pydantic_function_tool(client: openai.OpenAI) -> None:
+    from pydantic import BaseModel
+
+    class GetWeather(BaseModel):
+        city: str
+
+    r = client.chat.completions.parse(
+        model="smollm2",
+        messages=ASK,
+        tools=[openai.pydantic_function_tool(GetWeather)],
+        tool_choice="required",
+        parallel_tool_calls=False,
+        max_tokens=60,
+        seed=7,
+    )
+    (call,) = r.choices[0].message.tool_calls or []
+    assert isinstance(call.function.parsed_arguments, GetWeather)
