@@ -189,3 +189,29 @@ def test_the_sdks_parse_with_a_pydantic_function_tool(client: openai.OpenAI) -> 
     )
     (call,) = r.choices[0].message.tool_calls or []
     assert isinstance(call.function.parsed_arguments, GetWeather)
+
+
+def test_a_vote_over_calls_can_ignore_arguments(client: openai.OpenAI) -> None:
+    """`answer: {"format": "tool_call", "ignore_arguments": [...]}`: calls that differ only in
+    those arguments are one answer."""
+    r = client.chat.completions.create(
+        model="smollm2+majority_vote@4:t1.0",
+        messages=ASK,
+        tools=[WEATHER],
+        tool_choice="required",
+        parallel_tool_calls=False,
+        max_tokens=60,
+        seed=8,
+        extra_body={"ponder": {"answer": {"format": "tool_call", "ignore_arguments": ["city"]}}},
+    )
+    meta = r.model_extra["ponder"]
+    assert meta["tally"][0]["votes"] == 4 and meta["confidence"] == 1.0
+    assert json.loads(meta["answer"]) == [{"name": "get_weather", "arguments": {}}]
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(
+            model="smollm2+majority_vote@4",
+            messages=ASK,
+            max_tokens=8,
+            extra_body={"ponder": {"answer": {"format": "json", "ignore_arguments": ["x"]}}},
+        )
+    assert err.value.body["param"] == "ponder.answer"

@@ -3,6 +3,8 @@ and a vote per field assembles the answer from each path's winner."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from ponder.answers import AnswerSpec, equivalent, extract
@@ -67,3 +69,19 @@ def test_only_majority_vote_votes_per_field() -> None:
     for name in ("self_certainty", "rpc", "deepconf"):
         with pytest.raises(UnsupportedRequest):
             REGISTRY[name].check(SelectOptions(answer=FIELDS), 8)
+
+
+def test_tool_calls_group_by_name_and_arguments_minus_the_ignored() -> None:
+    def call(city: str, note: str) -> str:
+        args = {"city": city, "note": note}
+        return json.dumps({"tool_calls": [{"name": "get_weather", "arguments": args}]})
+
+    texts = [call("Paris", "a"), call("Paris", "b"), call("Rome", "a"), "no call"]
+    samples = [make_sample(i, t) for i, t in enumerate(texts)]
+    strict = select(samples, SelectOptions(answer=AnswerSpec("tool_call")))
+    assert strict.tally[0].votes == 1  # the notes differ: three different calls
+    loose = select(
+        samples, SelectOptions(answer=AnswerSpec("tool_call", ignore_arguments=("note",)))
+    )
+    assert loose.tally[0].votes == 2 and loose.unanswered == 1
+    assert '"city":"Paris"' in (loose.answer or "") and "note" not in (loose.answer or "")

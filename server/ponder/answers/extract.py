@@ -13,10 +13,12 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Literal
 
-from .jsonanswers import canonical, parse_json
+from .jsonanswers import canonical, parse_json, tool_calls
 from .patterns import AnswerPatternError, pattern_workers
 
-Format = Literal["auto", "boxed", "math", "number", "choice", "yesno", "text", "regex", "json"]
+Format = Literal[
+    "auto", "boxed", "math", "number", "choice", "yesno", "text", "regex", "json", "tool_call"
+]
 Kind = Literal["number", "math", "choice", "yesno", "text", "json"]
 
 
@@ -26,6 +28,8 @@ class AnswerSpec:
 
     format: Format = "auto"
     pattern: str | None = None
+    ignore_arguments: tuple[str, ...] = ()
+    """With format `tool_call`: arguments that do not make a call another call."""
     vote: Literal["object", "field"] = "object"
     """With format `json`: vote on whole values, or on each field (strategies/fields.py)."""
 
@@ -362,6 +366,12 @@ def extract_json(text: str) -> Answer | None:
     return None if value is None else Answer(canonical(value), "json")
 
 
+def extract_tool_call(text: str, ignore: tuple[str, ...] = ()) -> Answer | None:
+    """The calls of a tool-call reply, name and arguments (minus `ignore`), canonical."""
+    calls = tool_calls(parse_json(text), ignore)
+    return None if calls is None else Answer(calls, "json")
+
+
 @dataclass(frozen=True)
 class FormatRule:
     """One answer format: how a completion's answer is read, and how a reference answer (a
@@ -383,6 +393,7 @@ FORMAT_RULES: dict[str, FormatRule] = {
     "text": FormatRule(extract_text, extract_text),
     "regex": FormatRule(None, extract_text),
     "json": FormatRule(extract_json, extract_json),
+    "tool_call": FormatRule(extract_tool_call, extract_tool_call),
 }
 """Every answer format (docs/strategies.md, "Answer formats"): the one table. `Format`, the
 request schema's values and FORMATS are checked against it (tests/unit/test_answers.py)."""
@@ -410,6 +421,8 @@ def extract_many(texts: Sequence[str], spec: AnswerSpec) -> list[Answer | None]:
             raise AnswerPatternError("answer.format 'regex' needs answer.pattern")
         found = pattern_workers().extract(spec.pattern, list(texts))
         return [Answer(got, "text") if got else None for got in found]
+    if spec.ignore_arguments:  # format tool_call: the arguments to leave out
+        return [extract_tool_call(text, spec.ignore_arguments) for text in texts]
     return [rule.extract(text) for text in texts]
 
 

@@ -50,6 +50,26 @@ def canonical(value: Any) -> str:
     )
 
 
+def tool_calls(value: Any, ignore: tuple[str, ...] = ()) -> str | None:
+    """The calls of a tool-call reply (`{"tool_calls": [{"name", "arguments"}]}`, the tool
+    prompt's form, api/tools.py) as one canonical text: each call's name and its arguments
+    without the `ignore`d ones (arguments that may differ without making it another call).
+    None when the value is not such a reply."""
+    calls = value.get("tool_calls") if isinstance(value, dict) else None
+    if not isinstance(calls, list) or not calls:
+        return None
+    out = []
+    for call in calls:
+        if not isinstance(call, dict) or not isinstance(call.get("name"), str):
+            return None
+        args = call.get("arguments")
+        args = (
+            {k: v for k, v in args.items() if k not in ignore} if isinstance(args, dict) else args
+        )
+        out.append({"name": call["name"], "arguments": args})
+    return canonical(out)
+
+
 def _escape(key: str) -> str:
     return key.replace("~", "~0").replace("/", "~1")
 

@@ -262,7 +262,12 @@ def _options(req: ChatCompletionRequest | CompletionRequest, strategy: Strategy)
     ponder = req.ponder
     if ponder is None:
         return SelectOptions()
-    answer = AnswerSpec(ponder.answer.format, ponder.answer.pattern, ponder.answer.vote)
+    answer = AnswerSpec(
+        ponder.answer.format,
+        ponder.answer.pattern,
+        tuple(ponder.answer.ignore_arguments),
+        ponder.answer.vote,
+    )
     if answer.format == "regex":
         if not answer.pattern:
             raise ApiError(

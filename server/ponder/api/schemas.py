@@ -24,11 +24,18 @@ class AnswerOptions(_Strict):
     vote: Literal["object", "field"] = Field(
         "object", description="format json: vote on whole values, or on each field"
     )
+    ignore_arguments: list[str] = Field(
+        default_factory=list,
+        max_length=32,
+        description="format tool_call: arguments that do not make a call another call",
+    )
 
     @model_validator(mode="after")
-    def _field_votes_need_json(self) -> AnswerOptions:
+    def _options_of_their_format(self) -> AnswerOptions:
         if self.vote == "field" and self.format != "json":
             raise ValueError("vote 'field' applies to format 'json'")
+        if self.ignore_arguments and self.format != "tool_call":
+            raise ValueError("ignore_arguments applies to format 'tool_call'")
         return self
 
 
