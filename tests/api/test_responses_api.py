@@ -100,7 +100,10 @@ def test_previous_response_id_continues_a_stored_conversation(client: openai.Ope
     ("extra", "param"),
     [
         ({"previous_response_id": "resp_nope"}, "previous_response_id"),
-        ({"text": {"format": {"type": "json_object"}}}, "text.format"),
+        (
+            {"text": {"format": {"type": "json_schema", "name": "x", "schema": {"type": "strin"}}}},
+            "text.format.schema",
+        ),
         ({"tools": [{"type": "function", "name": "f", "parameters": {}}]}, "tools"),
         (
             {"input": [{"type": "function_call_output", "call_id": "c", "output": "x"}]},
@@ -157,3 +160,25 @@ def test_a_streamed_vote_reports_progress_and_its_decision(client: openai.OpenAI
     assert last.model_extra["ponder"]["generated"] == 4
     deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
     assert deltas == last.output_text
+
+
+def test_text_format_is_a_structured_output(client: openai.OpenAI) -> None:
+    """text.format json_schema (the Responses API's flat form) constrains the reply, as
+    response_format does on chat (issue 26)."""
+    import json
+
+    schema = {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+        "required": ["name", "age"],
+        "additionalProperties": False,
+    }
+    r = client.responses.create(
+        model="smollm2",
+        input="Carlos is 78 years old. Give his name and age.",
+        max_output_tokens=60,
+        text={"format": {"type": "json_schema", "name": "person", "schema": schema}},
+    )
+    obj = json.loads(r.output_text)
+    assert set(obj) == {"name", "age"} and isinstance(obj["age"], int)
+    assert r.text.format.type == "json_schema"

@@ -98,15 +98,26 @@ def refuse_unsupported(req: ResponsesRequest) -> dict[str, Any]:
                 param=name,
                 code="unsupported_parameter",
             )
-    fmt = req.text.format.type if req.text is not None else "text"
-    if fmt != "text":
-        raise ApiError(
-            400,
-            f"text.format '{fmt}' is not supported yet (structured outputs); use 'text'",
-            param="text.format",
-            code="unsupported_parameter",
-        )
     return {k: v for k, v in extra.items() if k not in _NEUTRAL and k not in _NO_EFFECT}
+
+
+def response_format(req: ResponsesRequest) -> dict[str, Any] | None:
+    """`text.format` (the Responses API's flat form) as chat's `response_format`."""
+    fmt = req.text.format if req.text is not None else None
+    if fmt is None or fmt.type == "text":
+        return None
+    given = fmt.model_extra or {}
+    if fmt.type == "json_schema":
+        spec = {k: given[k] for k in ("name", "schema", "strict", "description") if k in given}
+        return {"type": "json_schema", "json_schema": spec}
+    return {"type": fmt.type}
+
+
+def chat_param(param: str | None) -> str | None:
+    """A chat request's field path as the Responses request names it."""
+    if param and param.startswith("response_format"):
+        return "text.format" + param.removeprefix("response_format").replace(".json_schema", "")
+    return param
 
 
 def input_messages(req: ResponsesRequest) -> list[dict[str, str]]:
@@ -165,10 +176,14 @@ def to_chat(
     }
     if req.ponder is not None:
         body["ponder"] = req.ponder
+    if (fmt := response_format(req)) is not None:
+        body["response_format"] = fmt
     try:
         return ChatCompletionRequest.model_validate(body), conversation
     except ValidationError as exc:
-        raise validation_error(exc.errors()) from None
+        err = validation_error(exc.errors())
+        err.param = chat_param(err.param)
+        raise err from None
 
 
 def new_response_id() -> str:
@@ -215,7 +230,7 @@ def response_object(
         "previous_response_id": req.previous_response_id,
         "temperature": params.temperature,
         "top_p": params.top_p,
-        "text": {"format": {"type": "text"}},
+        "text": {"format": req.text.format.model_dump() if req.text else {"type": "text"}},
         "tool_choice": "none",
         "tools": [],
         "truncation": "disabled",

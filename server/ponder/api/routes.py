@@ -23,7 +23,14 @@ from .checks import check_bounds, check_unicode
 from .errors import ApiError
 from .plan import Plan, build_plans, prompt_token_ids
 from .render import response_body, result_headers
-from .responses import ResponseStore, new_response_id, response_object, stream_response, to_chat
+from .responses import (
+    ResponseStore,
+    chat_param,
+    new_response_id,
+    response_object,
+    stream_response,
+    to_chat,
+)
 from .schemas import (
     CHAT_RESPONSES,
     COMPLETION_RESPONSES,
@@ -203,7 +210,11 @@ async def responses(
             )
         history = found[0]
     chat, conversation = to_chat(body, history)
-    plans = await _plan(request, chat, settings, engine)
+    try:
+        plans = await _plan(request, chat, settings, engine)
+    except ApiError as err:  # name the Responses request's own fields
+        err.param = chat_param(err.param)
+        raise
     plan, rid = plans[0], new_response_id()
 
     def keep(out: Outcome, whole: dict[str, Any]) -> None:
