@@ -215,3 +215,26 @@ def test_a_vote_over_calls_can_ignore_arguments(client: openai.OpenAI) -> None:
             extra_body={"ponder": {"answer": {"format": "json", "ignore_arguments": ["x"]}}},
         )
     assert err.value.body["param"] == "ponder.answer"
+
+
+def test_adaptive_stopping_over_tool_calls(client: openai.OpenAI) -> None:
+    """The adaptive rules read tool-call answers like any other: four samples making the same
+    call (the city ignored) settle the vote after the first wave of four, not eight."""
+    r = client.chat.completions.create(
+        model="smollm2+majority_vote@8:t1.0",
+        messages=ASK,
+        tools=[WEATHER],
+        tool_choice="required",
+        parallel_tool_calls=False,
+        max_tokens=60,
+        seed=9,
+        extra_body={
+            "ponder": {
+                "answer": {"format": "tool_call", "ignore_arguments": ["city"]},
+                "adaptive": {"method": "window", "window": 4, "wave": 4},
+            }
+        },
+    )
+    meta = r.model_extra["ponder"]
+    assert meta["generated"] == 4 and meta["stopped"] == "settled"
+    assert r.choices[0].finish_reason == "tool_calls"
