@@ -16,6 +16,9 @@ from ponder.errors import EngineError
 from ponder.types import Generation, Sample, SamplingParams
 
 VOCAB = 8
+WAIT_POLLS = 6000
+"""Polls of 5 ms (30 s) for the batcher's thread to reach a state: a bound for a stuck
+thread, not a speed (a busy machine may take seconds)."""
 EOS = 7
 
 
@@ -194,7 +197,7 @@ def test_cancelling_in_each_phase(phase: str, hold: int) -> None:
             prompt = list(range(1, 7)) * 40 if phase == "prefilling" else [5, 6]
             v = Request(prompt, params(max_tokens=40), 1)
             victim = asyncio.ensure_future(b.run(v))
-            for _ in range(400):
+            for _ in range(WAIT_POLLS):
                 submitted = v.resolve is not None
                 if submitted and v.phase == phase and model.entered.is_set():
                     break
@@ -205,7 +208,7 @@ def test_cancelling_in_each_phase(phase: str, hold: int) -> None:
                 await victim
             assert model.gate is not None
             model.gate.set()
-            for _ in range(400):  # the batcher thread sees the cancel at its next step
+            for _ in range(WAIT_POLLS):  # the batcher thread sees the cancel at its next step
                 if v.phase == "finished":
                     break
                 await asyncio.sleep(0.005)

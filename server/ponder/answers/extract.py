@@ -381,6 +381,8 @@ class FormatRule:
     extract: Callable[[str], Answer | None] | None
     """None: the caller's pattern decides (format "regex", patterns.py)."""
     gold: Callable[[str], Answer | None]
+    configured: Callable[[AnswerSpec], Callable[[str], Answer | None]] | None = None
+    """The extractor for a request's spec, when the format reads options of it."""
 
 
 FORMAT_RULES: dict[str, FormatRule] = {
@@ -393,7 +395,11 @@ FORMAT_RULES: dict[str, FormatRule] = {
     "text": FormatRule(extract_text, extract_text),
     "regex": FormatRule(None, extract_text),
     "json": FormatRule(extract_json, extract_json),
-    "tool_call": FormatRule(extract_tool_call, extract_tool_call),
+    "tool_call": FormatRule(
+        extract_tool_call,
+        extract_tool_call,
+        lambda spec: lambda text: extract_tool_call(text, spec.ignore_arguments),
+    ),
 }
 """Every answer format (docs/strategies.md, "Answer formats"): the one table. `Format`, the
 request schema's values and FORMATS are checked against it (tests/unit/test_answers.py)."""
@@ -421,9 +427,8 @@ def extract_many(texts: Sequence[str], spec: AnswerSpec) -> list[Answer | None]:
             raise AnswerPatternError("answer.format 'regex' needs answer.pattern")
         found = pattern_workers().extract(spec.pattern, list(texts))
         return [Answer(got, "text") if got else None for got in found]
-    if spec.ignore_arguments:  # format tool_call: the arguments to leave out
-        return [extract_tool_call(text, spec.ignore_arguments) for text in texts]
-    return [rule.extract(text) for text in texts]
+    extract = rule.configured(spec) if rule.configured else rule.extract
+    return [extract(text) for text in texts]
 
 
 FORMATS: tuple[str, ...] = tuple(FORMAT_RULES)

@@ -107,10 +107,14 @@ def prompt_items(req: CompletionRequest) -> list[PromptItem]:
 
 
 def prompt_token_ids(
-    req: ChatCompletionRequest | CompletionRequest, engine: Engine, item: PromptItem | None = None
+    req: ChatCompletionRequest | CompletionRequest,
+    engine: Engine,
+    item: PromptItem | None = None,
+    tools: ToolPlan | None = None,
 ) -> list[int]:
-    """The token ids of a chat request's rendered messages, or of one completions prompt
-    (`item`; default: the request's only one)."""
+    """The token ids of a chat request's rendered messages (with its `tools` described in
+    the system message), or of one completions prompt (`item`; default: the request's only
+    one)."""
     if isinstance(req, ChatCompletionRequest):
         messages = [
             history(
@@ -121,7 +125,6 @@ def prompt_token_ids(
             )
             for i, m in enumerate(req.messages)
         ]
-        tools = tool_plan(req)
         if tools is not None:  # the tools and their answer form, in the system message
             if messages[0]["role"] == "system":
                 said = messages[0]["content"] + "\n\n" + tools.prompt
@@ -426,7 +429,8 @@ def _plan_one(
             param="echo",
             code="unsupported_parameter",
         )
-    prompt_ids = _checked_prompt(req, settings, engine, item)
+    tools = tool_plan(req) if isinstance(req, ChatCompletionRequest) else None
+    prompt_ids = _checked_prompt(req, settings, engine, item, tools)
     max_tokens = _max_tokens(req) or min(
         settings.default_max_tokens, engine.default_max_tokens(len(prompt_ids), samples)
     )
@@ -439,7 +443,6 @@ def _plan_one(
             code="invalid_value",
         )
     engine.check_fits(len(prompt_ids), max_tokens, samples)
-    tools = tool_plan(req) if isinstance(req, ChatCompletionRequest) else None
     schema = json_schema(req, strategy, tools.schema if tools else None)
     default_t = settings.selection_temperature if strategy.kind != "plain" else 1.0
     temperature = checked.temperature if checked.temperature is not None else req.temperature
@@ -488,9 +491,10 @@ def _checked_prompt(
     settings: Settings,
     engine: Engine,
     item: PromptItem | None = None,
+    tools: ToolPlan | None = None,
 ) -> list[int]:
     """The prompt's token ids, at most PONDER_MAX_PROMPT_TOKENS of them."""
-    prompt_ids = prompt_token_ids(req, engine, item)
+    prompt_ids = prompt_token_ids(req, engine, item, tools)
     if len(prompt_ids) > settings.max_prompt_tokens:
         raise ApiError(
             400,

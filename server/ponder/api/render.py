@@ -133,7 +133,7 @@ def _choice(plan: Plan, out: Outcome, k: int, sample: Sample) -> ChatChoice | Co
         )
         return ChatChoice(
             index=k,
-            finish_reason=finish_reason(plan, sample),
+            finish_reason="tool_calls" if calls else sample.finish_reason,
             message=message,
             logprobs=chat_logprobs(sample) if plan.logprobs is not None else None,
         )

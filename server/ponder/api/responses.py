@@ -196,12 +196,11 @@ def response_object(
     plan: Plan,
     out: Outcome | None,
     created: int,
-    text: str = "",
 ) -> dict[str, Any]:
-    """The `response` object: in progress (no outcome yet, `text` so far) or finished."""
+    """The `response` object: in progress (no outcome yet) or finished."""
     status = "in_progress"
     incomplete = None
-    sample = None
+    text = ""
     if out is not None:
         sample = out.generation.samples[out.choices[0]]
         text = sample.text
@@ -225,7 +224,7 @@ def response_object(
         "instructions": req.instructions,
         "max_output_tokens": req.max_output_tokens,
         "model": req.model,
-        "output": [message] if out is not None or text else [],
+        "output": [message] if out is not None else [],
         "parallel_tool_calls": False,
         "previous_response_id": req.previous_response_id,
         "temperature": params.temperature,

@@ -131,7 +131,7 @@ def sample_rows(
     lse, kl = raw_stats(logits)
     raw = logits
     if allowed is not None:
-        logits = np.where(allowed, logits, BANNED).astype(np.float32)
+        logits = np.where(allowed, logits, BANNED)  # float32 both: one new array
     if banned is not None and banned[0].any():
         logits = logits.copy() if logits is raw else logits
         logits[np.ix_(banned[0], banned[1])] = BANNED  # exp() is 0; no inf to make a nan
