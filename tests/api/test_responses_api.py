@@ -1,6 +1,7 @@
 """Issue 25 items 3 and 6, through the openai SDK: the Responses API (plain, streamed, with
 instructions, a stored conversation continued by previous_response_id, refusals), the SDK's
-models.retrieve, and the `developer` role read as `system`."""
+models.retrieve, and the `developer` role read as `system`; issue 26: text.format and
+function tools on the Responses API (function_call items, streamed, a tool-calling loop)."""
 
 from __future__ import annotations
 
@@ -104,10 +105,16 @@ def test_previous_response_id_continues_a_stored_conversation(client: openai.Ope
             {"text": {"format": {"type": "json_schema", "name": "x", "schema": {"type": "strin"}}}},
             "text.format.schema",
         ),
-        ({"tools": [{"type": "function", "name": "f", "parameters": {}}]}, "tools"),
+        ({"tools": [{"type": "web_search"}]}, "tools.0.type"),
+        ({"tools": [{"type": "function", "name": "no spaces"}]}, "tools.0.name"),
+        ({"input": [{"type": "input_image", "image_url": "x"}]}, "input.0.type"),
+        ({"input": [{"type": "function_call_output", "output": "x"}]}, "input.0"),
         (
-            {"input": [{"type": "function_call_output", "call_id": "c", "output": "x"}]},
-            "input.0.type",
+            {
+                "tools": [{"type": "function", "name": "f"}],
+                "tool_choice": {"type": "function", "name": "g"},
+            },
+            "tool_choice",
         ),
     ],
 )
@@ -182,3 +189,102 @@ def test_text_format_is_a_structured_output(client: openai.OpenAI) -> None:
     obj = json.loads(r.output_text)
     assert set(obj) == {"name", "age"} and isinstance(obj["age"], int)
     assert r.text.format.type == "json_schema"
+
+
+WEATHER = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "The weather in a city.",
+    "parameters": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "required": ["city"],
+        "additionalProperties": False,
+    },
+}
+
+
+def test_a_required_tool_call_is_a_function_call_item(client: openai.OpenAI) -> None:
+    import json
+
+    r = client.responses.create(
+        model="smollm2",
+        input="What is the weather in Paris?",
+        tools=[WEATHER],
+        tool_choice="required",
+        max_output_tokens=60,
+    )
+    (call,) = r.output
+    assert call.type == "function_call" and call.name == "get_weather"
+    assert call.call_id.startswith("call_") and call.id.startswith("fc_")
+    assert isinstance(json.loads(call.arguments)["city"], str)
+    assert r.tools[0].name == "get_weather" and r.tool_choice == "required"
+
+
+def test_a_tool_calling_loop_on_the_responses_api(client: openai.OpenAI) -> None:
+    """call → function_call_output → a final answer in words, both by passing the items
+    back in `input` and by previous_response_id; the two render the same prompt."""
+    first = client.responses.create(
+        model="smollm2",
+        input="What is the weather in Paris?",
+        tools=[WEATHER],
+        tool_choice={"type": "function", "name": "get_weather"},
+        max_output_tokens=60,
+    )
+    (call,) = first.output
+    result = {"type": "function_call_output", "call_id": call.call_id, "output": "Sunny, 24 C"}
+    by_id = client.responses.create(
+        model="smollm2",
+        previous_response_id=first.id,
+        input=[result],
+        tools=[WEATHER],
+        tool_choice="none",
+        max_output_tokens=20,
+        temperature=0,
+    )
+    items = [
+        {"role": "user", "content": "What is the weather in Paris?"},
+        {
+            "type": "function_call",
+            "call_id": call.call_id,
+            "name": call.name,
+            "arguments": call.arguments,
+        },  # fmt: skip
+        result,
+    ]
+    by_items = client.responses.create(
+        model="smollm2",
+        input=items,
+        tools=[WEATHER],
+        tool_choice="none",
+        max_output_tokens=20,
+        temperature=0,
+    )
+    assert by_id.output[0].type == "message" and by_id.output_text
+    assert by_id.output_text == by_items.output_text
+    assert by_id.usage.input_tokens == by_items.usage.input_tokens
+
+
+def test_a_streamed_function_call(client: openai.OpenAI) -> None:
+    kw = {
+        "model": "smollm2",
+        "input": "What is the weather in Rome?",
+        "tools": [WEATHER],
+        "tool_choice": "required",
+        "parallel_tool_calls": False,
+        "max_output_tokens": 60,
+    }
+    events = list(client.responses.create(stream=True, **kw))
+    kinds = [e.type for e in events]
+    assert "response.output_text.delta" not in kinds
+    items = [e for e in events if "output_item" in e.type or "function_call" in e.type]
+    assert [e.type for e in items] == [
+        "response.output_item.added",
+        "response.function_call_arguments.delta",
+        "response.function_call_arguments.done",
+        "response.output_item.done",
+    ]
+    done = next(e for e in events if e.type == "response.function_call_arguments.done")
+    final = events[-1].response.output[0]
+    assert final.type == "function_call" and done.arguments == final.arguments
+    assert items[0].item.arguments == "" and items[3].item.arguments == final.arguments

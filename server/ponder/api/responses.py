@@ -20,20 +20,20 @@ from ..runner import Finished, Idle, Outcome, Progress, Text
 from ..types import Engine
 from .errors import ApiError, error_body, to_api_error, validation_error
 from .plan import Plan
-from .render import ponder_object
+from .render import ponder_object, tool_calls
 from .schemas import (
     ChatCompletionRequest,
+    ResponseFunctionCall,
     ResponseMessage,
     ResponseObject,
     ResponseOutputText,
     ResponsesRequest,
+    ResponseTool,
     ResponseUsage,
 )
 from .service import KEEPALIVE_S
 
 _NEUTRAL: dict[str, tuple[Any, ...]] = {
-    "tools": (None, []),
-    "tool_choice": (None, "auto", "none"),
     "truncation": (None, "disabled"),
     "reasoning": (None, {}),
     "include": (None, []),
@@ -48,7 +48,6 @@ any other value is a 400 naming the field."""
 
 _NO_EFFECT = frozenset(
     {
-        "parallel_tool_calls",
         "user",
         "service_tier",
         "prompt_cache_key",
@@ -56,7 +55,7 @@ _NO_EFFECT = frozenset(
         "stream_options",
     }
 )
-"""Fields that change nothing generated here (no tools, no accounts, no caching tiers)."""
+"""Fields that change nothing generated here (no accounts, no caching tiers)."""
 
 _TEXT_PARTS = frozenset({"input_text", "output_text", "text"})
 
@@ -68,18 +67,18 @@ class ResponseStore:
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._items: collections.OrderedDict[str, tuple[str, list[dict[str, str]], dict]] = (
+        self._items: collections.OrderedDict[str, tuple[str, list[dict[str, Any]], dict]] = (
             collections.OrderedDict()
         )
 
-    def put(self, rid: str, owner: str, history: list[dict[str, str]], body: dict) -> None:
+    def put(self, rid: str, owner: str, history: list[dict[str, Any]], body: dict) -> None:
         if self.size <= 0:
             return
         self._items[rid] = (owner, history, body)
         while len(self._items) > self.size:
             self._items.popitem(last=False)
 
-    def get(self, rid: str, owner: str) -> tuple[list[dict[str, str]], dict] | None:
+    def get(self, rid: str, owner: str) -> tuple[list[dict[str, Any]], dict] | None:
         item = self._items.get(rid)
         if item is None or item[0] != owner:
             return None
@@ -117,26 +116,98 @@ def chat_param(param: str | None) -> str | None:
     """A chat request's field path as the Responses request names it."""
     if param and param.startswith("response_format"):
         return "text.format" + param.removeprefix("response_format").replace(".json_schema", "")
+    if param and param.startswith(("tools.", "tool_choice.")):
+        return param.replace(".function", "", 1)
     return param
 
 
-def input_messages(req: ResponsesRequest) -> list[dict[str, str]]:
-    """The `input` as chat messages (text only)."""
+def chat_tools(req: ResponsesRequest) -> dict[str, Any]:
+    """`tools` and `tool_choice` (the Responses API's flat forms) as chat's: function tools
+    only, a built-in tool (web search, file search, ...) is a 400 naming it."""
+    out: dict[str, Any] = {}
+    if req.tools:
+        tools = []
+        for k, given in enumerate(req.tools):
+            kind = given.get("type") if isinstance(given, dict) else None
+            if kind != "function":
+                raise ApiError(
+                    400,
+                    f"tool type '{kind}' is not supported (function tools only)",
+                    param=f"tools.{k}.type",
+                    code="unsupported_parameter",
+                )
+            try:
+                tool = ResponseTool.model_validate(given)
+            except ValidationError as exc:
+                err = validation_error(exc.errors())
+                err.param = f"tools.{k}" + (f".{err.param}" if err.param else "")
+                raise err from None
+            function = tool.model_dump(exclude={"type"}, exclude_none=True)
+            tools.append({"type": "function", "function": function})
+        out["tools"] = tools
+    choice = req.tool_choice
+    if isinstance(choice, dict):  # {"type": "function", "name": ...}
+        if choice.get("type") != "function" or not isinstance(choice.get("name"), str):
+            raise ApiError(
+                400,
+                "tool_choice is 'none', 'auto', 'required' or {type: function, name}",
+                param="tool_choice",
+                code="invalid_value",
+            )
+        choice = {"type": "function", "function": {"name": choice["name"]}}
+    if choice is not None:
+        out["tool_choice"] = choice
+    if req.parallel_tool_calls is not None:
+        out["parallel_tool_calls"] = req.parallel_tool_calls
+    return out
+
+
+def input_messages(req: ResponsesRequest) -> list[dict[str, Any]]:
+    """The `input` as chat messages: text messages; earlier `function_call` items as an
+    assistant message's `tool_calls` (consecutive calls in one message), and each
+    `function_call_output` as a `tool` message."""
     if isinstance(req.input, str):
         return [{"role": "user", "content": req.input}]
     if not req.input:
         raise ApiError(400, "input must not be empty", param="input", code="invalid_value")
-    out = []
+    out: list[dict[str, Any]] = []
     for k, item in enumerate(req.input):
         where = f"input.{k}"
-        if item.type != "message" or item.role is None:
+        if item.type == "function_call":
+            if not item.call_id or not item.name or item.arguments is None:
+                raise ApiError(
+                    400,
+                    "a function_call item has call_id, name and arguments",
+                    param=where,
+                    code="invalid_value",
+                )
+            call = {"id": item.call_id, "type": "function",
+                    "function": {"name": item.name, "arguments": item.arguments}}  # fmt: skip
+            last = out[-1] if out else None
+            if last is not None and last["role"] == "assistant" and last.get("tool_calls"):
+                last["tool_calls"].append(call)
+            else:
+                out.append({"role": "assistant", "content": None, "tool_calls": [call]})
+        elif item.type == "function_call_output":
+            if not item.call_id or item.output is None:
+                raise ApiError(
+                    400,
+                    "a function_call_output item has call_id and output",
+                    param=where,
+                    code="invalid_value",
+                )
+            output = _text(item.output, f"{where}.output")
+            out.append({"role": "tool", "tool_call_id": item.call_id, "content": output})
+        elif item.type != "message" or item.role is None:
             raise ApiError(
                 400,
-                f"input item type '{item.type}' is not supported (messages with a role only)",
+                f"input item type '{item.type}' is not supported (messages with a role, "
+                "function_call and function_call_output)",
                 param=f"{where}.type",
                 code="unsupported_parameter",
             )
-        out.append({"role": item.role, "content": _text(item.content, f"{where}.content")})
+        else:
+            out.append({"role": item.role, "content": _text(item.content, f"{where}.content")})
     return out
 
 
@@ -157,16 +228,23 @@ def _text(content: Any, where: str) -> str:
 
 
 def to_chat(
-    req: ResponsesRequest, history: list[dict[str, str]]
-) -> tuple[ChatCompletionRequest, list[dict[str, str]]]:
+    req: ResponsesRequest, history: list[dict[str, Any]]
+) -> tuple[ChatCompletionRequest, list[dict[str, Any]]]:
     """The chat request this Responses request runs as, and the conversation it continues
     with (the stored history, then the input), without the instructions (they apply to
     this response only, as in OpenAI's API)."""
     extra = refuse_unsupported(req)
     conversation = history + input_messages(req)
+    called = {
+        c["id"]: c["function"]["name"] for m in conversation for c in m.get("tool_calls") or []
+    }
+    for m in conversation:  # a tool's result names its function, as chat messages may
+        if m["role"] == "tool" and m["tool_call_id"] in called:
+            m.setdefault("name", called[m["tool_call_id"]])
     system = [{"role": "system", "content": req.instructions}] if req.instructions else []
     body: dict[str, Any] = {
         **extra,
+        **chat_tools(req),
         "model": req.model,
         "messages": system + conversation,
         "max_completion_tokens": req.max_output_tokens,
@@ -197,23 +275,36 @@ def response_object(
     out: Outcome | None,
     created: int,
 ) -> dict[str, Any]:
-    """The `response` object: in progress (no outcome yet) or finished."""
+    """The `response` object: in progress (no outcome yet) or finished. A reply that calls
+    the request's tools is one `function_call` output item per call, else one message."""
     status = "in_progress"
     incomplete = None
-    text = ""
+    output: list[ResponseMessage | ResponseFunctionCall] = []
     if out is not None:
         sample = out.generation.samples[out.choices[0]]
-        text = sample.text
         status = "incomplete" if sample.finish_reason == "length" else "completed"
         if status == "incomplete":
             incomplete = {"reason": "max_output_tokens"}
-    message = ResponseMessage(
-        id=f"msg_{rid.removeprefix('resp_')}",
-        type="message",
-        status=status,
-        role="assistant",
-        content=[ResponseOutputText(type="output_text", text=text, annotations=[])],
-    )
+        calls = tool_calls(plan, sample) or []
+        output = [
+            ResponseFunctionCall(
+                id=f"fc_{c['id'].removeprefix('call_')}",
+                type="function_call",
+                status="completed",
+                call_id=c["id"],
+                name=c["function"]["name"],
+                arguments=c["function"]["arguments"],
+            )
+            for c in calls
+        ] or [
+            ResponseMessage(
+                id=f"msg_{rid.removeprefix('resp_')}",
+                type="message",
+                status=status,
+                role="assistant",
+                content=[ResponseOutputText(type="output_text", text=sample.text, annotations=[])],
+            )
+        ]
     params = plan.job.params
     fields: dict[str, Any] = {
         "id": rid,
@@ -224,14 +315,14 @@ def response_object(
         "instructions": req.instructions,
         "max_output_tokens": req.max_output_tokens,
         "model": req.model,
-        "output": [message] if out is not None else [],
-        "parallel_tool_calls": False,
+        "output": output,
+        "parallel_tool_calls": req.parallel_tool_calls is not False,
         "previous_response_id": req.previous_response_id,
         "temperature": params.temperature,
         "top_p": params.top_p,
         "text": {"format": req.text.format.model_dump() if req.text else {"type": "text"}},
-        "tool_choice": "none",
-        "tools": [],
+        "tool_choice": req.tool_choice or "auto",
+        "tools": req.tools or [],
         "truncation": "disabled",
         "store": req.store is not False,
         "metadata": req.metadata or {},
@@ -251,9 +342,39 @@ def response_object(
     return ResponseObject(**fields).model_dump(exclude_unset=True)
 
 
+def assistant_turn(whole: dict[str, Any]) -> dict[str, Any]:
+    """The finished response's output as the chat message a continued conversation
+    (`previous_response_id`) reads: its text, or its function calls as `tool_calls`."""
+    items = whole["output"]
+    if items and items[0]["type"] == "function_call":
+        calls = [
+            {
+                "id": i["call_id"],
+                "type": "function",
+                "function": {"name": i["name"], "arguments": i["arguments"]},
+            }
+            for i in items
+        ]
+        return {"role": "assistant", "content": None, "tool_calls": calls}
+    return {"role": "assistant", "content": items[0]["content"][0]["text"]}
+
+
 def _event(kind: str, seq: int, **data: Any) -> str:
     body = {"type": kind, "sequence_number": seq, **data}
     return f"event: {kind}\ndata: {json.dumps(body, separators=(',', ':'))}\n\n"
+
+
+def _function_call_events(k: int, call: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The events of one function_call output item (`k`: its index): added (arguments
+    empty), the arguments as one delta, their done event, the item done."""
+    where = {"item_id": call["id"], "output_index": k}
+    started = {**call, "status": "in_progress", "arguments": ""}
+    return [
+        ("response.output_item.added", {"output_index": k, "item": started}),
+        ("response.function_call_arguments.delta", {"delta": call["arguments"], **where}),
+        ("response.function_call_arguments.done", {"arguments": call["arguments"], **where}),
+        ("response.output_item.done", {"output_index": k, "item": call}),
+    ]
 
 
 async def stream_response(
@@ -265,7 +386,8 @@ async def stream_response(
     on_done: Any,
 ) -> AsyncIterator[str]:
     """The Responses API's events: created, in progress (again with `ponder.progress` as
-    samples finish), the output item and its text part, text deltas, the done events, and
+    samples finish), the output item and its text part, text deltas, the done events (or,
+    for a reply that calls tools, each function_call item and its arguments), and
     `response.completed` (or `response.incomplete`) with the whole response; an error is one
     `error` event and `response.failed`."""
     created = int(time.time())
@@ -288,12 +410,14 @@ async def stream_response(
                 "content": content}  # fmt: skip
 
     where = {"item_id": mid, "output_index": 0, "content_index": 0}
+    deferred = plan.tools is not None  # the reply may be function calls: known at the end
     try:
         first = response_object(rid, req, plan, None, created)
         yield nxt("response.created", response=first)
         yield nxt("response.in_progress", response=first)
-        yield nxt("response.output_item.added", output_index=0, item=item("in_progress", None))
-        yield nxt("response.content_part.added", part=part(""), **where)
+        if not deferred:
+            yield nxt("response.output_item.added", output_index=0, item=item("in_progress", None))
+            yield nxt("response.content_part.added", part=part(""), **where)
         async for event in events:
             if isinstance(event, Progress):
                 progress: dict[str, Any] = {"done": event.done, "total": event.total}
@@ -302,7 +426,7 @@ async def stream_response(
                 yield nxt(
                     "response.in_progress", response={**first, "ponder": {"progress": progress}}
                 )
-            elif isinstance(event, Text):
+            elif isinstance(event, Text) and not deferred:
                 text += event.text
                 yield nxt("response.output_text.delta", delta=event.text, **where)
             elif isinstance(event, Idle):
@@ -310,13 +434,26 @@ async def stream_response(
             elif isinstance(event, Finished):
                 out = event.outcome
                 whole = response_object(rid, req, plan, out, created)
-                final = whole["output"][0]["content"][0]["text"]
-                if final.startswith(text) and len(final) > len(text):
-                    yield nxt("response.output_text.delta", delta=final[len(text) :], **where)
-                yield nxt("response.output_text.done", text=final, **where)
-                yield nxt("response.content_part.done", part=part(final), **where)
-                done_item = item(whole["output"][0]["status"], final)
-                yield nxt("response.output_item.done", output_index=0, item=done_item)
+                first_item = whole["output"][0]
+                if first_item["type"] == "function_call":
+                    for k, call in enumerate(whole["output"]):
+                        for name, data in _function_call_events(k, call):
+                            yield nxt(name, **data)
+                else:
+                    if deferred:
+                        yield nxt(
+                            "response.output_item.added",
+                            output_index=0,
+                            item=item("in_progress", None),
+                        )
+                        yield nxt("response.content_part.added", part=part(""), **where)
+                    final = first_item["content"][0]["text"]
+                    if final.startswith(text) and len(final) > len(text):
+                        yield nxt("response.output_text.delta", delta=final[len(text) :], **where)
+                    yield nxt("response.output_text.done", text=final, **where)
+                    yield nxt("response.content_part.done", part=part(final), **where)
+                    done_item = item(first_item["status"], final)
+                    yield nxt("response.output_item.done", output_index=0, item=done_item)
                 kind = (
                     "response.completed"
                     if whole["status"] == "completed"

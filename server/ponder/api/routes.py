@@ -25,6 +25,7 @@ from .plan import Plan, build_plans, prompt_token_ids
 from .render import response_body, result_headers
 from .responses import (
     ResponseStore,
+    assistant_turn,
     chat_param,
     new_response_id,
     response_object,
@@ -197,7 +198,7 @@ async def responses(
     """OpenAI's Responses API (api/responses.py): the chat completion of its instructions and
     input, after the stored conversation of `previous_response_id`."""
     store: ResponseStore = request.app.state.responses
-    history: list[dict[str, str]] = []
+    history: list[dict[str, Any]] = []
     if body.previous_response_id is not None:
         found = store.get(body.previous_response_id, who)
         if found is None:
@@ -219,9 +220,7 @@ async def responses(
 
     def keep(out: Outcome, whole: dict[str, Any]) -> None:
         if body.store is not False:
-            text = out.generation.samples[out.choices[0]].text
-            said = [*conversation, {"role": "assistant", "content": text}]
-            store.put(rid, who, said, whole)
+            store.put(rid, who, [*conversation, assistant_turn(whole)], whole)
 
     if plan.stream:
         calibration = request.app.state.calibration

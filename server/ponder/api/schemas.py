@@ -160,14 +160,32 @@ class CompletionRequest(_Common):
 
 class ResponseInputItem(BaseModel):
     """One `input` item of /v1/responses: a message (`type` "message" or absent), its content
-    a string or input/output text parts. Other item types (function calls and their outputs,
-    images, files) are refused by name."""
+    a string or input/output text parts; an earlier `function_call` (`call_id`, `name`,
+    `arguments`) or a `function_call_output` (`call_id`, `output`). Other item types
+    (images, files, built-in tools' calls) are refused by name."""
 
     model_config = ConfigDict(extra="allow")
 
     type: str = "message"
     role: Literal["system", "developer", "user", "assistant"] | None = None
     content: str | list[ContentPart] | None = None
+    call_id: str | None = Field(None, max_length=128)
+    name: str | None = Field(None, max_length=64)
+    arguments: str | None = None
+    output: str | list[ContentPart] | None = None
+
+
+class ResponseTool(BaseModel):
+    """One of the Responses API's `tools`: a function, in its flat form (`name`,
+    `description`, `parameters`, `strict`); built-in tools are refused by name."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: str
+    name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    description: str | None = Field(None, max_length=4096)
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
 
 
 class ResponseTextFormat(BaseModel):
@@ -199,6 +217,9 @@ class ResponsesRequest(BaseModel):
     previous_response_id: str | None = Field(None, max_length=128)
     store: bool | None = None
     metadata: dict[str, str] | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
     ponder: PonderOptions | None = None
 
 
@@ -385,6 +406,17 @@ class ResponseMessage(BaseModel):
     content: list[ResponseOutputText]
 
 
+class ResponseFunctionCall(BaseModel):
+    """A `function_call` output item: the model calls one of the request's tools."""
+
+    id: str
+    type: Literal["function_call"]
+    status: Literal["in_progress", "completed", "incomplete"]
+    call_id: str
+    name: str
+    arguments: str
+
+
 class ResponseUsage(BaseModel):
     input_tokens: int
     input_tokens_details: dict[str, int]
@@ -405,13 +437,13 @@ class ResponseObject(BaseModel):
     instructions: str | None = None
     max_output_tokens: int | None = None
     model: str
-    output: list[ResponseMessage]
+    output: list[ResponseMessage | ResponseFunctionCall]
     parallel_tool_calls: bool
     previous_response_id: str | None = None
     temperature: float | None = None
     top_p: float | None = None
     text: dict[str, Any]
-    tool_choice: str
+    tool_choice: str | dict[str, Any]
     tools: list[Any]
     truncation: str
     store: bool
