@@ -249,7 +249,7 @@ def test_a_tool_calling_loop_on_the_responses_api(client: openai.OpenAI) -> None
             "call_id": call.call_id,
             "name": call.name,
             "arguments": call.arguments,
-        },  # fmt: skip
+        },
         result,
     ]
     by_items = client.responses.create(
