@@ -24,6 +24,11 @@ class Settings(BaseSettings):
         " vllm: a Hugging Face model id or local path (required).",
     )
     model_name: str = Field("smollm2", description="Name the model is served under.")
+    chat_template: str | None = Field(
+        None,
+        description="A Jinja chat template file used instead of the model's own (llamacpp, "
+        "vllm), e.g. one whose tools the model was trained on.",
+    )
     context_tokens: int = Field(
         32768, ge=256, description="KV cache cells shared by all samples of one request."
     )

@@ -46,6 +46,10 @@ class SamplingParams:
     """Structured output: every sample is JSON valid against this schema (JSON text; a bare
     `{"type": "object"}` for `json_object`). Engines constrain their processed distribution
     with it (docs/api.md, "Structured outputs")."""
+    grammar: str | None = None
+    """Structured output as a Lark grammar in llguidance's dialect (JSON schemas embedded
+    with `%json`): a chat template's own tool-call form, such as `<tool_call>{...}
+    </tool_call>` (api/tools.py). At most one of `json_schema` and `grammar`."""
     min_tokens: int = 0
     """No end of generation and no stop string before this many tokens (vLLM's `min_tokens`:
     end-of-generation tokens are masked out of the processed distribution until then)."""
@@ -235,8 +239,17 @@ class Engine(Protocol):
         its max_samples): CNTP runs its decodes in groups that fill it. 1: batching prompts
         gains nothing, and CNTP drives each decode alone."""
 
-    def render_chat(self, messages: list[dict[str, str]]) -> list[int]:
-        """Token ids of the chat prompt, rendered by the model's own chat template."""
+    @property
+    def chat_template(self) -> str | None:
+        """The Jinja chat template prompts are rendered with (PONDER_CHAT_TEMPLATE, else the
+        model's own); None when the engine renders none (upstream)."""
+
+    def render_chat(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+    ) -> list[int]:
+        """Token ids of the chat prompt, rendered by the chat template; `tools` (OpenAI's
+        function tools) are given to the template, for a template that describes them in
+        its own format (api/tools.py)."""
 
     def tokenize(self, text: str, add_special: bool = True) -> list[int]:
         """Token ids of raw text (a completion prompt, `/tokenize`): special tokens written in

@@ -387,3 +387,42 @@ def test_echo_scores_the_prompt_as_transformers_does(server: Server, reference) 
     assert back == "The capital of France is Paris"
     info = httpx.get(f"{server.base_url}/tokenizer_info").json()
     assert info["eos_token"] == "<|im_end|>" and info["model_max_length"] == 2048
+
+
+def test_a_templates_tool_form_on_vllm(engine: object) -> None:
+    """Issue 26 item 3 on vLLM: a chat template with tools in the Hermes form
+    (PONDER_CHAT_TEMPLATE's text; set on this engine for the test) is given the tools by
+    apply_chat_template, and a required call's Lark grammar (JSON embedded with %json) goes
+    to vLLM's structured outputs (its guidance backend), so the reply is that form."""
+    import json
+
+    from ponder.answers.jsonanswers import read_tool_calls
+    from ponder.api.schemas import FunctionSpec
+    from ponder.api.tools import syntax_of
+
+    template = (
+        Path(__file__).resolve().parents[1] / "templates" / "hermes_tools.jinja"
+    ).read_text()
+    weather = FunctionSpec(
+        name="get_weather",
+        parameters={"type": "object", "properties": {"city": {"type": "string"}},
+                    "required": ["city"], "additionalProperties": False},
+    )  # fmt: skip
+    tools = [{"type": "function", "function": weather.model_dump(exclude_none=True)}]
+    ask = [{"role": "user", "content": "What is the weather in Paris?"}]
+    engine._template_override = template  # type: ignore[attr-defined]
+    try:
+        prompt = engine.render_chat(ask, tools)  # type: ignore[attr-defined]
+    finally:
+        engine._template_override = None  # type: ignore[attr-defined]
+    text = engine._tokenizer.decode(prompt)  # type: ignore[attr-defined]
+    assert "<tools>" in text and '"get_weather"' in text
+    syntax = syntax_of(template)
+    assert syntax is not None
+    params = SamplingParams(max_tokens=60, temperature=0.7, grammar=syntax.grammar([weather], True))
+    gen = run(engine, engine.sample(prompt, params, 2))  # type: ignore[attr-defined]
+    for s in gen.samples:  # type: ignore[attr-defined]
+        assert s.text.startswith("<tool_call>\n{"), s.text
+        (call,) = read_tool_calls(s.text) or []
+        assert call["name"] == "get_weather" and isinstance(call["arguments"]["city"], str)
+        json.dumps(call)

@@ -368,7 +368,7 @@ def extract_json(text: str) -> Answer | None:
 
 def extract_tool_call(text: str, ignore: tuple[str, ...] = ()) -> Answer | None:
     """The calls of a tool-call reply, name and arguments (minus `ignore`), canonical."""
-    calls = tool_calls(parse_json(text), ignore)
+    calls = tool_calls(text, ignore)
     return None if calls is None else Answer(calls, "json")
 
 

@@ -50,19 +50,50 @@ def canonical(value: Any) -> str:
     )
 
 
-def tool_calls(value: Any, ignore: tuple[str, ...] = ()) -> str | None:
-    """The calls of a tool-call reply (`{"tool_calls": [{"name", "arguments"}]}`, the tool
-    prompt's form, api/tools.py) as one canonical text: each call's name and its arguments
-    without the `ignore`d ones (arguments that may differ without making it another call).
-    None when the value is not such a reply."""
-    calls = value.get("tool_calls") if isinstance(value, dict) else None
-    if not isinstance(calls, list) or not calls:
-        return None
+_TAG_OPEN, _TAG_CLOSE = "<tool_call>", "</tool_call>"
+
+
+def read_tool_calls(text: str) -> list[dict[str, Any]] | None:
+    """The calls a reply makes, as `[{"name", "arguments"}]`, in any of the forms Ponder asks
+    models for (api/tools.py): the generic `{"tool_calls": [{"name", "arguments"}]}`, the
+    Hermes form of chat templates such as Qwen's (`<tool_call>{"name", "arguments"}
+    </tool_call>`, once per call) and the Llama 3 JSON form (`{"name", "parameters"}`).
+    None when the reply is none of them (an answer in words)."""
+    if _TAG_OPEN in text:
+        calls: list[Any] = []
+        pos = text.find(_TAG_OPEN)
+        while pos != -1:
+            end = text.find(_TAG_CLOSE, pos)
+            body = text[pos + len(_TAG_OPEN) : end if end != -1 else len(text)]
+            calls.append(parse_json(body))
+            pos = -1 if end == -1 else text.find(_TAG_OPEN, end)
+    else:
+        value = parse_json(text)
+        if isinstance(value, dict) and "tool_calls" in value:
+            calls = value["tool_calls"] if isinstance(value["tool_calls"], list) else []
+        elif isinstance(value, dict) and "name" in value and "parameters" in value:
+            calls = [{"name": value["name"], "arguments": value["parameters"]}]
+        else:
+            return None
     out = []
     for call in calls:
         if not isinstance(call, dict) or not isinstance(call.get("name"), str):
             return None
-        args = call.get("arguments")
+        args = call.get("arguments", call.get("parameters", {}))
+        out.append({"name": call["name"], "arguments": args})
+    return out or None
+
+
+def tool_calls(text: str, ignore: tuple[str, ...] = ()) -> str | None:
+    """The calls of a tool-call reply (`read_tool_calls`) as one canonical text: each call's
+    name and its arguments without the `ignore`d ones (arguments that may differ without
+    making it another call). None when the text is not such a reply."""
+    calls = read_tool_calls(text)
+    if calls is None:
+        return None
+    out = []
+    for call in calls:
+        args = call["arguments"]
         args = (
             {k: v for k, v in args.items() if k not in ignore} if isinstance(args, dict) else args
         )

@@ -193,16 +193,17 @@ class PatternWorkers:
         if error is not None:
             raise AnswerPatternError(error)
 
-    def schema_error(self, schema: str) -> str | None:
-        """Why llguidance cannot build the grammar of this JSON schema (compiled in a pattern
-        worker, within its memory and time limits), or None when it can."""
-        key = "\0schema\0" + schema
+    def schema_error(self, schema: str, lark: bool = False) -> str | None:
+        """Why llguidance cannot build the grammar of this JSON schema (or, `lark`, this Lark
+        grammar; compiled in a pattern worker, within its memory and time limits), or None
+        when it can."""
+        key = ("\0lark\0" if lark else "\0schema\0") + schema
         with self._lock:
             if key in self._verdicts:
                 return self._verdicts[key]
         worker = self._idle.get()
         try:
-            answer = worker.ask(json.dumps({"g": schema}).encode(), COMPILE_TIMEOUT_S)
+            answer = worker.ask(json.dumps({"g": schema, "l": lark}).encode(), COMPILE_TIMEOUT_S)
         finally:
             self._idle.put(worker)
         reply = json.loads(answer) if answer else None

@@ -52,12 +52,18 @@ def last_match(compiled: Any, text: str, seconds: float) -> str | None:
     return got.strip() or None
 
 
-def _schema_verdict(schema: str) -> dict[str, Any]:
-    """Whether llguidance builds a grammar from the schema, within its own parser limits."""
+def _schema_verdict(schema: str, lark: bool = False) -> dict[str, Any]:
+    """Whether llguidance builds a grammar from the schema (or Lark grammar), within its own
+    parser limits."""
     try:
         from llguidance import LLMatcher
 
-        error = LLMatcher.validate_grammar(LLMatcher.grammar_from_json_schema(schema))
+        grammar = (
+            LLMatcher.grammar_from_lark(schema)
+            if lark
+            else LLMatcher.grammar_from_json_schema(schema)
+        )
+        error = LLMatcher.validate_grammar(grammar)
     except MemoryError:
         gc.collect()
         return {"e": "the schema is too large to compile"}
@@ -80,7 +86,7 @@ def main() -> int:
         try:
             ask = json.loads(line)
             if "g" in ask:
-                reply = _schema_verdict(str(ask["g"]))
+                reply = _schema_verdict(str(ask["g"]), bool(ask.get("l")))
                 out.write(json.dumps(reply) + "\n")
                 out.flush()
                 continue

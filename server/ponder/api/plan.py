@@ -21,8 +21,8 @@ from .aliases import Alias, defined_aliases, parse_model
 from .checks import refuse_unsupported, stops
 from .errors import ApiError
 from .schemas import ChatCompletionRequest, ChatMessage, CompletionRequest
-from .structured import json_schema
-from .tools import ToolPlan, history, tool_plan
+from .structured import constraint
+from .tools import ToolPlan, history, syntax_of, tool_plan
 
 
 @dataclass(frozen=True)
@@ -116,22 +116,30 @@ def prompt_token_ids(
     the system message), or of one completions prompt (`item`; default: the request's only
     one)."""
     if isinstance(req, ChatCompletionRequest):
+        # a template with its own tool form renders the history's calls and results itself,
+        # whether or not this request offers tools
+        native = syntax_of(engine.chat_template) is not None
+        called: dict[str, str] = {}  # earlier calls' ids → their functions
         messages = [
             history(
                 _ROLES.get(m.role, m.role),
                 _message_text(m, i),
                 m.model_extra or {},
                 f"messages.{i}",
+                native,
+                called,
             )
             for i, m in enumerate(req.messages)
         ]
-        if tools is not None:  # the tools and their answer form, in the system message
+        if tools is not None and tools.syntax is not None:  # the template's own tool form
+            return _rendered(engine, messages, list(tools.tools))
+        if tools is not None and tools.prompt is not None:  # the generic form
             if messages[0]["role"] == "system":
                 said = messages[0]["content"] + "\n\n" + tools.prompt
                 messages[0] = {"role": "system", "content": said}
             else:
                 messages.insert(0, {"role": "system", "content": tools.prompt})
-        return engine.render_chat(messages)
+        return _rendered(engine, messages, None)
     if item is None:
         (item,) = prompt_items(req)
     if isinstance(item, str):
@@ -141,6 +149,24 @@ def prompt_token_ids(
             400, f"token ids must be in [0, {engine.n_vocab})", param="prompt", code="invalid_value"
         )
     return [int(t) for t in item]
+
+
+def _rendered(
+    engine: Engine, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None
+) -> list[int]:
+    """The chat template's rendering; a template that refuses the messages (its own
+    `raise_exception`, or an error rendering them) is a 400 on `messages`, not a 500."""
+    import jinja2
+
+    try:
+        return engine.render_chat(messages, tools)
+    except (jinja2.TemplateError, ValueError, TypeError) as exc:
+        raise ApiError(
+            400,
+            f"the model's chat template cannot render these messages: {str(exc)[:300]}",
+            param="messages",
+            code="invalid_value",
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -429,7 +455,7 @@ def _plan_one(
             param="echo",
             code="unsupported_parameter",
         )
-    tools = tool_plan(req) if isinstance(req, ChatCompletionRequest) else None
+    tools = tool_plan(req, engine.chat_template) if isinstance(req, ChatCompletionRequest) else None
     prompt_ids = _checked_prompt(req, settings, engine, item, tools)
     max_tokens = _max_tokens(req) or min(
         settings.default_max_tokens, engine.default_max_tokens(len(prompt_ids), samples)
@@ -443,7 +469,7 @@ def _plan_one(
             code="invalid_value",
         )
     engine.check_fits(len(prompt_ids), max_tokens, samples)
-    schema = json_schema(req, strategy, tools.schema if tools else None)
+    schema, grammar = constraint(req, strategy, tools)
     default_t = settings.selection_temperature if strategy.kind != "plain" else 1.0
     temperature = checked.temperature if checked.temperature is not None else req.temperature
     params = SamplingParams(
@@ -455,6 +481,7 @@ def _plan_one(
         seed=req.seed,
         stop=stops(req.stop),
         json_schema=schema,
+        grammar=grammar,
         min_tokens=req.min_tokens,
         ignore_eos=req.ignore_eos,
         top_logprobs=logprobs or 0,

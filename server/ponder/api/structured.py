@@ -10,30 +10,42 @@ from typing import Any
 from ..answers import pattern_workers
 from ..strategies import Strategy
 from .errors import ApiError
-from .schemas import ChatCompletionRequest, CompletionRequest
+from .schemas import ChatCompletionRequest, CompletionRequest, ResponseFormat
+from .tools import ToolPlan
 
 MAX_SCHEMA_CHARS = 65536
 MAX_SCHEMA_DEPTH = 32
 """Bounds on a response_format schema, checked before it is compiled (in a worker process)."""
 
 
-def json_schema(
-    req: ChatCompletionRequest | CompletionRequest, strategy: Strategy, tools: str | None = None
-) -> str | None:
-    """The structured output a chat request asks for (`response_format`, or the tool calls'
-    schema `tools` when a tool must be called), as schema text; bounded, then compiled by
-    llguidance in a pattern worker process (a 400 naming `response_format` when it cannot
-    be), before anything is generated."""
+def constraint(
+    req: ChatCompletionRequest | CompletionRequest,
+    strategy: Strategy,
+    tools: ToolPlan | None = None,
+) -> tuple[str | None, str | None]:
+    """The structured output a chat request asks for, as (JSON schema text, Lark grammar),
+    at most one of them: `response_format`'s schema, or a required tool call's (the calls'
+    schema in the generic form, the template's own form's grammar). Bounded, then compiled
+    by llguidance in a pattern worker process (a 400 naming the field when it cannot be),
+    before anything is generated."""
     fmt = req.response_format if isinstance(req, ChatCompletionRequest) else None
-    if tools is not None and fmt is not None and fmt.type != "text":
+    required = tools is not None and (tools.schema or tools.grammar) is not None
+    if required and fmt is not None and fmt.type != "text":
         raise ApiError(
             400,
             "a required tool call and a response_format cannot both shape the reply",
             param="response_format",
             code="unsupported_parameter",
         )
-    if tools is not None:
-        return _checked(tools, "tools", strategy)
+    if tools is not None and tools.grammar is not None:
+        return None, _checked(tools.grammar, "tools", strategy, lark=True)
+    if tools is not None and tools.schema is not None:
+        return _checked(tools.schema, "tools", strategy), None
+    return _json_schema(fmt, strategy), None
+
+
+def _json_schema(fmt: ResponseFormat | None, strategy: Strategy) -> str | None:
+    """`response_format`'s schema text, checked (None: plain text)."""
     if fmt is None or fmt.type == "text":
         return None
     where = "response_format.json_schema.schema" if fmt.json_schema else "response_format"
@@ -50,10 +62,11 @@ def json_schema(
     )
 
 
-def _checked(text: str, where: str, strategy: Strategy) -> str:
-    """A schema's text, refused (400 naming `where`) when the strategy cannot constrain its
-    samples, when it is over MAX_SCHEMA_CHARS, or when llguidance cannot compile it (in a
-    pattern worker process, within that process's memory and time limits)."""
+def _checked(text: str, where: str, strategy: Strategy, lark: bool = False) -> str:
+    """A schema's (or `lark`, a grammar's) text, refused (400 naming `where`) when the
+    strategy cannot constrain its samples, when it is over MAX_SCHEMA_CHARS, or when
+    llguidance cannot compile it (in a pattern worker process, within that process's memory
+    and time limits)."""
     if strategy.kind == "decode":
         raise ApiError(
             400,
@@ -67,7 +80,7 @@ def _checked(text: str, where: str, strategy: Strategy) -> str:
             400, f"the schema is over {MAX_SCHEMA_CHARS} characters", param=where,
             code="invalid_value",
         )  # fmt: skip
-    error = pattern_workers().schema_error(text)
+    error = pattern_workers().schema_error(text, lark)
     if error is not None:
         raise ApiError(
             400, f"the schema cannot be used: {error}", param=where, code="invalid_value"

@@ -1,11 +1,19 @@
-"""Tool calls (`tools`, `tool_choice`, `parallel_tool_calls`) for a model whose chat template
-has no tools (SmolLM2's has none): the tools are described in a system message with one
-answer format, a JSON object `{"tool_calls": [{"name": ..., "arguments": {...}}]}`, and the
-reply is read back into OpenAI's `message.tool_calls`. With `tool_choice` "required" or a named
-function the reply is constrained to that object by the tools' JSON schema (structured
-outputs); with "auto" the model may answer in words or with the object. History: an assistant
-message's `tool_calls` are written back in the same form, a `tool` message is a user message
-that says whose result it is. docs/api.md, "Tools"."""
+"""Tool calls (`tools`, `tool_choice`, `parallel_tool_calls`), in one of two forms:
+
+- **The chat template's own**, when the template describes tools in a form Ponder knows
+  (`SYNTAXES`: the Hermes form of Qwen 2.5/3, Hermes and SmolLM3 templates, `<tool_call>{"name",
+  "arguments"}</tool_call>`; the Llama 3.1+ JSON form, `{"name", "parameters"}`). The template
+  is given the tools and renders them, and the history's calls and results, as the model was
+  trained to read them; a required call is constrained by a Lark grammar of that form.
+- **The generic form** otherwise (SmolLM2's template has no tools): the tools are described in
+  a system message with one answer format, a JSON object `{"tool_calls": [{"name": ...,
+  "arguments": {...}}]}`; an assistant message's `tool_calls` are written back in that form,
+  a `tool` message is a user message that says whose result it is. A required call is
+  constrained by the calls' JSON schema.
+
+With `tool_choice` "auto" the model may answer in words or with a call; the reply is read
+back into OpenAI's `message.tool_calls` (answers/jsonanswers.read_tool_calls reads every form).
+docs/api.md, "Tools"."""
 
 from __future__ import annotations
 
@@ -14,7 +22,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from ..answers.jsonanswers import parse_json
+from ..answers.jsonanswers import read_tool_calls
 from .errors import ApiError
 from .schemas import ChatCompletionRequest
 
@@ -22,17 +30,92 @@ MAX_TOOLS = 64
 
 
 @dataclass(frozen=True)
+class ToolSyntax:
+    """A chat template's own tool-call form: how a template that uses it is recognised (all
+    `markers` in its text, and it reads `tools`), the key a call's arguments go under, and
+    the Lark grammar (llguidance's dialect) that constrains a required call."""
+
+    name: str
+    markers: tuple[str, ...]
+    arguments_key: str
+    opening: str
+    """Text before each call's JSON object ("" for a bare object)."""
+    closing: str
+    many: bool
+    """Several calls in one reply (one after another)."""
+
+    def grammar(self, functions: list[Any], single: bool) -> str:
+        one = {
+            "anyOf": [
+                {
+                    "type": "object",
+                    "properties": {
+                        "name": {"const": f.name},
+                        self.arguments_key: f.parameters or {"type": "object"},
+                    },
+                    "required": ["name", self.arguments_key],
+                    "additionalProperties": False,
+                }
+                for f in functions
+            ]
+        }
+        call = " ".join(
+            part for part in (_lark_text(self.opening), "obj", _lark_text(self.closing)) if part
+        )
+        start = "call" if single or not self.many else 'call ("\\n" call)*'
+        body = json.dumps(one, separators=(",", ":"))
+        return f"start: {start}\ncall: {call}\nobj: %json {body}\n"
+
+
+def _lark_text(text: str) -> str:
+    return json.dumps(text) if text else ""
+
+
+SYNTAXES = (
+    ToolSyntax(
+        "hermes", ("<tool_call>",), "arguments", "<tool_call>\n", "\n</tool_call>", many=True
+    ),
+    ToolSyntax(
+        "llama3_json",
+        ('"parameters": dictionary of argument name',),
+        "parameters",
+        "",
+        "",
+        many=False,
+    ),
+)
+"""The template forms Ponder renders and reads (answers/jsonanswers.read_tool_calls reads
+each); a template with tools in another form gets the generic form."""
+
+
+def syntax_of(template: str | None) -> ToolSyntax | None:
+    """The form of a chat template's tools, None when it has none Ponder knows."""
+    if not template or "tools" not in template:
+        return None
+    for syntax in SYNTAXES:
+        if all(m in template for m in syntax.markers):
+            return syntax
+    return None
+
+
+@dataclass(frozen=True)
 class ToolPlan:
-    """What a request's tools ask for: the system text that describes them, the schema the
-    reply must follow (None: free, "auto"), and the tools' names."""
+    """What a request's tools ask for: in the generic form, the system text that describes
+    them and the JSON schema a required reply follows; in a template's own form
+    (`syntax`), the tools the template is given and the Lark grammar a required reply
+    follows (None: free, "auto"); and the tools' names."""
 
-    prompt: str
-    schema: str | None
     names: tuple[str, ...]
+    prompt: str | None = None
+    schema: str | None = None
+    syntax: ToolSyntax | None = None
+    tools: tuple[dict[str, Any], ...] = ()
+    grammar: str | None = None
 
 
-def tool_plan(req: ChatCompletionRequest) -> ToolPlan | None:
-    """None without tools (or with tool_choice "none")."""
+def tool_plan(req: ChatCompletionRequest, template: str | None) -> ToolPlan | None:
+    """None without tools (or with tool_choice "none"). `template`: the engine's chat
+    template, whose own tool form is used when Ponder knows it."""
     tools = req.tools or []
     if not tools or req.tool_choice == "none":
         return None
@@ -59,6 +142,14 @@ def tool_plan(req: ChatCompletionRequest) -> ToolPlan | None:
             param="tool_choice",
             code="invalid_value",
         )
+    single = isinstance(choice, dict) or req.parallel_tool_calls is False
+    syntax = syntax_of(template)
+    if syntax is not None:
+        given = tuple(
+            {"type": "function", "function": f.model_dump(exclude_none=True)} for f in chosen
+        )
+        grammar = syntax.grammar(chosen, single) if choice != "auto" else None
+        return ToolPlan(tuple(by_name), syntax=syntax, tools=given, grammar=grammar)
     lines = [
         "You can call tools. To call them, answer with only this JSON object:",
         '{"tool_calls": [{"name": "<tool name>", "arguments": {<arguments>}}]}',
@@ -71,9 +162,8 @@ def tool_plan(req: ChatCompletionRequest) -> ToolPlan | None:
         lines.append(f"- {f.name}: {f.description or ''} Arguments (JSON schema): {params}")
     schema = None
     if choice != "auto":
-        single = isinstance(choice, dict) or req.parallel_tool_calls is False
         schema = json.dumps(_calls_schema(chosen, single), separators=(",", ":"))
-    return ToolPlan("\n".join(lines), schema, tuple(by_name))
+    return ToolPlan(tuple(by_name), prompt="\n".join(lines), schema=schema)
 
 
 def _calls_schema(functions: list[Any], single: bool) -> dict[str, Any]:
@@ -100,10 +190,21 @@ def _calls_schema(functions: list[Any], single: bool) -> dict[str, Any]:
     }
 
 
-def history(role: str, content: str, extra: dict[str, Any], where: str) -> dict[str, str]:
-    """A message of the history as the template reads it: an assistant's tool calls in the
-    tool prompt's JSON form, a tool's result as a user message that says whose it is. A
+def history(
+    role: str,
+    content: str,
+    extra: dict[str, Any],
+    where: str,
+    native: bool = False,
+    called: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """A message of the history as the template reads it. Generic form: an assistant's tool
+    calls in the tool prompt's JSON form, a tool's result as a user message that says whose
+    it is. A template's own form (`native`): OpenAI's messages, each call's arguments as an
+    object (what templates render), a tool's result with its function's `name`. `called`
+    maps earlier calls' ids to their functions' names (a result names its function); a
     malformed `tool_calls` is a 400 naming it (`where`: the message's path)."""
+    called = {} if called is None else called
     calls = extra.get("tool_calls")
     if calls and role != "assistant":
         raise ApiError(
@@ -114,10 +215,11 @@ def history(role: str, content: str, extra: dict[str, Any], where: str) -> dict[
         try:
             said = [
                 {
+                    "id": str(c.get("id") or f"call_{k}"),
                     "name": str(c["function"]["name"]),
                     "arguments": json.loads(c["function"].get("arguments") or "{}"),
                 }
-                for c in calls
+                for k, c in enumerate(calls)
             ]
         except (KeyError, TypeError, AttributeError, ValueError, RecursionError):
             raise ApiError(
@@ -126,29 +228,42 @@ def history(role: str, content: str, extra: dict[str, Any], where: str) -> dict[
                 param=f"{where}.tool_calls",
                 code="invalid_value",
             ) from None
-        return {"role": "assistant", "content": json.dumps({"tool_calls": said})}
+        called.update({c["id"]: c["name"] for c in said})
+        if native:
+            return {
+                "role": "assistant",
+                "content": content,
+                "tool_calls": [
+                    {"id": c["id"], "type": "function",
+                     "function": {"name": c["name"], "arguments": c["arguments"]}}
+                    for c in said
+                ],
+            }  # fmt: skip
+        plain = [{"name": c["name"], "arguments": c["arguments"]} for c in said]
+        return {"role": "assistant", "content": json.dumps({"tool_calls": plain})}
     if role == "tool":
-        who = extra.get("name") or extra.get("tool_call_id") or "a tool"
+        call_id = str(extra.get("tool_call_id") or "")
+        name = extra.get("name") or called.get(call_id)
+        if native:
+            out = {"role": "tool", "content": content, "tool_call_id": call_id}
+            return {**out, "name": str(name)} if name else out
+        who = name or call_id or "a tool"
         return {"role": "user", "content": f"Result of the tool call {who}: {content}"}
     return {"role": role, "content": content}
 
 
 def read_calls(text: str, plan: ToolPlan) -> list[dict[str, Any]] | None:
-    """OpenAI's `tool_calls` from a reply in the tool prompt's form, None when the reply is
-    not a call of the request's tools (an answer in words, with tool_choice "auto")."""
-    value = parse_json(text)
-    if not isinstance(value, dict) or not isinstance(value.get("tool_calls"), list):
+    """OpenAI's `tool_calls` from a reply that calls the request's tools (in any form
+    read_tool_calls knows), None when the reply is not such a call (an answer in words,
+    with tool_choice "auto")."""
+    calls = read_tool_calls(text)
+    if calls is None or any(c["name"] not in plan.names for c in calls):
         return None
-    out = []
-    for call in value["tool_calls"]:
-        if not isinstance(call, dict) or call.get("name") not in plan.names:
-            return None
-        arguments = call.get("arguments", {})
-        out.append(
-            {
-                "id": f"call_{uuid.uuid4().hex[:24]}",
-                "type": "function",
-                "function": {"name": call["name"], "arguments": json.dumps(arguments)},
-            }
-        )
-    return out or None
+    return [
+        {
+            "id": f"call_{uuid.uuid4().hex[:24]}",
+            "type": "function",
+            "function": {"name": c["name"], "arguments": json.dumps(c["arguments"])},
+        }
+        for c in calls
+    ]

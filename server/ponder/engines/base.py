@@ -30,8 +30,8 @@ pattern serves every request)."""
 
 
 def render_plain_content(
-    messages: list[dict[str, str]],
-    render: Callable[[list[dict[str, str]]], str],
+    messages: list[dict[str, Any]],
+    render: Callable[[list[dict[str, Any]]], str],
     template_ids: Callable[[str], list[int]],
     text_ids: Callable[[str], list[int]],
 ) -> list[int]:
@@ -45,8 +45,12 @@ def render_plain_content(
     """
     nonce = uuid.uuid4().hex[:12]
     marks = [f"\u27e6{nonce}:{i}\u27e7" for i in range(len(messages))]
-    rendered = render([{**m, "content": mark} for m, mark in zip(messages, marks, strict=True)])
-    index = {mark: i for i, mark in enumerate(marks)}
+    shown = [  # content that is no text (an assistant's tool calls alone) stays as it is
+        {**m, "content": mark} if isinstance(m.get("content"), str) and m["content"] else m
+        for m, mark in zip(messages, marks, strict=True)
+    ]
+    rendered = render(shown)
+    index = {mark: i for i, mark in enumerate(marks) if shown[i] is not messages[i]}
     ids: list[int] = []
     for piece in _SENTINEL.split(rendered):
         if piece in index:

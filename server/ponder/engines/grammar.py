@@ -32,6 +32,13 @@ def grammar_of(schema: str) -> str:
     return str(LLMatcher.grammar_from_json_schema(schema))
 
 
+def grammar_of_lark(lark: str) -> str:
+    """The llguidance grammar of a Lark grammar (llguidance's dialect, `%json` included)."""
+    from llguidance import LLMatcher
+
+    return str(LLMatcher.grammar_from_lark(lark))
+
+
 class Grammars:
     """The llguidance tokenizer of one model (built once, ~0.3 s for SmolLM2's 49k tokens) and
     a bounded cache of compiled schemas."""
@@ -50,24 +57,25 @@ class Grammars:
             self._tokenizer = lltokenizer_from_vocab(self._vocab, n_vocab=self.n_vocab)
         return self._tokenizer
 
-    def matchers(self, schema: str, count: int) -> list[Any]:
-        """`count` fresh matchers for the schema (run in a worker thread: compiling grows
-        with the schema). InvalidRequest when llguidance cannot use it."""
+    def matchers(self, grammar: str, count: int) -> list[Any]:
+        """`count` fresh matchers for the grammar (`grammar_of` a schema, or of a Lark
+        grammar; run in a worker thread: compiling grows with it). InvalidRequest when
+        llguidance cannot use it."""
         from llguidance import LLMatcher
 
         with self._lock:
-            proto = self._cache.get(schema)
+            proto = self._cache.get(grammar)
             if proto is None:
-                proto = LLMatcher(self._tok(), grammar_of(schema), log_level=0)
+                proto = LLMatcher(self._tok(), grammar, log_level=0)
                 if proto.is_error():
                     raise InvalidRequest(
                         f"the response_format schema cannot be used: {proto.get_error()[:300]}",
                         "response_format",
                     )
-                self._cache[schema] = proto
+                self._cache[grammar] = proto
                 if len(self._cache) > CACHE_SIZE:
                     self._cache.popitem(last=False)
-            self._cache.move_to_end(schema)
+            self._cache.move_to_end(grammar)
             return [proto.deep_copy() for _ in range(count)]
 
 

@@ -34,7 +34,7 @@ from ..types import (
 )
 from .base import punctuation_ids, render_plain_content
 from .batcher import Batcher, Counters, Request
-from .grammar import Grammars
+from .grammar import Grammars, grammar_of, grammar_of_lark
 
 log = logging.getLogger("ponder.engine")
 
@@ -87,7 +87,9 @@ class LlamaCppEngine:
         max_samples: int = 64,
         n_threads: int | None = None,
         n_batch: int = 512,
+        chat_template: str | None = None,
     ) -> None:
+        self._template_override = chat_template
         self.model_path = str(model_path) if model_path else None
         self.model_name = model_name
         self.n_ctx = n_ctx
@@ -179,7 +181,7 @@ class LlamaCppEngine:
         )
         self._context = _Context(self, n_seq)
         self._grammars = Grammars(self._model.vocab, self.n_vocab)
-        template = self._metadata.get("tokenizer.chat_template")
+        template = self.chat_template
         if template:
             eos = model.token_get_text(model.token_eos()) if model.token_eos() >= 0 else ""
             bos = model.token_get_text(model.token_bos()) if model.token_bos() >= 0 else ""
@@ -225,7 +227,14 @@ class LlamaCppEngine:
 
     # ---------------------------------------------------------------- tokens
 
-    def render_chat(self, messages: list[dict[str, str]]) -> list[int]:
+    @property
+    def chat_template(self) -> str | None:
+        """PONDER_CHAT_TEMPLATE's text, else the GGUF's own template."""
+        return self._template_override or self._metadata.get("tokenizer.chat_template")
+
+    def render_chat(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+    ) -> list[int]:
         if self._model is None:
             raise EngineNotReady("the model is still loading")
         if self._chat is None:
@@ -238,7 +247,7 @@ class LlamaCppEngine:
 
         ids = render_plain_content(
             messages,
-            lambda msgs: chat(messages=msgs).prompt,
+            lambda msgs: chat(messages=msgs, tools=tools).prompt,
             lambda text: tokens(text, True),
             lambda text: tokens(text, False),
         )
@@ -267,7 +276,7 @@ class LlamaCppEngine:
             "eos_token": text(model.token_eos()),
             "pad_token": None,
             "add_bos_token": bool(model.add_bos_token()),
-            "chat_template": self._metadata.get("tokenizer.chat_template"),
+            "chat_template": self.chat_template,
             "model_max_length": self.n_ctx_train,
             "vocab_size": self.n_vocab,
         }
@@ -358,9 +367,14 @@ class LlamaCppEngine:
         if not prompt_ids:
             raise EngineError("empty prompt")
         self.check_fits(len(prompt_ids), params.max_tokens, samples)
-        if params.json_schema is not None:
-            schema = params.json_schema
-            hooks["matchers"] = await asyncio.to_thread(self._grammars.matchers, schema, samples)
+        schema, lark = params.json_schema, params.grammar
+        if schema is not None or lark is not None:
+
+            def compiled() -> list[Any]:
+                grammar = grammar_of(schema) if schema is not None else grammar_of_lark(str(lark))
+                return self._grammars.matchers(grammar, samples)
+
+            hooks["matchers"] = await asyncio.to_thread(compiled)
         return Request(list(prompt_ids), params, samples, **hooks)
 
     async def sample(

@@ -251,7 +251,14 @@ class UpstreamEngine:
 
     # ------------------------------------------------------------ prompts
 
-    def render_chat(self, messages: list[dict[str, str]]) -> list[int]:
+    chat_template = None
+    """The upstream server renders its own prompts: tools go in the generic form."""
+
+    def render_chat(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+    ) -> list[int]:
+        if tools is not None:  # no template here, so no template's own tool format
+            raise UnsupportedRequest("the upstream engine renders no chat template", "tools")
         return UpstreamPrompt(messages=messages)
 
     def tokenize(self, text: str, add_special: bool = True) -> list[int]:
@@ -282,6 +289,8 @@ class UpstreamEngine:
                 "echo with logprobs (prompt scoring) is not supported by the upstream engine",
                 "echo",
             )
+        if params.grammar is not None:  # only a chat template's tool form asks for one
+            raise UnsupportedRequest("grammars are not supported by the upstream engine", "tools")
         if params.json_schema is not None and prompt_ids.messages is None:
             raise UnsupportedRequest(
                 "response_format (structured outputs) goes to the upstream's chat endpoint: "

@@ -55,8 +55,9 @@ __all__ = ["VllmEngine", "VllmOptions", "engine_args_kwargs", "sampling_kwargs",
 class VllmEngine:
     """The Engine protocol over `vllm.v1.engine.async_llm.AsyncLLM`."""
 
-    def __init__(self, opts: VllmOptions) -> None:
+    def __init__(self, opts: VllmOptions, chat_template: str | None = None) -> None:
         self.opts = opts
+        self._template_override = chat_template
         self.model_name = opts.served_name
         self.exact_stats = opts.exact_stats
         self.continues_chat = True
@@ -156,14 +157,29 @@ class VllmEngine:
 
     # ------------------------------------------------------------ tokens
 
-    def render_chat(self, messages: list[dict[str, str]]) -> list[int]:
+    @property
+    def chat_template(self) -> str | None:
+        """PONDER_CHAT_TEMPLATE's text, else the tokenizer's own template."""
+        if self._template_override:
+            return self._template_override
+        return getattr(self._tokenizer, "chat_template", None)
+
+    def render_chat(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+    ) -> list[int]:
         if self._tokenizer is None:
             raise EngineNotReady("the model is still loading")
-        tok = self._tokenizer
+        tok, template = self._tokenizer, self._template_override
         return render_plain_content(
             messages,
             lambda msgs: str(
-                tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+                tok.apply_chat_template(
+                    msgs,
+                    tools=tools,
+                    chat_template=template,
+                    add_generation_prompt=True,
+                    tokenize=False,
+                )
             ),
             lambda text: list(tok.encode(text, add_special_tokens=False)),
             lambda text: list(
@@ -189,7 +205,7 @@ class VllmEngine:
             "eos_token": tok.eos_token,
             "pad_token": tok.pad_token,
             "add_bos_token": bool(getattr(tok, "add_bos_token", False)),
-            "chat_template": getattr(tok, "chat_template", None),
+            "chat_template": self.chat_template,
             "model_max_length": self.max_model_len,
             "vocab_size": self.n_vocab,
         }

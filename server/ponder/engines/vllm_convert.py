@@ -109,6 +109,8 @@ def sampling_kwargs(
         kwargs["prompt_logprobs"] = params.prompt_logprobs
     if params.json_schema is not None:  # vLLM's own structured outputs (its grammar backend)
         kwargs["structured_outputs"] = {"json": params.json_schema}
+    elif params.grammar is not None:  # a Lark grammar with %json: vLLM's guidance backend
+        kwargs["structured_outputs"] = {"grammar": params.grammar}
     if params.punct_stop:
         kwargs["stop_token_ids"] = sorted(punct_ids)
     if stats_key:
