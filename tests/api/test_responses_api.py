@@ -212,6 +212,7 @@ def test_a_required_tool_call_is_a_function_call_item(client: openai.OpenAI) -> 
         input="What is the weather in Paris?",
         tools=[WEATHER],
         tool_choice="required",
+        parallel_tool_calls=False,
         max_output_tokens=60,
     )
     (call,) = r.output

@@ -156,6 +156,7 @@ def test_the_responses_api_uses_the_templates_form(client: openai.OpenAI) -> Non
         input="What is the weather in Oslo?",
         tools=[{"type": "function", **WEATHER["function"]}],
         tool_choice="required",
+        parallel_tool_calls=False,
         max_output_tokens=60,
     )
     assert r.output and all(i.type == "function_call" for i in r.output)

@@ -27,6 +27,9 @@ from .errors import ApiError
 from .schemas import ChatCompletionRequest
 
 MAX_TOOLS = 64
+MAX_CALLS = 8
+"""Calls in one constrained reply (a small model asked for calls may otherwise repeat them to
+its token budget)."""
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,7 @@ class ToolSyntax:
         call = " ".join(
             part for part in (_lark_text(self.opening), "obj", _lark_text(self.closing)) if part
         )
-        start = "call" if single or not self.many else 'call ("\\n" call)*'
+        start = "call" if single or not self.many else f'call ("\\n" call){{0,{MAX_CALLS - 1}}}'
         body = json.dumps(one, separators=(",", ":"))
         return f"start: {start}\ncall: {call}\nobj: %json {body}\n"
 
@@ -179,9 +182,12 @@ def _calls_schema(functions: list[Any], single: bool) -> dict[str, Any]:
         }
         for f in functions
     ]
-    calls: dict[str, Any] = {"type": "array", "minItems": 1, "items": {"anyOf": items}}
-    if single:
-        calls["maxItems"] = 1
+    calls: dict[str, Any] = {
+        "type": "array",
+        "minItems": 1,
+        "maxItems": 1 if single else MAX_CALLS,
+        "items": {"anyOf": items},
+    }
     return {
         "type": "object",
         "properties": {"tool_calls": calls},
