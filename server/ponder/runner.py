@@ -87,6 +87,9 @@ def calibrated(
     that the file has none for this strategy."""
     if decision is None or calibration is None:
         return decision
+    if decision.confidence is None:
+        notes = {**decision.notes, "calibration": "no confidence to calibrate"}
+        return dataclasses.replace(decision, notes=notes)
     found = calibration.find(decision.strategy, samples)
     if found is None:
         notes = {**decision.notes, "calibration": "none for this strategy in the file"}
@@ -182,7 +185,7 @@ async def events(
 
     if stream_mode(job) == "buffered":
         hooks = Hooks(on_progress=progress, on_stop=stop)
-        yield Progress(0, job.samples)
+        yield Progress(0, strategy_of(job).progress_total(job.options, job.samples))
     else:  # a decode appends text on the event loop
         hooks = Hooks(on_text=lambda text: queue.put_nowait(Text(text)))
     task = asyncio.ensure_future(run(job, engine, hooks, calibration))

@@ -215,9 +215,9 @@ def test_the_docs_worked_strategy_example_is_one_module_and_one_registry_line(
     (copy / "strategies" / "shortest.py").write_text(module, encoding="utf-8")
     init = copy / "strategies" / "__init__.py"
     text = init.read_text(encoding="utf-8")
-    text = text.replace("rpc, self_certainty\n", "rpc, self_certainty, shortest\n", 1)
-    last = "    deepconf.STRATEGY,\n"
-    text = text.replace(last + ")", last + "    shortest.STRATEGY,\n)", 1)
+    text = text.replace("from . import ", "from . import shortest\nfrom . import ", 1)
+    text = text.replace("\n)\n\nREGISTRY", "\n    shortest.STRATEGY,\n)\n\nREGISTRY", 1)
+    assert "shortest.STRATEGY" in text
     init.write_text(text, encoding="utf-8")
     run = subprocess.run(
         [sys.executable, "-c", ADD_SHORTEST],

@@ -17,7 +17,17 @@ from .jsonanswers import canonical, parse_json, tool_calls
 from .patterns import AnswerPatternError, pattern_workers
 
 Format = Literal[
-    "auto", "boxed", "math", "number", "choice", "yesno", "text", "regex", "json", "tool_call"
+    "auto",
+    "boxed",
+    "math",
+    "number",
+    "choice",
+    "yesno",
+    "text",
+    "regex",
+    "json",
+    "tool_call",
+    "none",
 ]
 Kind = Literal["number", "math", "choice", "yesno", "text", "json"]
 
@@ -400,6 +410,7 @@ FORMAT_RULES: dict[str, FormatRule] = {
         extract_tool_call,
         lambda spec: lambda text: extract_tool_call(text, spec.ignore_arguments),
     ),
+    "none": FormatRule(lambda text: None, lambda gold: None),
 }
 """Every answer format (docs/strategies.md, "Answer formats"): the one table. `Format`, the
 request schema's values and FORMATS are checked against it (tests/unit/test_answers.py)."""

@@ -498,6 +498,7 @@ def _plan_one(
         logprobs=logprobs,
         details=include_candidates,
         buffered=tools is not None,
+        question=_question(req, item, prompt_ids, engine),
     )
     return Plan(
         kind="chat" if isinstance(req, ChatCompletionRequest) else "completion",
@@ -531,6 +532,26 @@ def _checked_prompt(
             code="prompt_too_long",
         )
     return prompt_ids
+
+
+def _question(
+    req: ChatCompletionRequest | CompletionRequest,
+    item: PromptItem | None,
+    prompt_ids: list[int],
+    engine: Engine,
+) -> str:
+    """The request as text for prompts that quote it (Job.question): a chat's only user
+    message (after any system messages), else its messages as a transcript; a completion's
+    prompt text (token ids: their text)."""
+    if isinstance(req, ChatCompletionRequest):
+        said = [(m.role, _message_text(m, i)) for i, m in enumerate(req.messages)]
+        asked = [text for role, text in said if role not in ("system", "developer")]
+        if len(asked) == 1 and said[-1][0] == "user":
+            return asked[0]
+        return "\n\n".join(f"{role.capitalize()}: {text}" for role, text in said)
+    if isinstance(item, str):
+        return item
+    return engine.detokenize(prompt_ids)
 
 
 def _echo_text(

@@ -271,7 +271,9 @@ def result_headers(plans: Sequence[Plan], outs: Sequence[Outcome]) -> dict[str, 
     headers = {
         "X-Ponder-Strategy": plans[0].strategy,
         "X-Ponder-Samples": ",".join(str(n) for _, n in decided),
-        "X-Ponder-Confidence": ",".join(f"{d.confidence:.4f}" for d, _ in decided),
+        "X-Ponder-Confidence": ",".join(
+            "null" if d.confidence is None else f"{d.confidence:.4f}" for d, _ in decided
+        ),
     }
     answers = [d.answer for d, _ in decided]
     if any(a is not None for a in answers):

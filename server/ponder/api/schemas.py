@@ -294,7 +294,8 @@ class PonderMeta(BaseModel):
     samples: int
     generated: int
     answer: str | None
-    confidence: float
+    confidence: float | None
+    """null when the strategy has no measure of it (aggregate on a free-form answer)."""
     confidence_raw: float | None = None
     chosen: int
     tally: list[TallyEntry]

@@ -20,7 +20,9 @@ from .report import calibration_plot, write_outputs
 from .runner import SAMPLING, evaluate, pool_of, replay_fields, unsupplied_stats
 from .summary import calibrate, summarize
 
-ALL = tuple(name for name, s in REGISTRY.items() if s.kind != "plain")
+ALL = tuple(name for name, s in REGISTRY.items() if s.kind != "plain" and s.replayable)
+"""The strategies `ponder eval` replays on stored samples; usc, aggregate and verify ask the
+model again after sampling and are not among them yet."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -68,6 +70,13 @@ def run_eval(args: argparse.Namespace) -> int:
     # (rich would assume 80 columns).
     console = Console() if sys.stdout.isatty() else Console(width=200)
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    live = [s for s in strategies if s in REGISTRY and not REGISTRY[s].replayable]
+    if live:
+        console.print(
+            f"[red]not evaluated yet:[/red] {', '.join(live)} ask the model again after "
+            "sampling, which `ponder eval` does not replay yet; run them through the server"
+        )
+        return 2
     unknown = [s for s in strategies if s not in ALL]
     if unknown:
         console.print(f"[red]unknown strategies:[/red] {', '.join(unknown)} (known: {ALL})")

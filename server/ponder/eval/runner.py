@@ -33,8 +33,8 @@ def judge(
     answer against the gold."""
     samples = to_samples(cands) if samples is None else samples
     d = REGISTRY[strategy].decide(samples, options)
-    if d is None:
-        raise ValueError(f"strategy {strategy!r} makes no decision to evaluate")
+    if d is None or d.confidence is None:
+        raise ValueError(f"strategy {strategy!r} makes no decision with a confidence to evaluate")
     got = d.answers[d.chosen] if d.answer is not None else None
     ok = bool(got is not None and gold is not None and equivalent(got, gold))
     tokens = float(sum(c.tokens for c in cands))

@@ -4,7 +4,7 @@ options) + one line in `_ALL` below (docs/architecture.md, "Adding a strategy").
 
 from __future__ import annotations
 
-from . import cntp_decode, deepconf, majority_vote, rpc, self_certainty
+from . import aggregate, cntp_decode, deepconf, majority_vote, rpc, self_certainty, usc, verify
 from .base import (
     AdaptiveOptions,
     Decision,
@@ -27,6 +27,9 @@ _ALL: tuple[Strategy, ...] = (
     rpc.STRATEGY,
     cntp_decode.STRATEGY,
     deepconf.STRATEGY,
+    usc.STRATEGY,
+    aggregate.STRATEGY,
+    verify.STRATEGY,
 )
 
 REGISTRY: dict[str, Strategy] = {s.name: s for s in _ALL}

@@ -89,13 +89,16 @@ class Decision:
     strategy: str
     chosen: int
     answer: str | None
-    confidence: float
+    confidence: float | None
+    """None when the strategy has no measure of it (`aggregate` on a free-form answer): never a
+    made-up number."""
     tally: list[TallyEntry]
     ranking: list[int]
     answers: list[Answer | None]
     unanswered: int
     exact: bool = True
-    scores: dict[str, list[float]] = field(default_factory=dict)
+    scores: dict[str, Sequence[float | None]] = field(default_factory=dict)
+    """Per-sample scores shown with the candidates (None: the sample has none)."""
     pruned: list[bool] = field(default_factory=list)
     notes: dict[str, object] = field(default_factory=dict)
     confidence_raw: float | None = None

@@ -34,6 +34,10 @@ class Job:
     """Stream only the finished texts (a reply that may be a tool call is read whole)."""
     details: bool = False
     """Keep per-step details in the decision's notes (CNTP's steps, with include_candidates)."""
+    question: str = ""
+    """The request as text, for strategies that show the model its own candidates (usc,
+    aggregate, verify): a chat's one user message, or its conversation as a transcript; a
+    completion's prompt."""
 
 
 @dataclass(frozen=True)

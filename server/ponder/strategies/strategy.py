@@ -72,6 +72,14 @@ class Strategy(Protocol):
     def variants(self, options: SelectOptions, samples: int) -> tuple[Variant, ...]:
         """Other ways to run it that `ponder eval` replays on the same stored samples."""
 
+    def progress_total(self, options: SelectOptions, samples: int) -> int:
+        """What streamed progress counts to: its samples, plus the engine calls it makes
+        after them (usc, aggregate, verify)."""
+
+    @property
+    def replayable(self) -> bool:
+        """Whether `decide` alone decides from stored samples (`ponder eval` replays it)."""
+
     def decide(self, samples: Sequence[Sample], options: SelectOptions) -> Decision | None: ...
 
     async def run(self, job: Job, engine: Engine, hooks: Hooks) -> Decided: ...
@@ -82,6 +90,11 @@ class Defaults:
 
     field_vote: bool = False
     """Whether it votes per field of a JSON answer (`answer.vote: "field"`)."""
+    free_form: bool = False
+    """Whether it chooses among answers it cannot extract (`answer.format: "none"`)."""
+    replayable: bool = True
+    """Whether `decide` alone makes its decision from stored samples (`ponder eval` replays
+    it); False: it asks the model again after sampling (usc, aggregate, verify)."""
 
     def check(self, options: SelectOptions, samples: int) -> None:
         if options.answer.vote == "field" and not self.field_vote:
@@ -89,12 +102,21 @@ class Defaults:
                 "answer.vote 'field' is a majority vote per field; use strategy majority_vote",
                 "ponder.answer.vote",
             )
+        if options.answer.format == "none" and not self.free_form:
+            raise UnsupportedRequest(
+                "answer.format 'none' (free-form) leaves nothing to compare; use strategy "
+                "usc, aggregate or verify, which ask the model about whole responses",
+                "ponder.answer.format",
+            )
 
     def sampling(self, params: SamplingParams, options: SelectOptions) -> SamplingParams:
         return params
 
     def variants(self, options: SelectOptions, samples: int) -> tuple[Variant, ...]:
         return ()
+
+    def progress_total(self, options: SelectOptions, samples: int) -> int:
+        return samples
 
 
 def alone(decision: Decision, samples: Sequence[Sample]) -> Decision:
@@ -145,6 +167,7 @@ class Plain(Defaults):
 
     name: str = "none"
     kind: Kind = "plain"
+    free_form: bool = True
     stats: frozenset[str] = frozenset()
     default_samples: int | None = 1
     options_key: str | None = None

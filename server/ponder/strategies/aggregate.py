@@ -1,0 +1,119 @@
+"""Generative self-aggregation (Li et al. 2025, "LLMs Can Generate a Better Answer by
+Aggregating Their Own Responses"), docs/strategies.md section 8: N samples, then one call
+writes a new answer with the N as context. The new answer is the response (the last
+candidate, after the N); its confidence is the share of the N whose extracted answer equals
+the aggregate's, or null when no answer can be extracted from it."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+
+from pydantic import Field, field_validator
+
+from ..answers import equivalent
+from ..types import Engine, Sample
+from . import followup, prompts
+from .base import (
+    Decision,
+    SelectOptions,
+    StrategyOptions,
+    TallyEntry,
+    best_member,
+    extract_all,
+    group_answers,
+)
+from .job import Decided, Hooks, Job, Kind
+from .strategy import Defaults
+
+NAME = "aggregate"
+
+
+class AggregateOptions(StrategyOptions):
+    """`ponder.aggregate`: `prompt`: the aggregation prompt (docs/strategies.md, "Prompts"),
+    with `{question}` and `{responses}`; `temperature`: the aggregate's (default 0, greedy)."""
+
+    prompt: str | None = Field(None, max_length=prompts.MAX_PROMPT_CHARS)
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
+
+    @field_validator("prompt")
+    @classmethod
+    def _placeholders(cls, v: str | None) -> str | None:
+        return v if v is None else prompts.check_prompt(v, NAME)
+
+
+def select(samples: Sequence[Sample], options: SelectOptions) -> Decision:
+    """`samples`: the N candidates, then the aggregate. The tally is the candidates' votes
+    (the aggregate's answer first when some candidate shares it); the aggregate is chosen."""
+    *cands, _ = samples
+    n = len(cands)
+    answers = extract_all(samples, options.answer)
+    mine = answers[n]
+    groups = group_answers(answers[:n], equivalent)
+    same = next((g for g in groups if mine is not None and equivalent(g.answer, mine)), None)
+    others = sorted((g for g in groups if g is not same), key=lambda g: -len(g.members))
+    ordered = ([same] if same is not None else []) + others
+    mean_lp = [s.mean_logprob for s in cands]
+    return Decision(
+        strategy=NAME,
+        chosen=n,
+        answer=mine.text if mine is not None else None,
+        confidence=None if mine is None else (len(same.members) / n if same else 0.0),
+        tally=[
+            TallyEntry(g.answer.text, len(g.members), float(len(g.members)), len(g.members) / n)
+            for g in ordered
+        ],
+        ranking=[n] + [best_member(g.members, mean_lp) for g in others],
+        answers=answers,
+        unanswered=sum(a is None for a in answers[:n]),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Aggregate(Defaults):
+    name: str = NAME
+    kind: Kind = "select"
+    stats: frozenset[str] = frozenset()
+    default_samples: int | None = None
+    options_key: str | None = NAME
+    options_model: type[StrategyOptions] | None = AggregateOptions
+    free_form: bool = True
+    replayable: bool = False
+
+    def check(self, options: SelectOptions, samples: int) -> None:
+        super().check(options, samples)
+        followup.refuse_adaptive(options, NAME)
+
+    def progress_total(self, options: SelectOptions, samples: int) -> int:
+        return samples + 1  # the candidates, then one call
+
+    def decide(self, samples: Sequence[Sample], options: SelectOptions) -> Decision | None:
+        return None  # needs the model's aggregate: see run
+
+    async def run(self, job: Job, engine: Engine, hooks: Hooks) -> Decided:
+        opts = job.options.of(AggregateOptions)
+        planned = self.progress_total(job.options, job.samples) - job.samples
+        calls = followup.Calls(hooks, job.samples, planned)
+        gen = await followup.candidates(job, engine, calls)
+        template = opts.prompt or prompts.AGGREGATE
+        budget = job.params.max_tokens
+
+        def make(texts: list[str]) -> str:
+            shown = prompts.numbered(texts)
+            return prompts.fill(template, question=job.question, responses=shown)
+
+        ids, cut = await followup.fitted(engine, make, [s.text for s in gen.samples], budget)
+        params = dataclasses.replace(
+            job.params, temperature=opts.temperature, confidence_top_k=0, stop_confidence=None
+        )
+        (new,) = (await followup.ask(engine, ids, params, calls)).samples
+        new = dataclasses.replace(new, index=len(gen.samples))
+        t0 = time.perf_counter()
+        decision = select([*gen.samples, new], job.options)
+        decision.notes = {"aggregate": {"index": new.index, "shown_chars": cut},
+                          "followup": calls.note()}  # fmt: skip
+        return Decided(followup.with_calls(gen, [new], calls), decision, time.perf_counter() - t0)
+
+
+STRATEGY = Aggregate()

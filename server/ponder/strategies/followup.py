@@ -1,0 +1,146 @@
+"""What the strategies that ask the model about its own candidates (usc, aggregate, verify)
+share: drawing the candidates with room in the progress count for the calls that follow,
+rendering a follow-up prompt off the event loop, fitting N responses into the context, and
+P(Yes) from a next-token distribution. The decisions themselves are pure functions in each
+strategy's module."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import RequestTooLarge, UnsupportedRequest
+from ..types import Engine, Generation, Sample, SamplingParams
+from .base import SelectOptions
+from .job import Hooks, Job
+
+TOP_K = 20
+"""Top logprobs read for P(Yes): the Yes/No variants are among them whenever the model
+answers either with any probability that matters."""
+
+_YES, _NO = "yes", "no"
+
+
+def yes_probability(top: Sequence[tuple[str, float]]) -> float | None:
+    """P(Yes) normalised over the Yes/No variants of one position's top logprobs (raw, the
+    model's own distribution): tokens whose text, stripped of spaces and punctuation and
+    lower-cased, is "yes" or "no" ("Yes", " yes", "YES", ...). None when neither is among
+    them (the verifier answered something else): no score, not a guess."""
+    p_yes = p_no = 0.0
+    for text, logprob in top:
+        word = text.strip().strip(".,:;!").lower()
+        if word == _YES:
+            p_yes += math.exp(logprob)
+        elif word == _NO:
+            p_no += math.exp(logprob)
+    if p_yes + p_no <= 0.0:
+        return None
+    return p_yes / (p_yes + p_no)
+
+
+@dataclass
+class Calls:
+    """The follow-up calls of one request: how many, their tokens (in `usage`, and said in
+    the decision's notes), and the progress they report after the candidates'."""
+
+    hooks: Hooks
+    candidates: int
+    planned: int
+    """Calls after the candidates (the strategy's progress_total less its samples)."""
+    done: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    failed: list[str] = field(default_factory=list)
+
+    def progress(self, done: int, total: int) -> None:
+        """The candidates' progress, out of the whole request's calls."""
+        if self.hooks.on_progress is not None:
+            self.hooks.on_progress(done, total + self.planned)
+
+    def count(self, gen: Generation) -> None:
+        self.done += 1
+        self.prompt_tokens += gen.prompt_tokens
+        self.completion_tokens += gen.completion_tokens
+        if self.hooks.on_progress is not None:
+            total = self.candidates + self.planned
+            self.hooks.on_progress(self.candidates + self.done, total)
+
+    def note(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "calls": self.done,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+        }
+        if self.failed:
+            out["failed"] = self.failed
+        return out
+
+
+async def candidates(job: Job, engine: Engine, calls: Calls) -> Generation:
+    """The job's N samples (progress counted out of every call the request will make)."""
+    return await engine.sample(job.prompt_ids, job.params, job.samples, calls.progress)
+
+
+async def render(engine: Engine, messages: list[dict[str, Any]]) -> list[int]:
+    """A follow-up prompt's token ids, rendered by the model's chat template in a worker
+    thread (rendering grows with the candidates' text)."""
+    return await asyncio.to_thread(engine.render_chat, messages)
+
+
+async def ask(
+    engine: Engine, prompt_ids: list[int], params: SamplingParams, calls: Calls, n: int = 1
+) -> Generation:
+    gen = await engine.sample(prompt_ids, params, n)
+    calls.count(gen)
+    return gen
+
+
+async def fitted(
+    engine: Engine, make: Callable[[list[str]], str], responses: list[str], max_tokens: int
+) -> tuple[list[int], int | None]:
+    """The prompt of `make(responses)` as token ids, with `max_tokens` to spare in the
+    context: when the whole does not fit, every response is cut to the same number of
+    characters, halved until it fits. Also returns that cut (None: shown whole)."""
+    shown, cut = responses, None
+    longest = max((len(r) for r in responses), default=0)
+    while True:
+        ids = await render(engine, [{"role": "user", "content": make(shown)}])
+        try:
+            engine.check_fits(len(ids), max_tokens, 1)
+            return ids, cut
+        except RequestTooLarge:
+            if cut == 1 or longest == 0:
+                raise
+            cut = max(1, (cut or longest) // 2)
+            shown = [r[:cut] for r in responses]
+
+
+def greedy(max_tokens: int, top_logprobs: int = 0) -> SamplingParams:
+    return SamplingParams(max_tokens=max_tokens, temperature=0.0, top_logprobs=top_logprobs)
+
+
+def with_calls(gen: Generation, extra: Sequence[Sample], calls: Calls) -> Generation:
+    """The candidates' generation with `extra` samples after them (aggregate's new answer)
+    and every follow-up token in usage (`unused_tokens`: generated, in no returned sample)."""
+    shown = sum(s.n_tokens for s in extra)
+    return Generation(
+        samples=[*gen.samples, *extra],
+        prompt_tokens=gen.prompt_tokens,
+        queue_s=gen.queue_s,
+        generate_s=gen.generate_s,
+        unused_tokens=gen.unused_tokens + calls.completion_tokens - shown,
+        exact=gen.exact,
+        prompt_logprobs=gen.prompt_logprobs,
+    )
+
+
+def refuse_adaptive(options: SelectOptions, name: str) -> None:
+    if options.adaptive is not None:
+        raise UnsupportedRequest(
+            f"adaptive stopping does not combine with strategy '{name}' (it reads all its "
+            "candidates at once)",
+            "ponder.adaptive",
+        )
