@@ -183,7 +183,8 @@ def test_text_format_is_a_structured_output(client: openai.OpenAI) -> None:
     r = client.responses.create(
         model="smollm2",
         input="Carlos is 78 years old. Give his name and age.",
-        max_output_tokens=60,
+        max_output_tokens=120,
+        temperature=0,
         text={"format": {"type": "json_schema", "name": "person", "schema": schema}},
     )
     obj = json.loads(r.output_text)
@@ -213,7 +214,8 @@ def test_a_required_tool_call_is_a_function_call_item(client: openai.OpenAI) -> 
         tools=[WEATHER],
         tool_choice="required",
         parallel_tool_calls=False,
-        max_output_tokens=60,
+        max_output_tokens=120,
+        temperature=0,
     )
     (call,) = r.output
     assert call.type == "function_call" and call.name == "get_weather"
@@ -230,7 +232,8 @@ def test_a_tool_calling_loop_on_the_responses_api(client: openai.OpenAI) -> None
         input="What is the weather in Paris?",
         tools=[WEATHER],
         tool_choice={"type": "function", "name": "get_weather"},
-        max_output_tokens=60,
+        max_output_tokens=120,
+        temperature=0,
     )
     (call,) = first.output
     result = {"type": "function_call_output", "call_id": call.call_id, "output": "Sunny, 24 C"}
@@ -273,7 +276,8 @@ def test_a_streamed_function_call(client: openai.OpenAI) -> None:
         "tools": [WEATHER],
         "tool_choice": "required",
         "parallel_tool_calls": False,
-        "max_output_tokens": 60,
+        "max_output_tokens": 120,
+        "temperature": 0,
     }
     events = list(client.responses.create(stream=True, **kw))
     kinds = [e.type for e in events]

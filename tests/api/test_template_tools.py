@@ -157,7 +157,8 @@ def test_the_responses_api_uses_the_templates_form(client: openai.OpenAI) -> Non
         tools=[{"type": "function", **WEATHER["function"]}],
         tool_choice="required",
         parallel_tool_calls=False,
-        max_output_tokens=60,
+        max_output_tokens=120,
+        temperature=0,
     )
     assert r.output and all(i.type == "function_call" for i in r.output)
     assert r.output[0].name == "get_weather"
