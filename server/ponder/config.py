@@ -89,6 +89,12 @@ class Settings(BaseSettings):
         "previous_response_id and GET /v1/responses/{id} (each readable by its caller only); "
         "0 = none.",
     )
+    verifiers: str | None = Field(
+        None,
+        description="External verifiers for strategy verify, by name: a JSON object "
+        '{"name": {"kind": "judge"|"reward", "url", "model", "timeout_s", "retries", '
+        '"api_key_env"}}, or @path of a file holding one.',
+    )
     aliases: str | None = Field(
         None,
         description="Named aliases, listed by /v1/models: name=model+strategy[@N][:tT], "

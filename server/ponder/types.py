@@ -164,6 +164,9 @@ class Generation:
     exact: bool = True
     """False when a per-token stat had to be approximated (e.g. from top-k logprobs)."""
     prompt_logprobs: PromptLogprobs | None = None
+    followup_prompt_tokens: int = 0
+    """Prompt tokens of the calls a strategy made after its samples (usc, aggregate, verify;
+    an external verifier's included): counted in `usage.prompt_tokens`."""
 
     @property
     def completion_tokens(self) -> int:

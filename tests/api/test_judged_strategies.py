@@ -39,7 +39,7 @@ def candidate_tokens(meta: dict) -> int:
 def test_usc_picks_a_candidate_and_counts_its_call(server: Server) -> None:
     r = ask(server, {"strategy": "usc", "answer": {"format": "number"}})
     meta = r["ponder"]
-    usc, calls = meta["notes"]["usc"], meta["notes"]["followup"]
+    usc, calls = meta["notes"]["usc"], meta["usage"]["followup"]
     assert meta["generated"] == N and calls["calls"] == 1
     assert usc["fallback"] == (usc["picked"] is None)
     chosen = meta["chosen"]
@@ -67,7 +67,7 @@ def test_aggregate_writes_a_new_answer(server: Server) -> None:
     assert meta["notes"]["aggregate"]["index"] == N
     assert r["choices"][0]["message"]["content"] == cands[N]["text"]
     assert sum(t["votes"] for t in meta["tally"]) + meta["unanswered"] == N  # the candidates'
-    calls = meta["notes"]["followup"]
+    calls = meta["usage"]["followup"]
     assert r["usage"]["completion_tokens"] == candidate_tokens(meta)  # the aggregate's included
     assert calls["completion_tokens"] == cands[N]["tokens"]
     if meta["answer"] is None:
@@ -87,7 +87,7 @@ def test_verify_scores_each_candidate_with_p_yes(server: Server) -> None:
     r = ask(server, {"strategy": "verify", "answer": {"format": "number"}})
     meta = r["ponder"]
     scores = [c["verification"] for c in meta["candidates"]]
-    assert meta["notes"]["followup"]["calls"] == N
+    assert meta["usage"]["followup"]["calls"] == N
     assert any(s is not None for s in scores)
     assert all(s is None or 0.0 <= s <= 1.0 for s in scores)
     best = max(range(N), key=lambda i: (-1 if scores[i] is None else scores[i], -i))
@@ -104,7 +104,7 @@ def test_verify_weighted_vote_with_rationales(server: Server) -> None:
         },
     )
     meta = r["ponder"]
-    calls = meta["notes"]["followup"]
+    calls = meta["usage"]["followup"]
     assert calls["calls"] == N * 3  # a rationale call (2 samples) + 2 verdicts per candidate
     scores = [c["verification"] or 0.0 for c in meta["candidates"]]
     weights: dict[str, float] = {}

@@ -19,8 +19,9 @@ ALLOWED: dict[str, set[str]] = {
     "config": set(),
     "answers": {"errors"},
     "calibration": set(),
+    "verifiers": set(),
     # domain
-    "strategies": {"types", "errors", "answers", "stops"},
+    "strategies": {"types", "errors", "answers", "stops", "verifiers"},
     "engines": {"types", "errors", "stops", "config"},
     "runner": {"types", "errors", "strategies", "metrics", "calibration"},
     # entry points
@@ -34,6 +35,7 @@ ALLOWED: dict[str, set[str]] = {
         "runner",
         "strategies",
         "calibration",
+        "verifiers",
         "__init__",
     },
     "eval": {

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from ponder.answers import AnswerSpec
 from ponder.strategies import SelectOptions, aggregate, prompts, usc, verify
-from ponder.strategies.followup import yes_probability
+from ponder.verifiers import yes_probability
 
 from .factories import make_samples
 

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .. import __version__, metrics
+from .. import __version__, metrics, verifiers
 from ..answers import default_worker, pattern_workers
 from ..calibration import Calibration
 from ..config import Settings
@@ -155,6 +155,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.calibration = calibration
     app.state.responses = ResponseStore(settings.responses_stored)
     app.state.aliases = defined_aliases(settings)  # checked now: a bad one stops the start
+    verifiers.configure(verifiers.parse_verifiers(settings.verifiers))  # likewise
     app.state.gate = Gate(settings, wait_counts=not engine.reports_admission)
     app.state.started = int(time.time())
     install_error_handlers(app)

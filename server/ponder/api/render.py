@@ -44,7 +44,7 @@ def usage(*generations: Generation) -> Usage:
     prefilled once per request and shared). No token is a hidden reasoning token (the
     samples' whole text is what they generated), so `reasoning_tokens` is 0."""
     completion = sum(g.completion_tokens for g in generations)
-    prompt = sum(g.prompt_tokens for g in generations)
+    prompt = sum(g.prompt_tokens + g.followup_prompt_tokens for g in generations)
     return Usage(
         prompt_tokens=prompt,
         completion_tokens=completion,
@@ -208,6 +208,8 @@ def ponder_object(plan: Plan, out: Outcome) -> dict[str, Any] | None:
         )
     if notes:
         given["notes"] = notes
+    if d.usage:
+        given["usage"] = d.usage
     if plan.include_candidates:
         given["candidates"] = [candidate(out, s) for s in samples]
     meta = PonderMeta(

@@ -330,11 +330,11 @@ def response_object(
     if out is not None:
         gen = out.generation
         fields["usage"] = ResponseUsage(
-            input_tokens=gen.prompt_tokens,
+            input_tokens=gen.prompt_tokens + gen.followup_prompt_tokens,
             input_tokens_details={"cached_tokens": 0},
             output_tokens=gen.completion_tokens,
             output_tokens_details={"reasoning_tokens": 0},
-            total_tokens=gen.prompt_tokens + gen.completion_tokens,
+            total_tokens=gen.prompt_tokens + gen.followup_prompt_tokens + gen.completion_tokens,
         )
         meta = ponder_object(plan, out)
         if meta is not None:

@@ -303,6 +303,10 @@ class PonderMeta(BaseModel):
     exact: bool
     stopped: Literal["settled", "ceiling"] | None = None
     notes: dict[str, Any] | None = None
+    usage: dict[str, dict[str, Any]] | None = None
+    """The calls a strategy made after its samples (usc, aggregate, verify): "followup" (this
+    model) and "verifier" (an external one), each with calls, prompt_tokens,
+    completion_tokens (and failures). Their tokens are in `usage` too."""
     candidates: list[CandidateOut] | None = None
     timing: Timing
 

@@ -111,8 +111,8 @@ class Aggregate(Defaults):
         new = dataclasses.replace(new, index=len(gen.samples))
         t0 = time.perf_counter()
         decision = select([*gen.samples, new], job.options)
-        decision.notes = {"aggregate": {"index": new.index, "shown_chars": cut},
-                          "followup": calls.note()}  # fmt: skip
+        decision.notes = {"aggregate": {"index": new.index, "shown_chars": cut}}
+        decision.usage = {"followup": calls.note()}
         return Decided(followup.with_calls(gen, [new], calls), decision, time.perf_counter() - t0)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -103,6 +103,9 @@ class Decision:
     notes: dict[str, object] = field(default_factory=dict)
     confidence_raw: float | None = None
     """Set when `confidence` was calibrated (PONDER_CALIBRATION): the strategy's own value."""
+    usage: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Calls after the samples, by who ran them ("followup": this model, "verifier": an
+    external one): their count and tokens (`ponder.usage`)."""
 
 
 def extract_all(samples: Sequence[Sample], spec: AnswerSpec) -> list[Answer | None]:

@@ -7,7 +7,6 @@ strategy's module."""
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,29 +15,6 @@ from ..errors import RequestTooLarge, UnsupportedRequest
 from ..types import Engine, Generation, Sample, SamplingParams
 from .base import SelectOptions
 from .job import Hooks, Job
-
-TOP_K = 20
-"""Top logprobs read for P(Yes): the Yes/No variants are among them whenever the model
-answers either with any probability that matters."""
-
-_YES, _NO = "yes", "no"
-
-
-def yes_probability(top: Sequence[tuple[str, float]]) -> float | None:
-    """P(Yes) normalised over the Yes/No variants of one position's top logprobs (raw, the
-    model's own distribution): tokens whose text, stripped of spaces and punctuation and
-    lower-cased, is "yes" or "no" ("Yes", " yes", "YES", ...). None when neither is among
-    them (the verifier answered something else): no score, not a guess."""
-    p_yes = p_no = 0.0
-    for text, logprob in top:
-        word = text.strip().strip(".,:;!").lower()
-        if word == _YES:
-            p_yes += math.exp(logprob)
-        elif word == _NO:
-            p_no += math.exp(logprob)
-    if p_yes + p_no <= 0.0:
-        return None
-    return p_yes / (p_yes + p_no)
 
 
 @dataclass
@@ -61,9 +37,12 @@ class Calls:
             self.hooks.on_progress(done, total + self.planned)
 
     def count(self, gen: Generation) -> None:
+        self.counted(gen.prompt_tokens, gen.completion_tokens)
+
+    def counted(self, prompt_tokens: int, completion_tokens: int) -> None:
         self.done += 1
-        self.prompt_tokens += gen.prompt_tokens
-        self.completion_tokens += gen.completion_tokens
+        self.prompt_tokens += prompt_tokens
+        self.completion_tokens += completion_tokens
         if self.hooks.on_progress is not None:
             total = self.candidates + self.planned
             self.hooks.on_progress(self.candidates + self.done, total)
@@ -122,18 +101,24 @@ def greedy(max_tokens: int, top_logprobs: int = 0) -> SamplingParams:
     return SamplingParams(max_tokens=max_tokens, temperature=0.0, top_logprobs=top_logprobs)
 
 
-def with_calls(gen: Generation, extra: Sequence[Sample], calls: Calls) -> Generation:
+def with_calls(
+    gen: Generation, extra: Sequence[Sample], calls: Calls, outside: Calls | None = None
+) -> Generation:
     """The candidates' generation with `extra` samples after them (aggregate's new answer)
-    and every follow-up token in usage (`unused_tokens`: generated, in no returned sample)."""
+    and every follow-up token in usage: this model's (`calls`) and an external verifier's
+    (`outside`) prompts in `followup_prompt_tokens`, their generated tokens in
+    `unused_tokens` (generated, in no returned sample)."""
     shown = sum(s.n_tokens for s in extra)
+    more = [c for c in (calls, outside) if c is not None]
     return Generation(
         samples=[*gen.samples, *extra],
         prompt_tokens=gen.prompt_tokens,
         queue_s=gen.queue_s,
         generate_s=gen.generate_s,
-        unused_tokens=gen.unused_tokens + calls.completion_tokens - shown,
+        unused_tokens=gen.unused_tokens + sum(c.completion_tokens for c in more) - shown,
         exact=gen.exact,
         prompt_logprobs=gen.prompt_logprobs,
+        followup_prompt_tokens=sum(c.prompt_tokens for c in more),
     )
 
 

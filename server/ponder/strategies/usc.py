@@ -122,7 +122,8 @@ class Usc(Defaults):
         text = reply[0].text if reply else ""
         decision = select(gen.samples, job.options, picked(text, len(gen.samples)))
         notes = {**decision.notes["usc"], "reply": text[:500], "shown_chars": cut}  # type: ignore[dict-item]
-        decision.notes = {"usc": notes, "followup": calls.note()}
+        decision.notes = {"usc": notes}
+        decision.usage = {"followup": calls.note()}
         return Decided(followup.with_calls(gen, [], calls), decision, time.perf_counter() - t0)
 
 

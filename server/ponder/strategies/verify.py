@@ -14,10 +14,12 @@ import time
 from collections.abc import Sequence
 from typing import Literal
 
+import httpx
 from pydantic import Field, field_validator
 
+from .. import verifiers
 from ..answers import equivalent
-from ..errors import UnsupportedRequest
+from ..errors import InvalidRequest, UnsupportedRequest
 from ..types import Engine, Generation, Sample, SamplingParams
 from . import followup, prompts
 from .base import (
@@ -38,12 +40,15 @@ class VerifyOptions(StrategyOptions):
     """`ponder.verify`: `select`: "best" (the highest P(Yes)) or "weighted_vote" (answers
     voted with P(Yes) as weights); `verifications`: sampled rationales per candidate (0: the
     verdict directly); `rationale_tokens`: each rationale's budget; `prompt`: the
-    verification prompt (docs/strategies.md, "Prompts"), with `{question}` and `{response}`."""
+    verification prompt (docs/strategies.md, "Prompts"), with `{question}` and `{response}`;
+    `verifier`: a verifier the server names in PONDER_VERIFIERS (an external judge or reward
+    model) instead of the model itself."""
 
     select: Literal["best", "weighted_vote"] = "best"
     verifications: int = Field(0, ge=0, le=16)
     rationale_tokens: int = Field(256, ge=16, le=2048)
     prompt: str | None = Field(None, max_length=prompts.MAX_PROMPT_CHARS)
+    verifier: str | None = Field(None, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
 
     @field_validator("prompt")
     @classmethod
@@ -127,6 +132,26 @@ class Verify(Defaults):
                 "'none' use select 'best'",
                 "ponder.verify.select",
             )
+        if own.verifier is not None:
+            spec = verifiers.get(own.verifier)
+            if spec is None:
+                known = ", ".join(verifiers.names()) or "none are configured"
+                raise InvalidRequest(
+                    f"verify.verifier names no verifier this server configures ({known}; "
+                    "PONDER_VERIFIERS)",
+                    "ponder.verify.verifier",
+                )
+            if own.verifications:
+                raise UnsupportedRequest(
+                    "verify.verifications (rationales) are written by the model itself; an "
+                    "external verifier gives one score per candidate",
+                    "ponder.verify.verifications",
+                )
+            if spec.kind == "reward" and own.prompt is not None:
+                raise UnsupportedRequest(
+                    "a reward model reads the question and the answer, not a prompt",
+                    "ponder.verify.prompt",
+                )
 
     def progress_total(self, options: SelectOptions, samples: int) -> int:
         k = options.of(VerifyOptions).verifications
@@ -140,13 +165,45 @@ class Verify(Defaults):
         total = self.progress_total(job.options, job.samples)
         calls = followup.Calls(hooks, job.samples, planned=total - job.samples)
         gen = await followup.candidates(job, engine, calls)
-        scores = await asyncio.gather(
-            *(self._score(job, engine, opts, calls, i, s) for i, s in enumerate(gen.samples))
-        )
+        outside = None
+        if opts.verifier is not None:
+            outside = followup.Calls(hooks, job.samples, planned=total - job.samples)
+            scores = await self._outside(job, opts, outside, gen.samples)
+        else:
+            scores = await asyncio.gather(
+                *(self._score(job, engine, opts, calls, i, s) for i, s in enumerate(gen.samples))
+            )
         t0 = time.perf_counter()
         decision = select(gen.samples, job.options, scores)
-        decision.notes = {**decision.notes, "followup": calls.note()}
-        return Decided(followup.with_calls(gen, [], calls), decision, time.perf_counter() - t0)
+        decision.usage = (
+            {"verifier": {"name": opts.verifier, **outside.note()}}
+            if outside is not None
+            else {"followup": calls.note()}
+        )
+        return Decided(
+            followup.with_calls(gen, [], calls, outside), decision, time.perf_counter() - t0
+        )
+
+    async def _outside(
+        self, job: Job, opts: VerifyOptions, outside: followup.Calls, samples: Sequence[Sample]
+    ) -> list[float | None]:
+        """Each candidate's score from the configured verifier, concurrently; a candidate
+        whose calls failed has none (said in usage.verifier.failed)."""
+        spec = verifiers.get(str(opts.verifier))
+        if spec is None:  # the configuration changed since the check
+            raise InvalidRequest("verify.verifier is no longer configured", "ponder.verify")
+        template = opts.prompt or prompts.VERIFY
+
+        async def one(client: httpx.AsyncClient, i: int, s: Sample) -> float | None:
+            prompt = prompts.fill(template, question=job.question, response=s.text)
+            got = await verifiers.score(spec, client, prompt, job.question, s.text)
+            outside.counted(got.prompt_tokens, got.completion_tokens)
+            if got.error is not None:
+                outside.failed.append(f"candidate {i}: {got.error} after {got.attempts}")
+            return got.score
+
+        async with httpx.AsyncClient() as client:
+            return list(await asyncio.gather(*(one(client, i, s) for i, s in enumerate(samples))))
 
     async def _score(
         self,
@@ -157,7 +214,7 @@ class Verify(Defaults):
         i: int,
         sample: Sample,
     ) -> float | None:
-        verdict = followup.greedy(1, followup.TOP_K)
+        verdict = followup.greedy(1, verifiers.TOP_K)
         if opts.verifications == 0:
             template = opts.prompt or prompts.VERIFY
 
@@ -195,7 +252,7 @@ class Verify(Defaults):
 def _p_yes(gen: Generation) -> float | None:
     samples = gen.samples
     top = samples[0].top_logprobs if samples else None
-    return followup.yes_probability(top[0]) if top else None
+    return verifiers.yes_probability(top[0]) if top else None
 
 
 STRATEGY = Verify()
