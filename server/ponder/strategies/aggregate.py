@@ -6,6 +6,7 @@ the aggregate's, or null when no answer can be extracted from it."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 from collections.abc import Sequence
@@ -110,7 +111,7 @@ class Aggregate(Defaults):
         (new,) = (await followup.ask(engine, ids, params, calls)).samples
         new = dataclasses.replace(new, index=len(gen.samples))
         t0 = time.perf_counter()
-        decision = select([*gen.samples, new], job.options)
+        decision = await asyncio.to_thread(select, [*gen.samples, new], job.options)
         decision.notes = {"aggregate": {"index": new.index, "shown_chars": cut}}
         decision.usage = {"followup": calls.note()}
         return Decided(followup.with_calls(gen, [new], calls), decision, time.perf_counter() - t0)

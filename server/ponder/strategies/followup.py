@@ -77,6 +77,11 @@ async def ask(
     return gen
 
 
+def _render_made(engine: Engine, make: Callable[[list[str]], str], shown: list[str]) -> list[int]:
+    """Build the prompt and render it (in a worker thread: both grow with the responses)."""
+    return engine.render_chat([{"role": "user", "content": make(shown)}])
+
+
 async def fitted(
     engine: Engine, make: Callable[[list[str]], str], responses: list[str], max_tokens: int
 ) -> tuple[list[int], int | None]:
@@ -86,7 +91,7 @@ async def fitted(
     shown, cut = responses, None
     longest = max((len(r) for r in responses), default=0)
     while True:
-        ids = await render(engine, [{"role": "user", "content": make(shown)}])
+        ids = await asyncio.to_thread(_render_made, engine, make, shown)
         try:
             engine.check_fits(len(ids), max_tokens, 1)
             return ids, cut

@@ -5,6 +5,7 @@ with any answer format, free-form (`none`) included."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import re
 import time
@@ -120,7 +121,8 @@ class Usc(Defaults):
         reply = (await followup.ask(engine, ids, followup.greedy(opts.max_tokens), calls)).samples
         t0 = time.perf_counter()
         text = reply[0].text if reply else ""
-        decision = select(gen.samples, job.options, picked(text, len(gen.samples)))
+        pick = picked(text, len(gen.samples))
+        decision = await asyncio.to_thread(select, gen.samples, job.options, pick)
         notes = {**decision.notes["usc"], "reply": text[:500], "shown_chars": cut}  # type: ignore[dict-item]
         decision.notes = {"usc": notes}
         decision.usage = {"followup": calls.note()}

@@ -174,7 +174,7 @@ class Verify(Defaults):
                 *(self._score(job, engine, opts, calls, i, s) for i, s in enumerate(gen.samples))
             )
         t0 = time.perf_counter()
-        decision = select(gen.samples, job.options, scores)
+        decision = await asyncio.to_thread(select, gen.samples, job.options, scores)
         decision.usage = (
             {"verifier": {"name": opts.verifier, **outside.note()}}
             if outside is not None
