@@ -105,8 +105,12 @@ def test_requests_with_the_same_prompt_share_its_prefill(engine: LlamaCppEngine)
     alone = asyncio.run(engine.sample(prompt, p, 2))
 
     async def go() -> tuple:
+        started = engine.counters.generated
         first = asyncio.ensure_future(engine.sample(prompt, long, 2))
-        await asyncio.sleep(0.5)  # its prompt is prefilled by now
+        for _ in range(6000):  # until it decodes (its prompt is in the cache); 60 s at most
+            if engine.counters.generated > started or first.done():
+                break
+            await asyncio.sleep(0.01)
         before = engine.counters.prefilled
         second = await engine.sample(prompt, p, 2)
         grown = engine.counters.prefilled - before

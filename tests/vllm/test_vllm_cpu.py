@@ -426,3 +426,98 @@ def test_a_templates_tool_form_on_vllm(engine: object) -> None:
         (call,) = read_tool_calls(s.text) or []
         assert call["name"] == "get_weather" and isinstance(call["arguments"]["city"], str)
         json.dumps(call)
+
+
+REWARD_HEAD = {
+    "architectures": ["LlamaForSequenceClassification"],
+    "classifier_from_token": ["No", "Yes"],
+    "method": "from_2_way_softmax",
+}
+"""No reward model can be downloaded here: vLLM serves the exported SmolLM2 as a one-label
+classifier whose score is sigmoid(logit Yes - logit No) at the last token (vLLM's
+from_2_way_softmax, as it serves Qwen3-Reranker), through its real pooling API."""
+
+
+@pytest.fixture(scope="module")
+def reward_server(
+    model_dir: Path, engine: object, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """vLLM's own OpenAI server in pooling mode (`/classify`), started by the test."""
+    import json
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from ..conftest import free_port
+
+    port = free_port()
+    log = tmp_path_factory.mktemp("reward") / "vllm.log"
+    with log.open("wb") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
+             "--served-model-name", "rm", "--runner", "pooling", "--convert", "classify",
+             "--hf-overrides", json.dumps(REWARD_HEAD), "--dtype", "float32",
+             "--max-model-len", "1024", "--port", str(port)],
+            stdout=fh, stderr=subprocess.STDOUT,
+            env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"},
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 900
+    try:
+        while True:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"vLLM's reward server did not start:\n{log.read_text()[-3000:]}"
+                )
+            try:
+                if httpx.get(f"{url}/health", timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def test_verify_with_a_reward_model_on_vllms_pooling_api(
+    engine: object, reward_server: str
+) -> None:
+    """Issue 27 item 4, `kind: "reward"`: the candidates come from the in-process vLLM engine,
+    each is scored by vLLM's /classify (question and answer as chat messages), the score is
+    what /classify says for that pair, and the best-scored candidate is chosen."""
+    import httpx
+
+    from ponder import runner, verifiers
+    from ponder.answers import AnswerSpec
+    from ponder.strategies import Job, SelectOptions
+    from ponder.strategies.verify import VerifyOptions
+
+    verifiers.configure(
+        {"rm": verifiers.VerifierSpec("rm", "reward", reward_server, "rm", 120.0, 0)}
+    )
+    try:
+        options = SelectOptions(answer=AnswerSpec("number"), own=VerifyOptions(verifier="rm"))
+        prompt = engine.render_chat(Q)  # type: ignore[attr-defined]
+        params = SamplingParams(max_tokens=16, temperature=0.9)
+        job = Job("verify", prompt, params, 3, options=options, question=Q[0]["content"])
+        out = run(engine, runner.run(job, engine))  # type: ignore[arg-type]
+    finally:
+        verifiers.configure({})
+    d = out.decision  # type: ignore[attr-defined]
+    scores = d.scores["verification"]
+    assert len(scores) == 3 and all(s is not None and 0.0 < s < 1.0 for s in scores)
+    assert d.chosen == max(range(3), key=lambda i: (scores[i], -i))
+    assert d.usage["verifier"]["calls"] == 3 and d.usage["verifier"]["prompt_tokens"] > 0
+    for sample, score in zip(out.generation.samples, scores, strict=True):  # type: ignore[attr-defined]
+        body = {"model": "rm", "messages": [*Q, {"role": "assistant", "content": sample.text}]}
+        probs = httpx.post(f"{reward_server}/classify", json=body, timeout=120).json()["data"][0][
+            "probs"
+        ]
+        assert score == pytest.approx(probs[-1], abs=1e-6)
