@@ -317,3 +317,37 @@ def test_a_strategy_whose_stats_samples_do_not_carry_is_refused(
         ["--data", str(data), "--strategies", "entropy_vote", "--out", str(tmp_path)]
     )
     assert eval_cli.run_eval(args) == 2
+
+
+def test_live_strategies_run_per_budget_and_the_compute_matched_table(tmp_path: Path) -> None:
+    """Issue 27 item 5: usc, aggregate and verify ask the model again after sampling, so
+    `ponder eval` runs each once per budget (in process here) instead of replaying stored
+    samples; their tokens count the follow-up calls; `--budget` prints each strategy's best
+    row within that many generated tokens per problem."""
+    data = tmp_path / "two.jsonl"
+    data.write_text(
+        json.dumps({"id": "y1", "prompt": "2 + 3 = 5\n6 + 2 =", "answer": "8"})
+        + "\n"
+        + json.dumps({"id": "y2", "prompt": "3 * 4 = 12\n2 * 5 =", "answer": "10"})
+        + "\n"
+    )
+    out = tmp_path / "out"
+    run = subprocess.run(
+        [sys.executable, "-m", "ponder.cli", "eval", "--data", str(data), "--samples", "1,2",
+         "--strategies", "majority_vote,usc,aggregate,verify", "--budget", "1000000",
+         "--out", str(out)],
+        capture_output=True, text=True, timeout=900, cwd=ROOT,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    summary = {
+        (r["strategy"], int(r["n"])): r for r in csv.DictReader((out / "summary.csv").open())
+    }
+    names = ("majority_vote", "usc", "aggregate", "verify")
+    assert set(summary) == {(s, n) for s in names for n in (1, 2)}
+    plain = float(summary[("majority_vote", 2)]["mean_tokens"])
+    for s in ("usc", "aggregate", "verify"):  # the same seeded candidates, plus follow-up calls
+        assert float(summary[(s, 2)]["mean_tokens"]) > plain
+        assert int(summary[(s, 2)]["subsets"]) == 1
+    assert "compute-matched" in run.stdout
+    records = [json.loads(x) for x in (out / "problems.jsonl").read_text().splitlines()]
+    assert all(set(r["results"]) == set(names) for r in records)

@@ -46,7 +46,8 @@ class PonderMetadata(_Model):
     samples: int
     generated: int
     answer: str | None = None
-    confidence: float
+    confidence: float | None = None
+    """None when the strategy has no measure of it (usc and aggregate on free-form answers)."""
     confidence_raw: float | None = None
     """The strategy's own confidence, when the server calibrates (PONDER_CALIBRATION)."""
     chosen: int
@@ -58,6 +59,9 @@ class PonderMetadata(_Model):
     candidates: list[Candidate] | None = None
     timing: Timing | None = None
     notes: dict[str, Any] | None = None
+    usage: dict[str, dict[str, Any]] | None = None
+    """The calls a strategy made after its samples (usc, aggregate, verify): "followup" (the
+    model) and "verifier" (an external one)."""
 
 
 class Usage(_Model):

@@ -17,12 +17,12 @@ from .datasets import READERS, load, read_replay
 from .draw import CandidateSource, sample_all, voter_for
 from .records import replay_records
 from .report import calibration_plot, write_outputs
-from .runner import SAMPLING, evaluate, pool_of, replay_fields, unsupplied_stats
-from .summary import calibrate, summarize
+from .runner import SAMPLING, evaluate, live, pool_of, replay_fields, unsupplied_stats
+from .summary import SummaryRow, calibrate, summarize
 
-ALL = tuple(name for name, s in REGISTRY.items() if s.kind != "plain" and s.replayable)
-"""The strategies `ponder eval` replays on stored samples; usc, aggregate and verify ask the
-model again after sampling and are not among them yet."""
+ALL = tuple(name for name, s in REGISTRY.items() if s.kind != "plain")
+"""The strategies `ponder eval` evaluates: replayed on stored samples, or (usc, aggregate,
+verify: they ask the model again after sampling) run once per budget."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -58,6 +58,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "the warm-up",
     )
     p.add_argument(
+        "--budget",
+        type=float,
+        metavar="TOKENS",
+        help="also print the compute-matched comparison: each strategy's best row within "
+        "TOKENS generated tokens per problem (candidates and follow-up calls)",
+    )
+    p.add_argument(
         "--calibrate",
         action="store_true",
         help="fit confidence maps on half the problems, report ECE on the other half, and "
@@ -70,13 +77,6 @@ def run_eval(args: argparse.Namespace) -> int:
     # (rich would assume 80 columns).
     console = Console() if sys.stdout.isatty() else Console(width=200)
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
-    live = [s for s in strategies if s in REGISTRY and not REGISTRY[s].replayable]
-    if live:
-        console.print(
-            f"[red]not evaluated yet:[/red] {', '.join(live)} ask the model again after "
-            "sampling, which `ponder eval` does not replay yet; run them through the server"
-        )
-        return 2
     unknown = [s for s in strategies if s not in ALL]
     if unknown:
         console.print(f"[red]unknown strategies:[/red] {', '.join(unknown)} (known: {ALL})")
@@ -155,6 +155,9 @@ def _replayed(args: argparse.Namespace, strategies: list[str], console: Console)
     for name in [s for s in strategies if pool_of(s) != SAMPLING]:
         console.print(f"skipping {name}: it needs its own decoding, not stored samples")
         strategies.remove(name)
+    for name in [s for s in strategies if live(s)]:
+        console.print(f"skipping {name}: it asks the model again after sampling")
+        strategies.remove(name)
     return records
 
 
@@ -162,7 +165,9 @@ def _sampled(args: argparse.Namespace, strategies: list[str], n: int, console: C
     """Records sampled now, in process or from a server, one candidate pool per need."""
     problems_in = load(args.data, args.reader)[: args.limit]
     sampler = CandidateSource(args.url, args.temperature, args.seed, args.model)
-    pools = sorted({pool_of(s) for s in strategies})
+    pools = sorted({pool_of(s) for s in strategies if not live(s)})
+    ran = [s for s in strategies if live(s)]
+    budgets = sorted({int(x) for x in args.samples.split(",") if x.strip()})
 
     async def go() -> list:
         await sampler.start()
@@ -172,7 +177,9 @@ def _sampled(args: argparse.Namespace, strategies: list[str], n: int, console: C
                 task = bar.add_task("sampling", total=len(problems_in))
                 advance = lambda: bar.advance(task)  # noqa: E731
                 voter = voter_for(strategies, args.own)
-                return await sample_all(problems_in, sampler, n, pools, advance, voter)
+                return await sample_all(
+                    problems_in, sampler, n, pools, advance, voter, ran, budgets
+                )
         finally:
             await sampler.close()
 
@@ -225,12 +232,38 @@ def _report(
             f"{r.brier:.3f}",
         )
     console.print(table)
+    if args.budget is not None:
+        console.print(_matched(rows, args.budget))
     if args.calibrate:
         files += _calibrated(trials, args.out, console)
     console.print(
         f"wrote {', '.join(str(f) for f in files)} in {time.perf_counter() - started:.0f} s"
     )
     return 0
+
+
+def _matched(rows: list[SummaryRow], budget: float) -> Table:
+    """Each strategy's row with the most generated tokens per problem within `budget`: the
+    GenRM paper's question, which strategy is best at a fixed compute."""
+    best: dict[str, SummaryRow] = {}
+    for r in rows:
+        if r.mean_tokens <= budget and (
+            r.strategy not in best or r.mean_tokens > best[r.strategy].mean_tokens
+        ):
+            best[r.strategy] = r
+    table = Table(
+        "strategy", "N", "tokens", "accuracy", "95% CI",
+        title=f"compute-matched: each strategy's largest budget within {budget:.0f} tokens",
+    )  # fmt: skip
+    for r in sorted(best.values(), key=lambda r: -r.accuracy):
+        table.add_row(
+            r.strategy,
+            str(r.n),
+            f"{r.mean_tokens:.0f}",
+            f"{r.accuracy:.3f}",
+            f"[{r.ci_low:.3f}, {r.ci_high:.3f}]",
+        )
+    return table
 
 
 def _calibrated(trials: dict, out: Path, console: Console) -> list[Path]:

@@ -13,7 +13,7 @@ import numpy as np
 from ..strategies import REGISTRY, SelectOptions, StrategyOptions
 from ..types import SamplingParams
 from .datasets import Problem
-from .records import Candidate, ProblemRecord
+from .records import Candidate, Decided, ProblemRecord
 from .runner import SAMPLING, pool_of
 
 
@@ -113,6 +113,43 @@ class CandidateSource:
             for s in gen.samples
         ]
 
+    async def decide(self, p: Problem, k: int, n: int, strategy: str) -> Decided:
+        """Run a live strategy (usc, aggregate, verify) with n samples on problem k: its
+        decision and every token the request generated."""
+        seed = self.seed + 100_003 * k
+        if self._client is not None:
+            call = self._client.chat if p.kind == "chat" else self._client.complete
+            r = await call(
+                p.prompt,
+                strategy=strategy,
+                samples=n,
+                max_tokens=p.max_tokens,
+                seed=seed,
+                temperature=self.temperature,
+                stop=list(p.stop) or None,
+                answer={"format": p.format},
+            )
+            return Decided(r.answer, r.confidence, float(r.usage.completion_tokens))
+        from .. import runner
+        from ..answers import AnswerSpec
+        from ..strategies import Job
+
+        eng = self._engine
+        ids = (
+            eng.render_chat([{"role": "user", "content": p.prompt}])
+            if p.kind == "chat"
+            else eng.tokenize(p.prompt)
+        )
+        params = SamplingParams(
+            max_tokens=p.max_tokens, temperature=self.temperature, seed=seed, stop=p.stop
+        )
+        options = SelectOptions(answer=AnswerSpec(p.format))  # type: ignore[arg-type]
+        job = Job(strategy, ids, params, n, options=options, question=p.prompt)
+        out = await runner.run(job, eng)
+        d = out.decision
+        tokens = float(out.generation.completion_tokens)
+        return Decided(d.answer if d else None, d.confidence if d else None, tokens)
+
     async def _draw_http(
         self, p: Problem, n: int, pool: str, seed: int, voter: Voter
     ) -> list[Candidate]:
@@ -158,15 +195,20 @@ async def sample_all(
     pools: Sequence[str],
     progress: Any = None,
     voter: Voter | None = None,
+    live: Sequence[str] = (),
+    budgets: Sequence[int] = (),
 ) -> list[ProblemRecord]:
-    """Draw every problem's candidates for each pool (`pool_of` the strategies evaluated);
-    Ctrl-C stops and keeps the problems finished so far."""
+    """Draw every problem's candidates for each pool (`pool_of` the strategies evaluated),
+    and run each `live` strategy once per budget; Ctrl-C stops and keeps the problems
+    finished so far."""
     records: list[ProblemRecord] = []
     try:
         for k, p in enumerate(problems):
             rec = ProblemRecord(p.id, p.gold, p.format)
             for pool in pools:
                 rec.candidates[pool] = await sampler.draw(p, k, n, pool, voter)
+            for strategy in live:
+                rec.live[strategy] = {b: await sampler.decide(p, k, b, strategy) for b in budgets}
             records.append(rec)
             if progress is not None:
                 progress()

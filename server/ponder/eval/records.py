@@ -34,15 +34,30 @@ class ProblemRecord:
     gold: str
     format: str
     candidates: dict[str, list[Candidate]] = field(default_factory=dict)  # by pool_of()
+    live: dict[str, dict[int, Decided]] = field(default_factory=dict)
+    """Decisions of strategies that ask the model again after sampling (usc, aggregate,
+    verify): one request per budget, by strategy and N."""
     results: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)
     gold_parsed: str | None = None
     """The gold answer as the grader reads it (problems.jsonl), next to each chosen answer."""
 
 
 @dataclass(frozen=True)
+class Decided:
+    """A live strategy's decision on one problem: the answer it chose, its confidence (None
+    when it has none), and every token the request generated (candidates and follow-up calls:
+    the compute a budget is matched on)."""
+
+    answer: str | None
+    confidence: float | None
+    tokens: float
+
+
+@dataclass(frozen=True)
 class Trial:
     correct: bool
     confidence: float
+    """NaN when the strategy reported none (ECE and Brier leave it out)."""
     tokens: float
     answer: str | None = None
     """The chosen answer as extracted (None: no sample had one), for auditing the grader."""

@@ -10,6 +10,7 @@ separately and CNTP@n is CNTP + majority vote over subsets of them.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -19,7 +20,7 @@ from ..strategies import REGISTRY, AdaptiveOptions, SelectOptions, StrategyOptio
 from ..strategies.adaptive import settled
 from ..strategies.base import extract_all
 from ..types import Sample
-from .records import Candidate, ProblemRecord, Trial, hash_id, to_samples
+from .records import Candidate, Decided, ProblemRecord, Trial, hash_id, to_samples
 
 
 def judge(
@@ -46,8 +47,23 @@ SAMPLING = "sampling"
 
 def pool_of(strategy: str) -> str:
     """Which stored candidates a strategy is evaluated on: selection strategies share one
-    pool of plain samples; a decoding strategy (CNTP) needs its own decodes."""
+    pool of plain samples; a decoding strategy (CNTP) needs its own decodes. A strategy that
+    asks the model again after sampling (`live`) is run per budget instead: no pool."""
     return strategy if REGISTRY[strategy].kind == "decode" else SAMPLING
+
+
+def live(strategy: str) -> bool:
+    """Whether `ponder eval` runs the strategy itself per budget (usc, aggregate, verify: their
+    decision needs the model again) instead of replaying it on stored samples."""
+    return not REGISTRY[strategy].replayable
+
+
+def live_trial(decided: Decided, fmt: str, gold: Answer | None) -> Trial:
+    """A live decision graded against the gold (its answer read in the problem's format)."""
+    got = as_answer(decided.answer, fmt) if decided.answer is not None else None
+    ok = bool(got is not None and gold is not None and equivalent(got, gold))
+    conf = math.nan if decided.confidence is None else float(decided.confidence)
+    return Trial(ok, conf, decided.tokens, got.text if got is not None else None)
 
 
 _CANDIDATE_FIELD = {
@@ -108,6 +124,12 @@ def variant_trial(
     return dataclasses.replace(trial, tokens=float(spent), samples=len(pool))
 
 
+def _mean_known(values: Sequence[float]) -> float | None:
+    """The mean of the values that are not NaN (None: there are none)."""
+    known = [v for v in values if not math.isnan(v)]
+    return float(np.mean(known)) if known else None
+
+
 def subsets(n_total: int, n: int, count: int, rng: np.random.Generator) -> list[list[int]]:
     """`count` random size-n subsets (sorted indices); the whole set once when n >= n_total."""
     if n >= n_total:
@@ -134,6 +156,12 @@ def evaluate(
     record.gold_parsed = gold.text if gold is not None else None
     out: dict[str, dict[int, list[Trial]]] = {}
     for strategy in strategies:
+        if live(strategy):
+            decided = record.live.get(strategy, {})
+            out[strategy] = {
+                n: [live_trial(decided[n], record.format, gold)] for n in budgets if n in decided
+            }
+            continue
         pool = record.candidates.get(pool_of(strategy), [])
         if not pool:
             continue
@@ -162,7 +190,7 @@ def evaluate(
         s: {
             n: {
                 "accuracy": float(np.mean([t.correct for t in ts])),
-                "confidence": float(np.mean([t.confidence for t in ts])),
+                "confidence": _mean_known([t.confidence for t in ts]),
                 "tokens": float(np.mean([t.tokens for t in ts])),
                 "answers": [t.answer for t in ts],
             }

@@ -4,6 +4,7 @@ budget (`summarize`), and the calibration maps fitted on one half and measured o
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -45,8 +46,9 @@ def summarize(
         acc = [float(np.mean([t.correct for t in ts])) for ts in problems]
         mean, lo, hi = bootstrap_ci(acc, seed=seed)
         flat = [t for ts in problems for t in ts]
-        conf = [t.confidence for t in flat]
-        corr = [float(t.correct) for t in flat]
+        rated = [t for t in flat if not math.isnan(t.confidence)]  # a confidence to grade
+        conf = [t.confidence for t in rated]
+        corr = [float(t.correct) for t in rated]
         rows.append(
             SummaryRow(
                 strategy,
@@ -57,8 +59,8 @@ def summarize(
                 lo,
                 hi,
                 float(np.mean([t.tokens for t in flat])),
-                ece(conf, corr),
-                brier(conf, corr),
+                ece(conf, corr) if rated else math.nan,
+                brier(conf, corr) if rated else math.nan,
                 float(np.mean([t.samples or n for t in flat])),
             )
         )
@@ -91,6 +93,8 @@ def calibrate(
                 side[(strategy, n)] += ts
     maps, rows = [], []
     for (strategy, n), ts in sorted(fit_on.items()):
+        if any(math.isnan(t.confidence) for t in ts + held.get((strategy, n), [])):
+            continue  # a strategy that reports no confidence for some decisions: no map
         m = fit(strategy, n, [t.confidence for t in ts], [t.correct for t in ts])
         maps.append(m)
         test = held.get((strategy, n), [])
