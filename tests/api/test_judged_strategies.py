@@ -160,6 +160,10 @@ def test_streamed_progress_counts_the_follow_up_calls(server: Server) -> None:
         ({"strategy": "aggregate", "adaptive": {"method": "beta"}}, "ponder.adaptive"),
         ({"strategy": "majority_vote", "answer": {"format": "none"}}, "ponder.answer.format"),
         ({"strategy": "usc", "verify": {"verifications": 1}}, "ponder.verify"),
+        (  # 8 x 8 sampled tokens, but 8 x 16 rationales of 2048 tokens: over the 65,536 limit
+            {"strategy": "verify", "verify": {"verifications": 16, "rationale_tokens": 2048}},
+            "max_tokens",
+        ),
     ],
 )
 def test_bad_options_are_400s_before_any_work(

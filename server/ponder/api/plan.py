@@ -199,7 +199,9 @@ def check_request(
     _check_options(req, options, strategy, samples)
     max_tokens = _max_tokens(req)
     if max_tokens is not None:
-        _check_budget(settings, samples, max_tokens)
+        _check_budget(
+            settings, samples, max_tokens, strategy.followup_tokens(options, samples, max_tokens)
+        )
     return Request(strategy, samples, options, notes, ignored, alias.temperature)
 
 
@@ -368,7 +370,10 @@ def _logprobs(req: ChatCompletionRequest | CompletionRequest) -> int | None:
     return req.logprobs
 
 
-def _check_budget(settings: Settings, samples: int, max_tokens: int) -> None:
+def _check_budget(settings: Settings, samples: int, max_tokens: int, followup: int = 0) -> None:
+    """max_tokens within the server's limit, and every token the request may generate
+    (samples x max_tokens, plus the most its strategy's follow-up calls may: usc's pick,
+    aggregate's answer, verify's rationales and verdicts) within the per-request limit."""
     if max_tokens > settings.max_tokens_limit:
         raise ApiError(
             400,
@@ -376,10 +381,11 @@ def _check_budget(settings: Settings, samples: int, max_tokens: int) -> None:
             param="max_tokens",
             code="invalid_value",
         )
-    if samples * max_tokens > settings.max_request_tokens:
+    if samples * max_tokens + followup > settings.max_request_tokens:
+        calls = f" + {followup} for the strategy's follow-up calls" if followup else ""
         raise ApiError(
             400,
-            f"samples x max_tokens = {samples * max_tokens} exceeds this "
+            f"samples x max_tokens = {samples * max_tokens}{calls} exceeds this "
             f"server's limit of {settings.max_request_tokens} generated tokens per "
             "request",
             param="max_tokens",
@@ -460,7 +466,8 @@ def _plan_one(
     max_tokens = _max_tokens(req) or min(
         settings.default_max_tokens, engine.default_max_tokens(len(prompt_ids), samples)
     )
-    _check_budget(settings, samples * batch, max_tokens)
+    followup = checked.strategy.followup_tokens(checked.options, samples, max_tokens)
+    _check_budget(settings, samples * batch, max_tokens, followup * batch)
     if req.min_tokens > max_tokens:
         raise ApiError(
             400,

@@ -86,6 +86,9 @@ class Aggregate(Defaults):
         super().check(options, samples)
         followup.refuse_adaptive(options, NAME)
 
+    def followup_tokens(self, options: SelectOptions, samples: int, max_tokens: int) -> int:
+        return max_tokens  # the new answer, with the request's budget
+
     def progress_total(self, options: SelectOptions, samples: int) -> int:
         return samples + 1  # the candidates, then one call
 

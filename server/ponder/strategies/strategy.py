@@ -76,6 +76,10 @@ class Strategy(Protocol):
         """What streamed progress counts to: its samples, plus the engine calls it makes
         after them (usc, aggregate, verify)."""
 
+    def followup_tokens(self, options: SelectOptions, samples: int, max_tokens: int) -> int:
+        """The most tokens its calls after the samples may generate (checked with the
+        samples' budget before any work)."""
+
     @property
     def replayable(self) -> bool:
         """Whether `decide` alone decides from stored samples (`ponder eval` replays it)."""
@@ -117,6 +121,9 @@ class Defaults:
 
     def progress_total(self, options: SelectOptions, samples: int) -> int:
         return samples
+
+    def followup_tokens(self, options: SelectOptions, samples: int, max_tokens: int) -> int:
+        return 0
 
 
 def alone(decision: Decision, samples: Sequence[Sample]) -> Decision:

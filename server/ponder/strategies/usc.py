@@ -98,6 +98,9 @@ class Usc(Defaults):
         super().check(options, samples)
         followup.refuse_adaptive(options, NAME)
 
+    def followup_tokens(self, options: SelectOptions, samples: int, max_tokens: int) -> int:
+        return options.of(UscOptions).max_tokens
+
     def progress_total(self, options: SelectOptions, samples: int) -> int:
         return samples + 1  # the candidates, then one call
 

@@ -153,6 +153,13 @@ class Verify(Defaults):
                     "ponder.verify.prompt",
                 )
 
+    def followup_tokens(self, options: SelectOptions, samples: int, max_tokens: int) -> int:
+        own = options.of(VerifyOptions)
+        if own.verifier is not None:
+            return samples  # one verdict token each, by the external judge
+        k = own.verifications
+        return samples * (k * (own.rationale_tokens + 1) if k else 1)
+
     def progress_total(self, options: SelectOptions, samples: int) -> int:
         k = options.of(VerifyOptions).verifications
         return samples + samples * (1 + k if k else 1)  # a verdict, or rationales + k verdicts
