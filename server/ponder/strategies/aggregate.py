@@ -20,13 +20,10 @@ from .base import (
     Decision,
     SelectOptions,
     StrategyOptions,
-    TallyEntry,
-    best_member,
     extract_all,
     group_answers,
 )
-from .job import Decided, Hooks, Job, Kind
-from .strategy import Defaults
+from .job import Decided, Hooks, Job
 
 NAME = "aggregate"
 
@@ -53,38 +50,23 @@ def select(samples: Sequence[Sample], options: SelectOptions) -> Decision:
     mine = answers[n]
     groups = group_answers(answers[:n], equivalent)
     same = next((g for g in groups if mine is not None and equivalent(g.answer, mine)), None)
-    others = sorted((g for g in groups if g is not same), key=lambda g: -len(g.members))
-    ordered = ([same] if same is not None else []) + others
-    mean_lp = [s.mean_logprob for s in cands]
+    tally, shown = followup.first_then_votes(groups, same, cands, n)
     return Decision(
         strategy=NAME,
         chosen=n,
         answer=mine.text if mine is not None else None,
         confidence=None if mine is None else (len(same.members) / n if same else 0.0),
-        tally=[
-            TallyEntry(g.answer.text, len(g.members), float(len(g.members)), len(g.members) / n)
-            for g in ordered
-        ],
-        ranking=[n] + [best_member(g.members, mean_lp) for g in others],
+        tally=tally,
+        ranking=[n, *shown],
         answers=answers,
         unanswered=sum(a is None for a in answers[:n]),
     )
 
 
 @dataclasses.dataclass(frozen=True)
-class Aggregate(Defaults):
+class Aggregate(followup.AsksAgain):
     name: str = NAME
-    kind: Kind = "select"
-    stats: frozenset[str] = frozenset()
-    default_samples: int | None = None
-    options_key: str | None = NAME
     options_model: type[StrategyOptions] | None = AggregateOptions
-    free_form: bool = True
-    replayable: bool = False
-
-    def check(self, options: SelectOptions, samples: int) -> None:
-        super().check(options, samples)
-        followup.refuse_adaptive(options, NAME)
 
     def followup_tokens(self, options: SelectOptions, samples: int, max_tokens: int) -> int:
         return max_tokens  # the new answer, with the request's budget
@@ -92,21 +74,13 @@ class Aggregate(Defaults):
     def progress_total(self, options: SelectOptions, samples: int) -> int:
         return samples + 1  # the candidates, then one call
 
-    def decide(self, samples: Sequence[Sample], options: SelectOptions) -> Decision | None:
-        return None  # needs the model's aggregate: see run
-
     async def run(self, job: Job, engine: Engine, hooks: Hooks) -> Decided:
         opts = job.options.of(AggregateOptions)
         planned = self.progress_total(job.options, job.samples) - job.samples
         calls = followup.Calls(hooks, job.samples, planned)
         gen = await followup.candidates(job, engine, calls)
-        template = opts.prompt or prompts.AGGREGATE
         budget = job.params.max_tokens
-
-        def make(texts: list[str]) -> str:
-            shown = prompts.numbered(texts)
-            return prompts.fill(template, question=job.question, responses=shown)
-
+        make = followup.numbered_prompt(opts.prompt or prompts.AGGREGATE, job.question)
         ids, cut = await followup.fitted(engine, make, [s.text for s in gen.samples], budget)
         params = dataclasses.replace(
             job.params, temperature=opts.temperature, confidence_top_k=0, stop_confidence=None

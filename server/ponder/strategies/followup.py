@@ -13,8 +13,10 @@ from typing import Any
 
 from ..errors import RequestTooLarge, UnsupportedRequest
 from ..types import Engine, Generation, Sample, SamplingParams
-from .base import SelectOptions
-from .job import Hooks, Job
+from . import prompts
+from .base import Decision, Group, SelectOptions, StrategyOptions, TallyEntry, best_member
+from .job import Hooks, Job, Kind
+from .strategy import Defaults
 
 
 @dataclass
@@ -127,10 +129,59 @@ def with_calls(
     )
 
 
-def refuse_adaptive(options: SelectOptions, name: str) -> None:
-    if options.adaptive is not None:
-        raise UnsupportedRequest(
-            f"adaptive stopping does not combine with strategy '{name}' (it reads all its "
-            "candidates at once)",
-            "ponder.adaptive",
-        )
+@dataclass(frozen=True)
+class AsksAgain(Defaults):
+    """What usc, aggregate and verify share as strategy objects: a selection kind that reads
+    no per-token stat, chooses among free-form responses too, decides only with the model's
+    (or a verifier's) help after sampling (so `ponder eval` runs it rather than replaying
+    it), and reads all its candidates at once (no adaptive stopping). Each subclass names
+    itself and its options model, and says how many calls and tokens follow the samples."""
+
+    name: str = ""
+    kind: Kind = "select"
+    stats: frozenset[str] = frozenset()
+    default_samples: int | None = None
+    options_model: type[StrategyOptions] | None = None
+    free_form: bool = True
+    replayable: bool = False
+
+    @property
+    def options_key(self) -> str | None:
+        return self.name
+
+    def check(self, options: SelectOptions, samples: int) -> None:
+        super().check(options, samples)
+        if options.adaptive is not None:
+            raise UnsupportedRequest(
+                f"adaptive stopping does not combine with strategy '{self.name}' (it reads "
+                "all its candidates at once)",
+                "ponder.adaptive",
+            )
+
+    def decide(self, samples: Sequence[Sample], options: SelectOptions) -> Decision | None:
+        return None  # it needs the model again: see run
+
+
+def numbered_prompt(template: str, question: str) -> Callable[[list[str]], str]:
+    """The prompt that shows the question and the numbered responses (usc, aggregate)."""
+
+    def make(texts: list[str]) -> str:
+        return prompts.fill(template, question=question, responses=prompts.numbered(texts))
+
+    return make
+
+
+def first_then_votes(
+    groups: Sequence[Group], first: Group | None, samples: Sequence[Sample], n: int
+) -> tuple[list[TallyEntry], list[int]]:
+    """The tally with `first` (the chosen answer's group) first, then the others by votes
+    (ties in sampling order), share = votes / n; and the sample shown for each of the others
+    (its highest mean logprob)."""
+    others = sorted((g for g in groups if g is not first), key=lambda g: -len(g.members))
+    ordered = ([first] if first is not None else []) + others
+    tally = [
+        TallyEntry(g.answer.text, len(g.members), float(len(g.members)), len(g.members) / n)
+        for g in ordered
+    ]
+    mean_lp = [s.mean_logprob for s in samples]
+    return tally, [best_member(g.members, mean_lp) for g in others]

@@ -20,13 +20,10 @@ from .base import (
     Decision,
     SelectOptions,
     StrategyOptions,
-    TallyEntry,
-    best_member,
     extract_all,
     group_answers,
 )
-from .job import Decided, Hooks, Job, Kind
-from .strategy import Defaults
+from .job import Decided, Hooks, Job
 
 NAME = "usc"
 
@@ -61,14 +58,8 @@ def select(samples: Sequence[Sample], options: SelectOptions, pick: int | None) 
     chosen = 0 if pick is None else pick
     groups = group_answers(answers, equivalent)
     mine = next((g for g in groups if chosen in g.members), None)
-    others = sorted((g for g in groups if g is not mine), key=lambda g: -len(g.members))
-    ordered = ([mine] if mine is not None else []) + others
-    mean_lp = [s.mean_logprob for s in samples]
-    tally = [
-        TallyEntry(g.answer.text, len(g.members), float(len(g.members)), len(g.members) / n)
-        for g in ordered
-    ]
-    ranking = [chosen] + [best_member(g.members, mean_lp) for g in others]
+    tally, shown = followup.first_then_votes(groups, mine, samples, n)
+    ranking = [chosen, *shown]
     free = options.answer.format == "none"
     return Decision(
         strategy=NAME,
@@ -84,19 +75,9 @@ def select(samples: Sequence[Sample], options: SelectOptions, pick: int | None) 
 
 
 @dataclasses.dataclass(frozen=True)
-class Usc(Defaults):
+class Usc(followup.AsksAgain):
     name: str = NAME
-    kind: Kind = "select"
-    stats: frozenset[str] = frozenset()
-    default_samples: int | None = None
-    options_key: str | None = NAME
     options_model: type[StrategyOptions] | None = UscOptions
-    free_form: bool = True
-    replayable: bool = False
-
-    def check(self, options: SelectOptions, samples: int) -> None:
-        super().check(options, samples)
-        followup.refuse_adaptive(options, NAME)
 
     def followup_tokens(self, options: SelectOptions, samples: int, max_tokens: int) -> int:
         return options.of(UscOptions).max_tokens
@@ -104,20 +85,12 @@ class Usc(Defaults):
     def progress_total(self, options: SelectOptions, samples: int) -> int:
         return samples + 1  # the candidates, then one call
 
-    def decide(self, samples: Sequence[Sample], options: SelectOptions) -> Decision | None:
-        return None  # needs the model's pick: see run
-
     async def run(self, job: Job, engine: Engine, hooks: Hooks) -> Decided:
         opts = job.options.of(UscOptions)
         planned = self.progress_total(job.options, job.samples) - job.samples
         calls = followup.Calls(hooks, job.samples, planned)
         gen = await followup.candidates(job, engine, calls)
-        template = opts.prompt or prompts.USC
-
-        def make(texts: list[str]) -> str:
-            shown = prompts.numbered(texts)
-            return prompts.fill(template, question=job.question, responses=shown)
-
+        make = followup.numbered_prompt(opts.prompt or prompts.USC, job.question)
         ids, cut = await followup.fitted(
             engine, make, [s.text for s in gen.samples], opts.max_tokens
         )

@@ -30,8 +30,7 @@ from .base import (
     extract_all,
     group_answers,
 )
-from .job import Decided, Hooks, Job, Kind
-from .strategy import Defaults
+from .job import Decided, Hooks, Job
 
 NAME = "verify"
 
@@ -112,19 +111,12 @@ def select(
 
 
 @dataclasses.dataclass(frozen=True)
-class Verify(Defaults):
+class Verify(followup.AsksAgain):
     name: str = NAME
-    kind: Kind = "select"
-    stats: frozenset[str] = frozenset()
-    default_samples: int | None = None
-    options_key: str | None = NAME
     options_model: type[StrategyOptions] | None = VerifyOptions
-    free_form: bool = True
-    replayable: bool = False
 
     def check(self, options: SelectOptions, samples: int) -> None:
         super().check(options, samples)
-        followup.refuse_adaptive(options, NAME)
         own = options.of(VerifyOptions)
         if own.select == "weighted_vote" and options.answer.format == "none":
             raise UnsupportedRequest(
@@ -163,9 +155,6 @@ class Verify(Defaults):
     def progress_total(self, options: SelectOptions, samples: int) -> int:
         k = options.of(VerifyOptions).verifications
         return samples + samples * (1 + k if k else 1)  # a verdict, or rationales + k verdicts
-
-    def decide(self, samples: Sequence[Sample], options: SelectOptions) -> Decision | None:
-        return None  # needs the verifier's scores: see run
 
     async def run(self, job: Job, engine: Engine, hooks: Hooks) -> Decided:
         opts = job.options.of(VerifyOptions)
