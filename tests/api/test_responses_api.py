@@ -10,6 +10,8 @@ import openai
 import pytest
 
 from ..conftest import Server
+from .tooldefs import WEATHER as CHAT_WEATHER
+from .tooldefs import flat
 
 
 @pytest.fixture(scope="module")
@@ -192,17 +194,7 @@ def test_text_format_is_a_structured_output(client: openai.OpenAI) -> None:
     assert r.text.format.type == "json_schema"
 
 
-WEATHER = {
-    "type": "function",
-    "name": "get_weather",
-    "description": "The weather in a city.",
-    "parameters": {
-        "type": "object",
-        "properties": {"city": {"type": "string"}},
-        "required": ["city"],
-        "additionalProperties": False,
-    },
-}
+WEATHER = flat(CHAT_WEATHER)
 
 
 def test_a_required_tool_call_is_a_function_call_item(client: openai.OpenAI) -> None:

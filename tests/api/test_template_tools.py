@@ -17,21 +17,9 @@ import openai
 import pytest
 
 from ..conftest import Server, start_server, stop_server
+from .tooldefs import WEATHER, flat
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "templates" / "hermes_tools.jinja"
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "The weather in a city.",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string"}},
-            "required": ["city"],
-            "additionalProperties": False,
-        },
-    },
-}
 ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
 
 
@@ -154,7 +142,7 @@ def test_the_responses_api_uses_the_templates_form(client: openai.OpenAI) -> Non
     r = client.responses.create(
         model="smollm2",
         input="What is the weather in Oslo?",
-        tools=[{"type": "function", **WEATHER["function"]}],
+        tools=[flat(WEATHER)],
         tool_choice="required",
         parallel_tool_calls=False,
         max_output_tokens=120,
