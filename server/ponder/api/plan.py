@@ -505,7 +505,8 @@ def _plan_one(
         logprobs=logprobs,
         details=include_candidates,
         buffered=tools is not None,
-        question=_question(req, item, prompt_ids, engine),
+        # only a strategy that asks the model again quotes the request (usc, verify, ...)
+        question="" if strategy.replayable else _question(req, item, prompt_ids, engine),
     )
     return Plan(
         kind="chat" if isinstance(req, ChatCompletionRequest) else "completion",

@@ -118,17 +118,7 @@ class CandidateSource:
         decision and every token the request generated."""
         seed = self.seed + 100_003 * k
         if self._client is not None:
-            call = self._client.chat if p.kind == "chat" else self._client.complete
-            r = await call(
-                p.prompt,
-                strategy=strategy,
-                samples=n,
-                max_tokens=p.max_tokens,
-                seed=seed,
-                temperature=self.temperature,
-                stop=list(p.stop) or None,
-                answer={"format": p.format},
-            )
+            r = await self._ask_http(p, strategy, n, seed)
             return Decided(r.answer, r.confidence, float(r.usage.completion_tokens))
         from .. import runner
         from ..answers import AnswerSpec
@@ -150,23 +140,27 @@ class CandidateSource:
         tokens = float(out.generation.completion_tokens)
         return Decided(d.answer if d else None, d.confidence if d else None, tokens)
 
-    async def _draw_http(
-        self, p: Problem, n: int, pool: str, seed: int, voter: Voter
-    ) -> list[Candidate]:
+    async def _ask_http(self, p: Problem, strategy: str, n: int, seed: int, **extra: Any) -> Any:
+        """One request for problem p to the server: n samples of `strategy`."""
         call = self._client.chat if p.kind == "chat" else self._client.complete
-        strategy = voter.strategy if pool == SAMPLING else pool
-        r = await call(
+        return await call(
             p.prompt,
             strategy=strategy,
             samples=n,
-            include_candidates=True,
             max_tokens=p.max_tokens,
             seed=seed,
             temperature=self.temperature,
             stop=list(p.stop) or None,
             answer={"format": p.format},
-            **(voter.block if pool == SAMPLING else {}),
+            **extra,
         )
+
+    async def _draw_http(
+        self, p: Problem, n: int, pool: str, seed: int, voter: Voter
+    ) -> list[Candidate]:
+        strategy = voter.strategy if pool == SAMPLING else pool
+        extra = voter.block if pool == SAMPLING else {}
+        r = await self._ask_http(p, strategy, n, seed, include_candidates=True, **extra)
         cands = r.candidates or []
         per_token_extra = (r.usage.completion_tokens - sum(c.tokens for c in cands)) / max(
             len(cands), 1

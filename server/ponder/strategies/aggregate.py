@@ -71,13 +71,9 @@ class Aggregate(followup.AsksAgain):
     def followup_tokens(self, options: SelectOptions, samples: int, max_tokens: int) -> int:
         return max_tokens  # the new answer, with the request's budget
 
-    def progress_total(self, options: SelectOptions, samples: int) -> int:
-        return samples + 1  # the candidates, then one call
-
     async def run(self, job: Job, engine: Engine, hooks: Hooks) -> Decided:
         opts = job.options.of(AggregateOptions)
-        planned = self.progress_total(job.options, job.samples) - job.samples
-        calls = followup.Calls(hooks, job.samples, planned)
+        calls = self.calls(job, hooks)
         gen = await followup.candidates(job, engine, calls)
         budget = job.params.max_tokens
         make = followup.numbered_prompt(opts.prompt or prompts.AGGREGATE, job.question)

@@ -161,6 +161,14 @@ class AsksAgain(Defaults):
     def decide(self, samples: Sequence[Sample], options: SelectOptions) -> Decision | None:
         return None  # it needs the model again: see run
 
+    def progress_total(self, options: SelectOptions, samples: int) -> int:
+        return samples + 1  # the candidates, then one call (usc, aggregate)
+
+    def calls(self, job: Job, hooks: Hooks) -> Calls:
+        """The request's follow-up call counter, planned as `progress_total` says."""
+        planned = self.progress_total(job.options, job.samples) - job.samples
+        return Calls(hooks, job.samples, planned)
+
 
 def numbered_prompt(template: str, question: str) -> Callable[[list[str]], str]:
     """The prompt that shows the question and the numbered responses (usc, aggregate)."""

@@ -82,13 +82,9 @@ class Usc(followup.AsksAgain):
     def followup_tokens(self, options: SelectOptions, samples: int, max_tokens: int) -> int:
         return options.of(UscOptions).max_tokens
 
-    def progress_total(self, options: SelectOptions, samples: int) -> int:
-        return samples + 1  # the candidates, then one call
-
     async def run(self, job: Job, engine: Engine, hooks: Hooks) -> Decided:
         opts = job.options.of(UscOptions)
-        planned = self.progress_total(job.options, job.samples) - job.samples
-        calls = followup.Calls(hooks, job.samples, planned)
+        calls = self.calls(job, hooks)
         gen = await followup.candidates(job, engine, calls)
         make = followup.numbered_prompt(opts.prompt or prompts.USC, job.question)
         ids, cut = await followup.fitted(

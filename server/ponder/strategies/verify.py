@@ -158,12 +158,11 @@ class Verify(followup.AsksAgain):
 
     async def run(self, job: Job, engine: Engine, hooks: Hooks) -> Decided:
         opts = job.options.of(VerifyOptions)
-        total = self.progress_total(job.options, job.samples)
-        calls = followup.Calls(hooks, job.samples, planned=total - job.samples)
+        calls = self.calls(job, hooks)
         gen = await followup.candidates(job, engine, calls)
         outside = None
         if opts.verifier is not None:
-            outside = followup.Calls(hooks, job.samples, planned=total - job.samples)
+            outside = self.calls(job, hooks)
             scores = await self._outside(job, opts, outside, gen.samples)
         else:
             scores = await asyncio.gather(
