@@ -4,7 +4,17 @@ options) + one line in `_ALL` below (docs/architecture.md, "Adding a strategy").
 
 from __future__ import annotations
 
-from . import aggregate, cntp_decode, deepconf, majority_vote, rpc, self_certainty, usc, verify
+from . import (
+    aggregate,
+    cntp_decode,
+    deepconf,
+    majority_vote,
+    rpc,
+    search_run,
+    self_certainty,
+    usc,
+    verify,
+)
 from .base import (
     AdaptiveOptions,
     Decision,
@@ -30,6 +40,8 @@ _ALL: tuple[Strategy, ...] = (
     usc.STRATEGY,
     aggregate.STRATEGY,
     verify.STRATEGY,
+    search_run.BEAM,
+    search_run.PARTICLES,
 )
 
 REGISTRY: dict[str, Strategy] = {s.name: s for s in _ALL}

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import verifiers
 from ..errors import RequestTooLarge, UnsupportedRequest
 from ..types import Engine, Generation, Sample, SamplingParams
 from . import prompts
@@ -77,6 +78,14 @@ async def ask(
     gen = await engine.sample(prompt_ids, params, n)
     calls.count(gen)
     return gen
+
+
+def p_yes(gen: Generation) -> float | None:
+    """P(Yes) of a one-token verdict call (`greedy(1, verifiers.TOP_K)`), None when neither
+    Yes nor No is among its top tokens."""
+    samples = gen.samples
+    top = samples[0].top_logprobs if samples else None
+    return verifiers.yes_probability(top[0]) if top else None
 
 
 def _render_made(engine: Engine, make: Callable[[list[str]], str], shown: list[str]) -> list[int]:

@@ -47,6 +47,15 @@ VERIFY_RATIONALE = (
 """GenRM-CoT: a sampled verification rationale; the score is then P(Yes) after
 VERIFY_VERDICT, averaged over the rationales."""
 
+VERIFY_STEP = (
+    "Here is a question and the beginning of a solution to it.\n\n"
+    "Question: {question}\n\n"
+    "Solution so far: {response}\n\n"
+    "Is every step of the solution so far correct? Answer with Yes or No only."
+)
+"""Step-level search's `verify` scorer (a generative process verifier): P(Yes) that the
+partial solution is right so far."""
+
 VERIFY_VERDICT = "Is the proposed answer correct? Answer with Yes or No only."
 
 PLACEHOLDERS = {"usc": ("{question}", "{responses}"), "aggregate": ("{question}", "{responses}"),

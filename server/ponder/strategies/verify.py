@@ -20,7 +20,7 @@ from pydantic import Field, field_validator
 from .. import verifiers
 from ..answers import equivalent
 from ..errors import InvalidRequest, UnsupportedRequest
-from ..types import Engine, Generation, Sample, SamplingParams
+from ..types import Engine, Sample, SamplingParams
 from . import followup, prompts
 from .base import (
     Decision,
@@ -217,7 +217,7 @@ class Verify(followup.AsksAgain):
                 return prompts.fill(template, question=job.question, response=texts[0])
 
             ids, _ = await followup.fitted(engine, direct, [sample.text], 1)
-            return _p_yes(await followup.ask(engine, ids, verdict, calls))
+            return followup.p_yes(await followup.ask(engine, ids, verdict, calls))
         template = opts.prompt or prompts.VERIFY_RATIONALE
 
         def asked(texts: list[str]) -> str:
@@ -238,16 +238,10 @@ class Verify(followup.AsksAgain):
                 {"role": "user", "content": prompts.VERIFY_VERDICT},
             ]
             ids = await followup.render(engine, said)
-            return _p_yes(await followup.ask(engine, ids, verdict, calls))
+            return followup.p_yes(await followup.ask(engine, ids, verdict, calls))
 
         got = [p for p in await asyncio.gather(*map(after, rationales.samples)) if p is not None]
         return sum(got) / len(got) if got else None
-
-
-def _p_yes(gen: Generation) -> float | None:
-    samples = gen.samples
-    top = samples[0].top_logprobs if samples else None
-    return verifiers.yes_probability(top[0]) if top else None
 
 
 STRATEGY = Verify()
