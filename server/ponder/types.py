@@ -231,6 +231,11 @@ class Engine(Protocol):
     exact_stats: bool
     continues_chat: bool
     """Whether a chat prompt can be extended with generated tokens (CNTP on chat requests)."""
+    keeps_stop_tokens: bool
+    """Whether a sample that a stop string ended keeps, in `token_ids`, the token that
+    completed the stop string (llama.cpp, vLLM: its text is cut, its tokens are not); an
+    HTTP upstream returns only the tokens before it, so a caller that continues the sample
+    (step-level search) cannot know the stop string from its tokens."""
     reports_admission: bool
     """Whether it queues requests itself and reports their admission (`ENGINE_WAIT`): a
     request past its deadline that was never admitted then gets 503, not 504."""

@@ -167,6 +167,9 @@ def test_deadline_gives_504_and_the_server_recovers(tmp_path: Path) -> None:
             lines = [ln for ln in s.iter_lines() if ln.startswith("data:")]
         assert json.loads(lines[-2][5:])["error"]["code"] == "deadline_exceeded"
         assert lines[-1] == "data: [DONE]"
+        search = {**long, "ponder": {"strategy": "beam", "samples": 8}}  # a step-level search
+        r = httpx.post(f"{srv.base_url}/v1/chat/completions", json=search, timeout=60)
+        assert r.status_code == 504 and r.json()["error"]["code"] == "deadline_exceeded"
         short = {"model": "smollm2", "messages": Q, "max_tokens": 4}
         assert (
             httpx.post(f"{srv.base_url}/v1/chat/completions", json=short, timeout=30).status_code

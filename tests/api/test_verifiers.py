@@ -118,3 +118,32 @@ def test_only_configured_verifiers_by_name(main: Server, verify: dict, param: st
     r = ask(main, verify)
     assert r.status_code == 400, r.text
     assert r.json()["error"]["param"] == param
+
+
+def test_an_external_judge_scores_a_search_step_by_step(main: Server) -> None:
+    """Issue 28 item 4: the same judge as a process verifier of `beam`: every partial
+    solution is scored by one call to it, counted in usage."""
+    body = {
+        "model": "smollm2",
+        "messages": Q,
+        "max_tokens": 48,
+        "seed": 5,
+        "ponder": {
+            "strategy": "beam",
+            "samples": 4,
+            "include_candidates": True,
+            "beam": {"scorer": "verify", "verifier": "judge", "delimiter": "\n", "max_steps": 3},
+        },
+    }
+    r = httpx.post(f"{main.base_url}/v1/chat/completions", json=body, timeout=600)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    meta = out["ponder"]
+    made = [n for step in meta["notes"]["search"]["tree"] for n in step["nodes"]]
+    used = meta["usage"]["verifier"]
+    assert used["name"] == "judge" and used["calls"] == len(made) and "failed" not in used
+    assert "followup" not in meta["usage"]
+    assert all(n["score"] is None or 0.0 <= n["score"] <= 1.0 for n in made)
+    assert any(n["score"] is not None for n in made)
+    steps = sum(n["tokens"] for n in made)
+    assert out["usage"]["completion_tokens"] == steps + used["completion_tokens"]

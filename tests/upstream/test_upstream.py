@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 import time
@@ -318,3 +319,34 @@ def test_check_schema_refuses_a_reply_that_does_not_validate() -> None:
     for bad in ('{"name": "x"}', "not json"):
         with pytest.raises(UpstreamError, match="not valid against the response_format"):
             check_schema([make_sample(0, '{"age": 3}'), make_sample(1, bad)], schema)
+
+
+def test_step_level_search_over_http(front: Server) -> None:
+    """Issue 28 on the upstream engine: each step is a /v1/completions continuation of the
+    prompt and the partial solution; a step ends at the delimiter, which stays in the text
+    the next step continues; a chat turn cannot be continued (400)."""
+    c = client(front)
+    model = c.models.list().data[0].id
+    with pytest.raises(openai.BadRequestError) as err:
+        c.chat.completions.create(model=f"{model}+beam@2", messages=Q, max_tokens=8)
+    assert err.value.body["code"] == "unsupported_strategy"
+    r = c.completions.create(
+        model=f"{model}+beam@4",
+        prompt="Q: List three fruits, one per line.\nA:\n",
+        max_tokens=40,
+        seed=3,
+        extra_body={
+            "ponder": {"include_candidates": True, "beam": {"delimiter": "\n", "max_steps": 3}}
+        },
+    )
+    p = r.model_extra["ponder"]
+    search = p["notes"]["search"]
+    assert search["steps"] >= 2 and search["prefix_tokens"] > 0, json.dumps(search)
+    for step in search["tree"][1:]:  # a later step continues a text that ended at "\n"
+        for node in step["nodes"]:
+            parent = next(
+                n for s in search["tree"] for n in s["nodes"] if n["id"] == node["parent"]
+            )
+            assert parent["finish"] is None
+    assert r.usage.completion_tokens == search["step_tokens"]
+    assert r.choices[0].text == p["candidates"][p["chosen"]]["text"]

@@ -32,6 +32,7 @@ if importlib.util.find_spec("vllm") is None:
         allow_module_level=True,
     )
 
+import httpx
 import openai
 
 from ponder.types import SamplingParams
@@ -521,3 +522,37 @@ def test_verify_with_a_reward_model_on_vllms_pooling_api(
             "probs"
         ]
         assert score == pytest.approx(probs[-1], abs=1e-6)
+
+
+def _prefix_cache(server: Server) -> tuple[float, float]:
+    """vLLM's own prefix-cache counters (queries, hits), as the server's /metrics shows them
+    (None when vLLM logs no stats)."""
+    text = httpx.get(f"{server.base_url}/metrics", timeout=30).text
+    got = {"queries": 0.0, "hits": 0.0}
+    for line in text.splitlines():
+        for key in got:
+            if line.startswith(f"vllm:prefix_cache_{key}_total"):
+                got[key] += float(line.rsplit(" ", 1)[1])
+    return got["queries"], got["hits"]
+
+
+@pytest.mark.parametrize("strategy", ["beam", "particles"])
+def test_step_level_search_on_vllm(client: openai.OpenAI, server: Server, strategy: str) -> None:
+    """Issue 28 on vLLM's CPU build: a search's steps continue their partial solutions as
+    token prompts; vLLM's prefix cache serves the shared prefixes (most of the steps' prompt
+    tokens are cache hits: the prompt is long enough to fill whole KV blocks, which is what
+    vLLM caches), and a seeded search repeats itself."""
+    queries, hits = _prefix_cache(server)
+    opts = {"samples": 4, strategy: {"delimiter": "\n", "max_steps": 4}}
+    system = {"role": "system", "content": "You are a careful tutor. " * 60}
+    kw = {"max_tokens": 64, "messages": [system, *Q]}
+    out = ask(client, strategy, ponder=opts, **kw)
+    p = out["ponder"]
+    search = p["notes"]["search"]
+    assert p["strategy"] == strategy and p["exact"] is True and search["steps"] >= 1
+    steps = sum(n["tokens"] for s in search["tree"] for n in s["nodes"])
+    assert out["usage"]["completion_tokens"] == search["step_tokens"] >= steps
+    queries2, hits2 = _prefix_cache(server)
+    assert queries2 > queries and (hits2 - hits) / (queries2 - queries) > 0.5
+    again = ask(client, strategy, ponder=opts, **kw)
+    assert again["choices"][0]["message"]["content"] == out["choices"][0]["message"]["content"]

@@ -76,6 +76,7 @@ class LlamaCppEngine:
 
     exact_stats = True
     continues_chat = True
+    keeps_stop_tokens = True
     reports_admission = True
 
     def __init__(

@@ -187,6 +187,7 @@ class UpstreamEngine:
     exact_stats = False
     lockstep = 1
     continues_chat = False
+    keeps_stop_tokens = False
     reports_admission = False
 
     def __init__(
@@ -415,8 +416,14 @@ class UpstreamEngine:
                 prompt_tokens = prompt_tokens or tokens
             chat = prompt.messages is not None
             drawn = [
-                to_sample(
-                    c, i, chat, self.n_vocab, params.temperature, None, params.confidence_top_k
+                to_sample(  # token texts numbered, so a search can continue a sample
+                    c,
+                    i,
+                    chat,
+                    self.n_vocab,
+                    params.temperature,
+                    self.texts,
+                    params.confidence_top_k,
                 )
                 for i, c in enumerate(choices[:samples])
             ]

@@ -61,6 +61,7 @@ class VllmEngine:
         self.model_name = opts.served_name
         self.exact_stats = opts.exact_stats
         self.continues_chat = True
+        self.keeps_stop_tokens = True
         self.lockstep = 1
         """Each sample is its own vLLM request (vLLM batches them itself)."""
         self.reports_admission = False  # vLLM queues internally: deadlines count from arrival

@@ -113,6 +113,8 @@ class Tree:
     steps: int = 0
     calls: int = 0
     """Engine calls made (one per distinct prefix continued)."""
+    wasted: int = 0
+    """Tokens generated past a step's delimiter and cut off (engines that cannot stop there)."""
     prefix_tokens: int = 0
     """Their prompts' tokens: what an engine without a prefix cache would prefill."""
 
@@ -147,7 +149,7 @@ class Tree:
         out: dict[str, Any] = {
             "steps": self.steps,
             "nodes": len(self.nodes) - 1,
-            "step_tokens": self.generated,
+            "step_tokens": self.generated + self.wasted,
             "calls": self.calls,
             "prefix_tokens": self.prefix_tokens,
         }
@@ -224,7 +226,8 @@ class Search:
         return dataclasses.replace(
             p,
             max_tokens=remaining,
-            stop=(*p.stop, o.delimiter),
+            # an engine that drops the token completing a stop string: the step is cut here
+            stop=(*p.stop, o.delimiter) if self.engine.keeps_stop_tokens else p.stop,
             seed=seed,
             min_tokens=max(0, min(p.min_tokens - len(node.tokens), o.max_step_tokens)),
             confidence_top_k=CONFIDENCE_TOP_K if o.scorer == "confidence" else 0,
@@ -243,8 +246,9 @@ class Search:
             self.queue_s += g.queue_s
             self.exact &= g.exact
         self.prompt_tokens = self.prompt_tokens or gens[0].prompt_tokens
+        cut = (lambda s: s) if self.engine.keeps_stop_tokens else self._cut
         children = [
-            [self.tree.child(node, s) for s in g.samples]
+            [self.tree.child(node, cut(s)) for s in g.samples]
             for (node, _), g in zip(parents, gens, strict=True)
         ]
         flat = [c for group in children for c in group]
@@ -270,10 +274,11 @@ class Search:
                 (self.job.prompt_ids + n.tokens, self.params(n, step, base + r, n.step_tokens), 1)
                 for r, n in enumerate(pending)
             ]
+            cut = (lambda s: s) if self.engine.keeps_stop_tokens else self._cut
             for n, g in zip(pending, await self._calls(session, requests), strict=True):
                 self.queue_s += g.queue_s
                 self.exact &= g.exact
-                self.tree.extend(n, g.samples[0])
+                self.tree.extend(n, cut(g.samples[0]))
             await asyncio.to_thread(self._texts, pending)
 
     async def _calls(
@@ -282,6 +287,18 @@ class Search:
         self.tree.calls += len(requests)
         self.tree.prefix_tokens += sum(len(p) for p, _, _ in requests)
         return await session.sample_many(requests)
+
+    def _cut(self, s: Sample) -> Sample:
+        """A step that ran past its delimiter (an engine without `keeps_stop_tokens` is not
+        sent it as a stop string), cut after the token that completes it; the tokens past
+        it were generated and count in usage (`Tree.wasted`)."""
+        text, delimiter = "", self.opts.delimiter
+        for j, piece in enumerate(s.tokens_text):
+            text += piece
+            if delimiter in text:
+                self.tree.wasted += s.n_tokens - (j + 1)
+                return s.head(j + 1, "stop", text[: text.index(delimiter)])
+        return s
 
     def _texts(self, nodes: list[Node]) -> None:
         detokenize = self.engine.detokenize
@@ -383,7 +400,10 @@ class Search:
             prompt_tokens=self.prompt_tokens,
             queue_s=self.queue_s,
             generate_s=max(time.perf_counter() - started - self.queue_s, 0.0),
-            unused_tokens=self.tree.generated - shown + sum(c.completion_tokens for c in more),
+            unused_tokens=self.tree.generated
+            + self.tree.wasted
+            - shown
+            + sum(c.completion_tokens for c in more),
             exact=self.exact,
             followup_prompt_tokens=sum(c.prompt_tokens for c in more),
         )
