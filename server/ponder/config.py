@@ -114,6 +114,11 @@ class Settings(BaseSettings):
         "set, every /v1 route needs `Authorization: Bearer <key>`.",
     )
     metrics_require_key: bool = False
+    trace_content: bool = Field(
+        False,
+        description="With tracing on (OTEL_EXPORTER_OTLP_ENDPOINT): also record the answer and "
+        "the chosen text (cut to 256 characters) in the request's trace.",
+    )
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     max_tokens_limit: int = Field(4096, ge=1, description="Upper bound on max_tokens.")
     max_request_tokens: int = Field(

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
-from . import metrics
+from . import metrics, tracing
 from .calibration import Calibration
 from .strategies import REGISTRY, Decision, Hooks, Job, Strategy
 from .types import APPROXIMATED, Engine, Generation
@@ -51,17 +51,39 @@ async def run(
     """Run the job's strategy on the engine (its confidence calibrated when a calibration is
     given) and record the request's metrics."""
     strategy = strategy_of(job)
-    decided = await strategy.run(job, engine, hooks or Hooks())
-    gen = decided.generation
-    decision = calibrated(decided.decision, len(gen.samples), calibration)
-    if decision is None:
-        out = Outcome(job, gen, None, list(range(len(gen.samples))), 0.0, gen.exact)
-    else:
-        exact = decision.exact and (gen.exact or not strategy.stats & APPROXIMATED)
-        choices = decision.ranking[: job.choices]
-        out = Outcome(job, gen, decision, choices, decided.select_s, exact, decided.stopped)
+    with tracing.span(
+        "ponder.run", strategy=job.strategy, samples=job.samples, engine=engine.model_name
+    ) as span:
+        decided = await strategy.run(job, tracing.traced(engine), hooks or Hooks())
+        gen = decided.generation
+        tracing.timed("ponder.select", decided.select_s)
+        decision = calibrated(decided.decision, len(gen.samples), calibration)
+        if decision is None:
+            out = Outcome(job, gen, None, list(range(len(gen.samples))), 0.0, gen.exact)
+        else:
+            exact = decision.exact and (gen.exact or not strategy.stats & APPROXIMATED)
+            choices = decision.ranking[: job.choices]
+            out = Outcome(job, gen, decision, choices, decided.select_s, exact, decided.stopped)
+        _trace_outcome(span, out)
     observe(out)
     return out
+
+
+def _trace_outcome(span: Any, out: Outcome) -> None:
+    """The outcome as the run span's attributes (text only with PONDER_TRACE_CONTENT)."""
+    gen, d = out.generation, out.decision
+    tracing.set_attributes(
+        span,
+        samples_drawn=len(gen.samples),
+        stopped=out.stopped,
+        confidence=d.confidence if d is not None else None,
+        prompt_tokens=gen.prompt_tokens + gen.followup_prompt_tokens,
+        completion_tokens=gen.completion_tokens,
+        exact=out.exact,
+    )
+    if tracing.content() and d is not None:
+        chosen = gen.samples[out.choices[0]].text if out.choices else ""
+        tracing.set_attributes(span, answer=d.answer, text=tracing.clip(chosen))
 
 
 async def run_all(
@@ -208,6 +230,15 @@ async def _token_events(job: Job, engine: Engine) -> AsyncIterator[Event]:
         elapsed = asyncio.get_running_loop().time() - started
         gen = Generation([piece.sample], piece.prompt_tokens, 0.0, elapsed)
         out = Outcome(job, gen, None, [0], 0.0, gen.exact)
+        tracing.timed(  # a token stream's one engine call, as a span once it is done
+            "ponder.run",
+            elapsed,
+            strategy=job.strategy,
+            samples=1,
+            engine=engine.model_name,
+            prompt_tokens=gen.prompt_tokens,
+            completion_tokens=gen.completion_tokens,
+        )
         observe(out)
         yield Finished(out)
 

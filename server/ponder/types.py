@@ -6,7 +6,8 @@ Imports nothing of Ponder, so every layer (strategies, engines, the runner, the 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -183,6 +184,22 @@ ENGINE_WAIT: ContextVar[Callable[[float], None] | None] = ContextVar(
 """Set by the HTTP layer around a request's run; an engine that queues requests itself (the
 llama.cpp batcher) calls it, on the event loop, with the seconds a call waited before it was
 admitted: a request whose deadline passes before that never started (503, not 504)."""
+
+PHASE: ContextVar[str] = ContextVar("ponder_phase", default="samples")
+"""What the engine calls made now are for, as a strategy says it (`phase`): "samples",
+"wave" (adaptive stopping), "cntp", "followup" (usc, aggregate, verify, a search's
+verifier), "search.step". Traces name engine calls by it (ponder/tracing.py)."""
+
+
+@contextlib.contextmanager
+def phase(name: str) -> Iterator[None]:
+    """Engine calls inside are for `name` (`PHASE`)."""
+    token = PHASE.set(name)
+    try:
+        yield
+    finally:
+        PHASE.reset(token)
+
 
 SampleCallback = Callable[["Sample"], bool]
 """Called from the engine (its thread) with each sample as it finishes; returning True ends

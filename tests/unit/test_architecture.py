@@ -20,10 +20,11 @@ ALLOWED: dict[str, set[str]] = {
     "answers": {"errors"},
     "calibration": set(),
     "verifiers": set(),
+    "tracing": {"types"},
     # domain
     "strategies": {"types", "errors", "answers", "stops", "verifiers"},
     "engines": {"types", "errors", "stops", "config"},
-    "runner": {"types", "errors", "strategies", "metrics", "calibration"},
+    "runner": {"types", "errors", "strategies", "metrics", "calibration", "tracing"},
     # entry points
     "api": {
         "types",
@@ -36,6 +37,7 @@ ALLOWED: dict[str, set[str]] = {
         "strategies",
         "calibration",
         "verifiers",
+        "tracing",
         "__init__",
     },
     "eval": {

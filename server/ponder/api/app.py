@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import inspect
 import logging
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .. import __version__, metrics, verifiers
+from .. import __version__, metrics, tracing, verifiers
 from ..answers import default_worker, pattern_workers
 from ..calibration import Calibration
 from ..config import Settings
@@ -37,9 +39,17 @@ async def _start_engine(app: FastAPI, engine: Engine) -> None:
         log.exception("engine failed to start")
 
 
+_TRACED_ROUTES = frozenset(
+    {"/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/models"}
+)
+"""Routes named as they are in span names (any other /v1 path is `/v1/*`: a span name
+never carries what a client put in a path)."""
+
+
 class _RequestMetrics:
     """ASGI middleware: count /v1 requests by strategy and final status, time them to the last
-    byte (streams included). Routes put the strategy in `request.state.strategy`."""
+    byte (streams included), each in its trace's server span (ponder/tracing.py). Routes put
+    the strategy in `request.state.strategy`."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -57,11 +67,25 @@ class _RequestMetrics:
                 status = message["status"]
             await send(message)
 
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            strategy = str(scope.get("state", {}).get("strategy", "unplanned"))
-            metrics.observe_request(strategy, status, time.perf_counter() - started)
+        headers = {
+            k.decode("latin-1"): v.decode("latin-1")
+            for k, v in scope.get("headers") or []
+            if k in (b"traceparent", b"tracestate")
+        }
+        route = scope["path"] if scope["path"] in _TRACED_ROUTES else "/v1/*"
+        with tracing.server_span(
+            f"{scope['method']} {route}",
+            headers,
+            **{"http.request.method": scope["method"], "http.route": route},
+        ) as span:
+            try:
+                await self.app(scope, receive, send_wrapper)
+            finally:
+                strategy = str(scope.get("state", {}).get("strategy", "unplanned"))
+                metrics.observe_request(strategy, status, time.perf_counter() - started)
+                tracing.set_attributes(
+                    span, strategy=strategy, **{"http.response.status_code": status}
+                )
 
 
 class _BodyLimit:
@@ -115,6 +139,15 @@ class _BodyLimit:
         await response(scope, receive, send)
 
 
+def _own_tracing() -> dict[str, Any]:
+    """FastAPI 0.16x makes request spans of its own once a tracer provider is set; Ponder's
+    server span (`_RequestMetrics`) is the request's, on every FastAPI version, so FastAPI's
+    are turned off where it has them."""
+    if "telemetry" in inspect.signature(FastAPI.__init__).parameters:
+        return {"telemetry": {"tracing": False}}
+    return {}
+
+
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
     """The ASGI app. The engine loads in the background: /health answers at once, /ready
     and the /v1 routes answer 503 until the model has produced its first token."""
@@ -126,6 +159,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         )
     calibration = Calibration.load(settings.calibration) if settings.calibration else None
     engine = engine or create_engine(settings)
+    tracing.setup(settings.trace_content)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -140,6 +174,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             with contextlib.suppress(asyncio.CancelledError):
                 await starting
             await engine.close()
+            tracing.shutdown()
             worker.close()
             pattern_workers().close()
 
@@ -148,6 +183,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         version=__version__,
         description="OpenAI-compatible inference-time scaling server.",
         lifespan=lifespan,
+        **_own_tracing(),
     )
     app.state.settings = settings
     app.state.engine = engine

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from .. import metrics, runner
+from .. import metrics, runner, tracing
 from ..config import Settings
 from ..runner import Outcome
 from ..strategies import REGISTRY
@@ -115,8 +115,9 @@ async def _respond(request: Request, plans: list[Plan], engine: Engine, who: str
         calibration = request.app.state.calibration
         return _streamed(request, plan, engine, who, stream(plan, engine, calibration))
     outs = await _run(request, plans, engine, who)
-    headers = {**_plan_headers(plan), **result_headers(plans, outs)}
-    return JSONResponse(response_body(plans, outs), headers=headers)
+    with tracing.span("ponder.response"):
+        headers = {**_plan_headers(plan), **result_headers(plans, outs)}
+        return JSONResponse(response_body(plans, outs), headers=headers)
 
 
 async def _run(request: Request, plans: list[Plan], engine: Engine, who: str) -> list[Outcome]:
@@ -155,7 +156,8 @@ async def _plan(request: Request, body: Any, settings: Settings, engine: Engine)
     """Bounds checked here; rendering, tokenizing and compiling a caller's pattern (costs that
     grow with the input) run in a worker thread, never on the event loop."""
     check_bounds(body, settings)
-    plans = await asyncio.to_thread(build_plans, body, settings, engine)
+    with tracing.span("ponder.plan"):
+        plans = await asyncio.to_thread(build_plans, body, settings, engine)
     plan = plans[0]
     request.state.strategy = plan.strategy  # for the request metrics
     new = [name for name in plan.ignored if name not in _WARNED]

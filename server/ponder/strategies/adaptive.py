@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from scipy.special import betainc
 
 from ..answers import Answer, AnswerSpec, equivalent
-from ..types import Engine, Generation, Sample
+from ..types import Engine, Generation, Sample, phase
 from .base import AdaptiveOptions, extract_all, group_answers
 from .job import Hooks, Job
 
@@ -79,9 +79,13 @@ async def draw(job: Job, engine: Engine, hooks: Hooks) -> tuple[Generation, str]
             k = min(opts.wave, job.samples - len(drawn))
             seed = None if job.params.seed is None else job.params.seed + len(drawn)
             wave = _Wave(answers, k, job)
-            gen = await session.sample(
-                job.prompt_ids, dataclasses.replace(job.params, seed=seed), k, on_sample=wave.add
-            )
+            with phase("wave"):
+                gen = await session.sample(
+                    job.prompt_ids,
+                    dataclasses.replace(job.params, seed=seed),
+                    k,
+                    on_sample=wave.add,
+                )
             gens.append(gen)
             if wave.settled_at is None:  # the engine did not report samples as they finished
                 for s in gen.samples:

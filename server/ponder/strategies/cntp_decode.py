@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..stops import holdback, stop_index
-from ..types import Engine, Generation, Sample, Sampler, SamplingParams, Session
+from ..types import Engine, Generation, Sample, Sampler, SamplingParams, Session, phase
 from . import cntp
 from .base import Decision, SelectOptions, StrategyOptions
 from .cntp import NAME, CntpOptions, branch_threshold, perplexity, pick_trial, trial_count
@@ -332,17 +332,18 @@ class Cntp(Defaults):
             from .adaptive import rule
 
             enough = rule(opts.answer, adaptive_opts)
-        results = await cntp_run(
-            engine,
-            job.prompt_ids,
-            job.params,
-            opts.of(CntpOptions),
-            job.samples,
-            hooks.on_progress,
-            hooks.on_text,
-            enough,
-            adaptive_opts.wave if adaptive_opts is not None else None,
-        )
+        with phase("cntp"):
+            results = await cntp_run(
+                engine,
+                job.prompt_ids,
+                job.params,
+                opts.of(CntpOptions),
+                job.samples,
+                hooks.on_progress,
+                hooks.on_text,
+                enough,
+                adaptive_opts.wave if adaptive_opts is not None else None,
+            )
         samples = [r.sample for r in results]
         stopped = None
         if adaptive_opts is not None:

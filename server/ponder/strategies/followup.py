@@ -13,7 +13,7 @@ from typing import Any
 
 from .. import verifiers
 from ..errors import RequestTooLarge, UnsupportedRequest
-from ..types import Engine, Generation, Sample, SamplingParams
+from ..types import Engine, Generation, Sample, SamplingParams, phase
 from . import prompts
 from .base import Decision, Group, SelectOptions, StrategyOptions, TallyEntry, best_member
 from .job import Hooks, Job, Kind
@@ -75,7 +75,8 @@ async def render(engine: Engine, messages: list[dict[str, Any]]) -> list[int]:
 async def ask(
     engine: Engine, prompt_ids: list[int], params: SamplingParams, calls: Calls, n: int = 1
 ) -> Generation:
-    gen = await engine.sample(prompt_ids, params, n)
+    with phase("followup"):
+        gen = await engine.sample(prompt_ids, params, n)
     calls.count(gen)
     return gen
 

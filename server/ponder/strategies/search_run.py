@@ -21,7 +21,7 @@ import numpy as np
 from .. import verifiers
 from ..errors import InvalidRequest, UnsupportedRequest
 from ..stops import holdback, stop_index
-from ..types import Engine, Generation, Sample, SamplingParams, Session
+from ..types import Engine, Generation, Sample, SamplingParams, Session, phase
 from . import followup, prompts
 from .base import Decision, SelectOptions, StrategyOptions
 from .job import Decided, Hooks, Job, Kind
@@ -49,9 +49,10 @@ samples add their index), so a seeded search is the same search every time."""
 _EMPTY = np.zeros(0, dtype=np.float32)
 
 
-@dataclass
+@dataclass(eq=False)
 class Node:
-    """One step of one partial solution (the root: the prompt, no step)."""
+    """One step of one partial solution (the root: the prompt, no step); compared by
+    identity (a node is one place in the tree)."""
 
     id: int
     parent: int
@@ -286,7 +287,8 @@ class Search:
     ) -> list[Generation]:
         self.tree.calls += len(requests)
         self.tree.prefix_tokens += sum(len(p) for p, _, _ in requests)
-        return await session.sample_many(requests)
+        with phase("search.step"):
+            return await session.sample_many(requests)
 
     def _cut(self, s: Sample) -> Sample:
         """A step that ran past its delimiter (an engine without `keeps_stop_tokens` is not
