@@ -114,6 +114,10 @@ class Settings(BaseSettings):
         "set, every /v1 route needs `Authorization: Bearer <key>`.",
     )
     metrics_require_key: bool = False
+    playground: bool = Field(
+        True,
+        description="Serve the playground page at /playground (static; its calls use the API key).",
+    )
     trace_content: bool = Field(
         False,
         description="With tracing on (OTEL_EXPORTER_OTLP_ENDPOINT): also record the answer and "

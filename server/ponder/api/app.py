@@ -21,6 +21,7 @@ from ..config import Settings
 from ..engines import create_engine
 from ..strategies import STRATEGIES
 from ..types import Engine
+from . import playground
 from .aliases import defined_aliases
 from .errors import ApiError, error_response, install_error_handlers
 from .responses import ResponseStore
@@ -196,6 +197,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.started = int(time.time())
     install_error_handlers(app)
     app.include_router(router)
+    app.include_router(playground.router)
     app.add_middleware(
         _BodyLimit,
         limit=settings.max_body_bytes,
