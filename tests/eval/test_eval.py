@@ -158,6 +158,7 @@ def test_tiny_end_to_end_eval_on_the_real_model(tmp_path: Path) -> None:
         "accuracy_vs_n.png",
         "accuracy_vs_tokens.png",
         "reliability.png",
+        "report.html",
     ):
         assert (out / name).stat().st_size > 0, name
     records = [json.loads(x) for x in (out / "problems.jsonl").read_text().splitlines()]
@@ -253,6 +254,7 @@ def test_calibrate_on_replayed_samples_writes_a_map_that_lowers_ece(tmp_path: Pa
     assert float(early["mean_tokens"]) < 0.8 * float(fixed["mean_tokens"])
     assert "ECE calibrated" in run.stdout
     assert (out / "calibration.png").stat().st_size > 0  # reliability before / after
+    assert "src='calibration.png'" in (out / "report.html").read_text()
     m1 = cal.find("majority_vote", 1)
     assert m1 is not None and m1.fitted_on > 100 and 0.0 <= m1(0.5) <= 1.0
 

@@ -15,6 +15,7 @@ from rich.table import Table
 from ..strategies import REGISTRY, DeepConfOptions, StrategyOptions
 from .datasets import READERS, load, read_replay
 from .draw import CandidateSource, sample_all, voter_for
+from .html import write_html
 from .records import replay_records
 from .report import calibration_plot, write_outputs
 from .runner import SAMPLING, evaluate, live, pool_of, replay_fields, unsupplied_stats
@@ -236,6 +237,7 @@ def _report(
         console.print(_matched(rows, args.budget))
     if args.calibrate:
         files += _calibrated(trials, args.out, console)
+    files.append(write_html(args.out, records, rows, [f for f in files if f.suffix == ".png"]))
     console.print(
         f"wrote {', '.join(str(f) for f in files)} in {time.perf_counter() - started:.0f} s"
     )
