@@ -1,7 +1,9 @@
 """Tracing overhead (issue 29): the same seeded majority-vote@8 requests on the embedded
-SmolLM2 in process, with tracing off and then on (every span exported over OTLP/HTTP by the
-SDK's batch processor to a local receiver that accepts and drops them). Prints the median of
-`--repeats` rounds of `--requests` requests each, and the difference; not a test.
+SmolLM2 in process, in rounds with tracing off and on, interleaved (on: every span exported
+over OTLP/HTTP by the SDK's batch processor to a local receiver that accepts and drops
+them; off: OpenTelemetry's no-op tracer and the engine unwrapped, as when no endpoint is
+set). Prints the median of `--repeats` rounds of `--requests` requests each, and the
+difference; not a test.
 
     python benchmarks/bench_tracing.py [--repeats 5] [--requests 4]
 """
@@ -16,6 +18,8 @@ import socket
 import statistics
 import threading
 import time
+
+from opentelemetry import trace
 
 from ponder import runner, tracing
 from ponder.engines.llamacpp import LlamaCppEngine
@@ -68,10 +72,16 @@ async def main() -> None:
     await engine.start()
     try:
         await round_s(engine, 1)  # warm-up
-        off = [await round_s(engine, args.requests) for _ in range(args.repeats)]
         os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{receiver()}"
         assert tracing.setup()
-        on = [await round_s(engine, args.requests) for _ in range(args.repeats)]
+        real = tracing._TRACER
+        off: list[float] = []
+        on: list[float] = []
+        for _ in range(args.repeats):  # interleaved, so background load hits both alike
+            tracing._TRACER, tracing._STATE["on"] = trace.NoOpTracer(), False
+            off.append(await round_s(engine, args.requests))
+            tracing._TRACER, tracing._STATE["on"] = real, True
+            on.append(await round_s(engine, args.requests))
         tracing.shutdown()
     finally:
         await engine.close()
