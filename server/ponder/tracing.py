@@ -3,13 +3,14 @@
 over OTLP/HTTP by the SDK's batch processor, which reads every other `OTEL_*` variable
 itself (headers, timeouts, service name, sampler, batch delays).
 
-One trace per request: the server span (`ponder.request`, continuing a client's W3C
-`traceparent`), then `ponder.plan` (rendering, tokenizing, checks), `ponder.run` (the
-strategy, with its outcome as attributes), one `ponder.engine` span per engine call (its
-`ponder.phase` says what the call was for: samples, an adaptive wave, a CNTP draft or trial,
-a follow-up or verification, a search step), each with `queue` and `generate` children
-timed by the engine, `ponder.select`, and `ponder.response`. No prompt or completion text
-is recorded unless PONDER_TRACE_CONTENT=true (then the answer and the chosen text, cut).
+One trace per request: the server span (`POST /v1/chat/completions`, ..., continuing a
+client's W3C `traceparent`), then `ponder.plan` (rendering, tokenizing, checks), `ponder.run`
+(the strategy, with its outcome as attributes), one `ponder.engine` span per engine call (its
+`ponder.phase` says what the call was for: samples, an adaptive wave, CNTP, a follow-up or
+verification, a search step), each with `queue`, `prefill` and `decode` children timed by
+the engine (`generate` where an engine does not time its prefill), `ponder.select`, and
+`ponder.response`. No prompt or completion text is recorded unless
+PONDER_TRACE_CONTENT=true (then the answer and the chosen text, cut).
 
 When tracing is off every call here is OpenTelemetry's no-op: no span is made, nothing is
 recorded, nothing leaves the process.
@@ -163,10 +164,17 @@ def _record(s: Span, gen: Generation) -> None:
     )
     end = time.time_ns()
     gen_ns = int(gen.generate_s * 1e9)
+    start = end - gen_ns
     if gen.queue_s > 0:
-        q = _TRACER.start_span("queue", start_time=end - gen_ns - int(gen.queue_s * 1e9))
-        q.end(end_time=end - gen_ns)
-    g = _TRACER.start_span("generate", start_time=end - gen_ns)
+        q = _TRACER.start_span("queue", start_time=start - int(gen.queue_s * 1e9))
+        q.end(end_time=start)
+    if 0 < gen.prefill_s <= gen.generate_s:  # the engine timed its prefill (llama.cpp)
+        filled = start + int(gen.prefill_s * 1e9)
+        p = _TRACER.start_span("prefill", start_time=start)
+        p.set_attribute("ponder.prompt_tokens", gen.prompt_tokens)
+        p.end(end_time=filled)
+        start = filled
+    g = _TRACER.start_span("decode" if start > end - gen_ns else "generate", start_time=start)
     g.set_attribute("ponder.tokens", gen.completion_tokens)
     g.end(end_time=end)
 

@@ -165,6 +165,9 @@ class Generation:
     exact: bool = True
     """False when a per-token stat had to be approximated (e.g. from top-k logprobs)."""
     prompt_logprobs: PromptLogprobs | None = None
+    prefill_s: float = 0.0
+    """Of `generate_s`, the seconds until the prompt was in the KV cache (the llama.cpp
+    engine says; 0: the engine does not). Traces split a call into prefill and decode."""
     followup_prompt_tokens: int = 0
     """Prompt tokens of the calls a strategy made after its samples (usc, aggregate, verify;
     an external verifier's included): counted in `usage.prompt_tokens`."""

@@ -164,8 +164,12 @@ def test_a_request_is_one_trace_that_continues_the_callers(
     assert a["ponder.engine"] == "smollm2"
     (call,) = children(spans, run, "ponder.engine")
     assert call["attrs"]["ponder.phase"] == "samples" and call["attrs"]["ponder.samples"] == 4
-    (gen,) = children(spans, call, "generate")
-    assert call["start"] <= gen["start"] <= gen["end"] <= call["end"] + 1_000_000
+    (prefill,) = children(spans, call, "prefill")  # llama.cpp times its prefill
+    (decode,) = children(spans, call, "decode")
+    assert prefill["attrs"]["ponder.prompt_tokens"] == out["usage"]["prompt_tokens"]
+    assert decode["attrs"]["ponder.tokens"] == out["usage"]["completion_tokens"]
+    assert call["start"] <= prefill["start"] <= prefill["end"] == decode["start"]
+    assert decode["start"] <= decode["end"] <= call["end"] + 1_000_000
     assert children(spans, run, "ponder.select")
     for s in spans:  # no prompt or completion text by default
         for v in s["attrs"].values():

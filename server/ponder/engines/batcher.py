@@ -302,6 +302,7 @@ class Batcher:
         req.base, req.held = base, [base]
         if row is not None:
             req.prompt_row = row
+            req.prefilled = time.perf_counter()
             return
         req.todo, req.done = req.prompt_ids[keep:], keep
         if req.params.prompt_logprobs is not None:
@@ -387,6 +388,7 @@ class Batcher:
         self.counters.prefilled += len(chunk)
         if last:
             req.prompt_row = rows[-1].copy()
+            req.prefilled = time.perf_counter()
 
     # ------------------------------------------------------------ sampling
 
@@ -492,6 +494,7 @@ class Batcher:
             prompt_tokens=len(req.prompt_ids),
             queue_s=req.admitted - req.submitted,
             generate_s=now - req.admitted,
+            prefill_s=max(req.prefilled - req.admitted, 0.0) if req.prefilled else 0.0,
             prompt_logprobs=req.prompt_logprobs(lambda t: self.model.text(t, special=True)),
         )
         req.ended = True

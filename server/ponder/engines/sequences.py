@@ -144,6 +144,8 @@ class Request:
     cancel: threading.Event = dataclasses.field(default_factory=threading.Event)
     submitted: float = dataclasses.field(default_factory=time.perf_counter)
     admitted: float = 0.0
+    prefilled: float = 0.0
+    """When its prompt was all in the KV cache (its last logits row known)."""
     seqs: list[Seq] = dataclasses.field(default_factory=list)
     """The samples started so far, in sample order."""
     base: int = -1
