@@ -57,7 +57,10 @@ async def run(
         decided = await strategy.run(job, tracing.traced(engine), hooks or Hooks())
         gen = decided.generation
         tracing.timed("ponder.select", decided.select_s)
-        decision = calibrated(decided.decision, len(gen.samples), calibration)
+        key = strategy.calibration_key(job.options)
+        decision = calibrated(
+            decided.decision, job.samples, calibration, key, job.params.temperature
+        )
         if decision is None:
             out = Outcome(job, gen, None, list(range(len(gen.samples))), 0.0, gen.exact)
         else:
@@ -102,21 +105,25 @@ async def run_all(
 
 
 def calibrated(
-    decision: Decision | None, samples: int, calibration: Calibration | None
+    decision: Decision | None,
+    samples: int,
+    calibration: Calibration | None,
+    key: str | None = None,
+    temperature: float | None = None,
 ) -> Decision | None:
-    """The decision with its confidence mapped by the strategy's calibration map for the
-    closest sample budget (the raw value kept as confidence_raw); notes say which map, or
-    that the file has none for this strategy."""
+    """The decision with its confidence mapped by the map fitted for exactly this variant
+    (`key`, default the strategy's name), budget and temperature (the raw value kept as
+    confidence_raw); notes say which map, or why the confidence stays raw
+    (`Calibration.lookup`)."""
     if decision is None or calibration is None:
         return decision
     if decision.confidence is None:
         notes = {**decision.notes, "calibration": "no confidence to calibrate"}
         return dataclasses.replace(decision, notes=notes)
-    found = calibration.find(decision.strategy, samples)
+    found, said = calibration.lookup(key or decision.strategy, samples, temperature)
+    notes = {**decision.notes, "calibration": said}
     if found is None:
-        notes = {**decision.notes, "calibration": "none for this strategy in the file"}
         return dataclasses.replace(decision, notes=notes)
-    notes = {**decision.notes, "calibration": f"{found.strategy}@{found.samples}"}
     return dataclasses.replace(
         decision,
         confidence=found(decision.confidence),

@@ -255,7 +255,7 @@ def test_calibrate_on_replayed_samples_writes_a_map_that_lowers_ece(tmp_path: Pa
     assert "ECE calibrated" in run.stdout
     assert (out / "calibration.png").stat().st_size > 0  # reliability before / after
     assert "src='calibration.png'" in (out / "report.html").read_text()
-    m1 = cal.find("majority_vote", 1)
+    m1 = cal.at("majority_vote", 1)
     assert m1 is not None and m1.fitted_on > 100 and 0.0 <= m1(0.5) <= 1.0
 
 

@@ -236,7 +236,8 @@ def _report(
     if args.budget is not None:
         console.print(_matched(rows, args.budget))
     if args.calibrate:
-        files += _calibrated(trials, args.out, console)
+        replayed = getattr(args, "replay", None) is not None
+        files += _calibrated(trials, args.out, console, None if replayed else args.temperature)
     files.append(write_html(args.out, records, rows, [f for f in files if f.suffix == ".png"]))
     console.print(
         f"wrote {', '.join(str(f) for f in files)} in {time.perf_counter() - started:.0f} s"
@@ -268,23 +269,41 @@ def _matched(rows: list[SummaryRow], budget: float) -> Table:
     return table
 
 
-def _calibrated(trials: dict, out: Path, console: Console) -> list[Path]:
-    """Fit the maps, print their held-out effect, write calibration.json and the
-    before/after reliability plot."""
-    cal, rows = calibrate(trials)
+def _calibrated(trials: dict, out: Path, console: Console, temperature: float | None) -> list[Path]:
+    """Fit the maps (at the samples' temperature), print their held-out effect, write
+    calibration.json and the before/after reliability plot."""
+    cal, rows = calibrate(trials, temperature)
     title = "calibration: fitted on half the problems, measured on the other half"
-    columns = ("strategy", "N", "fitted on", "held out", "ECE raw", "ECE calibrated")
+    columns = (
+        "strategy",
+        "N",
+        "map",
+        "fitted on",
+        "held out",
+        "ECE raw",
+        "ECE calibrated",
+        "95% CI",
+        "noise floor (95th pct)",
+    )
     table = Table(*columns, title=title)
     for r in rows:
         table.add_row(
             r.strategy,
             str(r.n),
+            r.method,
             str(r.fitted_on),
             str(r.held_out),
             f"{r.ece_raw:.3f}",
             f"{r.ece_calibrated:.3f}",
+            f"[{r.ece_low:.3f}, {r.ece_high:.3f}]",
+            f"{r.floor:.3f} ({r.floor_high:.3f})",
         )
     console.print(table)
+    console.print(
+        "noise floor: the median ECE of a perfectly calibrated map on the same held-out "
+        "confidences (outcomes drawn from them); at or under it, a miscalibration cannot be "
+        "told from sampling noise on this many decisions"
+    )
     path = out / "calibration.json"
     cal.save(path)
     return [path, calibration_plot(out, trials, cal)]

@@ -6,6 +6,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..calibration import ece
+
+__all__ = ["bootstrap_ci", "brier", "ece", "reliability"]
+
 
 def bootstrap_ci(
     per_problem: Sequence[float], *, resamples: int = 2000, seed: int = 0, level: float = 0.95
@@ -22,22 +26,6 @@ def bootstrap_ci(
         float(np.percentile(means, tail)),
         float(np.percentile(means, 100 - tail)),
     )
-
-
-def ece(confidence: Sequence[float], correct: Sequence[float], bins: int = 10) -> float:
-    """Expected calibration error: sum over equal-width confidence bins of
-    (bin size / total) * |accuracy in bin - mean confidence in bin|; 1.0 falls in the last bin."""
-    c = np.asarray(confidence, dtype=np.float64)
-    y = np.asarray(correct, dtype=np.float64)
-    if c.size == 0:
-        return float("nan")
-    idx = np.minimum((c * bins).astype(int), bins - 1)
-    total = 0.0
-    for b in range(bins):
-        m = idx == b
-        if m.any():
-            total += m.sum() / c.size * abs(y[m].mean() - c[m].mean())
-    return float(total)
 
 
 def brier(confidence: Sequence[float], correct: Sequence[float]) -> float:

@@ -37,11 +37,11 @@ def calibration_plot(
     tops: dict[str, int] = {}
     for strategy, n in held:
         tops[strategy] = max(n, tops.get(strategy, 0))
-    names = sorted(s for s in tops if cal.find(s, tops[s]) is not None)
+    names = sorted(s for s in tops if cal.at(s, tops[s]) is not None)
     fig, axes = _panels(plt, len(names))
     for ax, s in zip(axes, names, strict=False):
         ts = held[(s, tops[s])]
-        m = cal.find(s, tops[s])
+        m = cal.at(s, tops[s])
         assert m is not None
         right = [float(t.correct) for t in ts]
         raw = [t.confidence for t in ts]

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..calibration import Calibration, fit
+from ..calibration import Calibration, CalibrationMap, fit
 from .metrics import bootstrap_ci, brier, ece
 from .records import Trial, hash_id
 
@@ -77,37 +78,80 @@ class CalibrationRow:
     held_out: int
     ece_raw: float
     ece_calibrated: float
+    ece_low: float = float("nan")
+    ece_high: float = float("nan")
+    """The calibrated ECE's 95% bootstrap interval (held-out problems resampled)."""
+    floor: float = float("nan")
+    """The noise floor: the median ECE a perfectly calibrated map would score on the same
+    held-out confidences (outcomes drawn as Bernoulli(calibrated confidence))."""
+    floor_high: float = float("nan")
+    """That floor's 95th percentile."""
+    method: str = ""
 
 
 def calibrate(
-    trials: dict[str, dict[str, dict[int, list[Trial]]]],
+    trials: dict[str, dict[str, dict[int, list[Trial]]]], temperature: float | None = None
 ) -> tuple[Calibration, list[CalibrationRow]]:
     """Per strategy and budget, fit a map on the problems whose id hashes even and measure
     ECE before and after on the others (each problem's subset decisions stay together)."""
     fit_on: dict[tuple[str, int], list[Trial]] = defaultdict(list)
-    held: dict[tuple[str, int], list[Trial]] = defaultdict(list)
+    held: dict[tuple[str, int], list[list[Trial]]] = defaultdict(list)
     for pid, per_problem in trials.items():
-        side = fit_on if hash_id(pid) % 2 == 0 else held
         for strategy, per in per_problem.items():
             for n, ts in per.items():
-                side[(strategy, n)] += ts
+                if hash_id(pid) % 2 == 0:
+                    fit_on[(strategy, n)] += ts
+                else:
+                    held[(strategy, n)].append(list(ts))
     maps, rows = [], []
     for (strategy, n), ts in sorted(fit_on.items()):
-        if any(math.isnan(t.confidence) for t in ts + held.get((strategy, n), [])):
+        problems = held.get((strategy, n), [])
+        test = [t for p in problems for t in p]
+        if any(math.isnan(t.confidence) for t in ts + test):
             continue  # a strategy that reports no confidence for some decisions: no map
-        m = fit(strategy, n, [t.confidence for t in ts], [t.correct for t in ts])
+        m = fit(strategy, n, [t.confidence for t in ts], [t.correct for t in ts], temperature)
         maps.append(m)
-        test = held.get((strategy, n), [])
         raw = [t.confidence for t in test]
         right = [float(t.correct) for t in test]
-        rows.append(
-            CalibrationRow(
-                strategy,
-                n,
-                len(ts),
-                len(test),
-                ece(raw, right) if test else float("nan"),
-                ece([m(c) for c in raw], right) if test else float("nan"),
-            )
+        row = CalibrationRow(
+            strategy,
+            n,
+            len(ts),
+            len(test),
+            ece(raw, right) if test else float("nan"),
+            ece([m(c) for c in raw], right) if test else float("nan"),
+            method=m.method,
         )
+        if test:
+            row.ece_low, row.ece_high = _ece_interval(problems, m)
+            row.floor, row.floor_high = noise_floor([m(c) for c in raw])
+        rows.append(row)
     return Calibration(tuple(maps)), rows
+
+
+def _ece_interval(
+    problems: list[list[Trial]], m: CalibrationMap, resamples: int = 500, seed: int = 0
+) -> tuple[float, float]:
+    """The calibrated ECE's 95% percentile bootstrap interval, problems resampled (a
+    problem's subset decisions stay together)."""
+    rng = np.random.default_rng(seed)
+    conf = [[m(t.confidence) for t in p] for p in problems]
+    right = [[float(t.correct) for t in p] for p in problems]
+    got = []
+    for _ in range(resamples):
+        pick = rng.integers(0, len(problems), size=len(problems))
+        got.append(ece([c for i in pick for c in conf[i]], [y for i in pick for y in right[i]]))
+    return float(np.percentile(got, 2.5)), float(np.percentile(got, 97.5))
+
+
+def noise_floor(
+    calibrated: Sequence[float], draws: int = 500, seed: int = 0
+) -> tuple[float, float]:
+    """The ECE a perfectly calibrated map would score on these confidences: outcomes drawn
+    as Bernoulli(confidence), ECE measured, `draws` times; (median, 95th percentile). A
+    held-out ECE at or under the floor cannot be told from sampling noise on a set this
+    size."""
+    c = np.asarray(calibrated, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    got = [ece(c, (rng.random(c.size) < c).astype(np.float64)) for _ in range(draws)]
+    return float(np.median(got)), float(np.percentile(got, 95))

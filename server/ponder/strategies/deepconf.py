@@ -214,6 +214,13 @@ class DeepConf(Defaults):
     def sampling(self, params: SamplingParams, options: SelectOptions) -> SamplingParams:
         return dataclasses.replace(params, confidence_top_k=options.of(DeepConfOptions).top_k)
 
+    def calibration_key(self, options: SelectOptions) -> str:
+        """Online mode is its own row and map (`deepconf+online`): its stopped traces give
+        other confidences than offline's."""
+        if options.of(DeepConfOptions).mode == "online":
+            return f"{self.name}+online"
+        return super().calibration_key(options)
+
     def variants(self, options: SelectOptions, samples: int) -> tuple[Variant, ...]:
         """Online mode, replayed on traces drawn offline (`simulate_online`), when the samples
         exceed the warm-up."""

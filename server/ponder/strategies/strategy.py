@@ -84,6 +84,11 @@ class Strategy(Protocol):
     def replayable(self) -> bool:
         """Whether `decide` alone decides from stored samples (`ponder eval` replays it)."""
 
+    def calibration_key(self, options: SelectOptions) -> str:
+        """The name of the variant these options run, as `ponder eval` names its rows and
+        calibration maps: the strategy, `+beta` / `+window` with adaptive stopping,
+        `+online` for DeepConf's online mode."""
+
     def decide(self, samples: Sequence[Sample], options: SelectOptions) -> Decision | None: ...
 
     async def run(self, job: Job, engine: Engine, hooks: Hooks) -> Decided: ...
@@ -91,6 +96,8 @@ class Strategy(Protocol):
 
 class Defaults:
     """The protocol's optional parts, for a strategy that has nothing to say in them."""
+
+    name: str
 
     field_vote: bool = False
     """Whether it votes per field of a JSON answer (`answer.vote: "field"`)."""
@@ -124,6 +131,10 @@ class Defaults:
 
     def followup_tokens(self, options: SelectOptions, samples: int, max_tokens: int) -> int:
         return 0
+
+    def calibration_key(self, options: SelectOptions) -> str:
+        adaptive = options.adaptive
+        return self.name if adaptive is None else f"{self.name}+{adaptive.method}"
 
 
 def alone(decision: Decision, samples: Sequence[Sample]) -> Decision:
