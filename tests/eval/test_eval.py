@@ -353,3 +353,53 @@ def test_live_strategies_run_per_budget_and_the_compute_matched_table(tmp_path: 
     assert "compute-matched" in run.stdout
     records = [json.loads(x) for x in (out / "problems.jsonl").read_text().splitlines()]
     assert all(set(r["results"]) == set(names) for r in records)
+
+
+def test_calibrate_on_several_files_and_temperatures_at_once(tmp_path: Path) -> None:
+    """Issue 30: `--data A,B --temperature T1,T2 --calibrate` evaluates the files as one set
+    (ids prefixed with the file's name) once per temperature, each in OUT/t<T>/, and writes
+    one calibration.json holding every temperature's maps, each saying its temperature."""
+    a, b = tmp_path / "sums.jsonl", tmp_path / "products.jsonl"
+    a.write_text(
+        "".join(
+            json.dumps(
+                {"id": f"s{i}", "question": f"What is {i} + {i + 1}?", "answer": str(2 * i + 1)}
+            )
+            + "\n"
+            for i in range(1, 5)
+        )
+    )
+    b.write_text(
+        "".join(
+            json.dumps({"id": f"p{i}", "question": f"What is {i} times 2?", "answer": str(2 * i)})
+            + "\n"
+            for i in range(1, 5)
+        )
+    )
+    out = tmp_path / "out"
+    args = ["--data", f"{a},{b}", "--temperature", "0.7,1.0", "--samples", "1,2"]
+    args += ["--strategies", "majority_vote", "--calibrate", "--out", str(out)]
+    run = subprocess.run(
+        [sys.executable, "-m", "ponder.cli", "eval", *args],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=ROOT,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    for t in ("t0.7", "t1"):
+        ids = [json.loads(x)["id"] for x in (out / t / "problems.jsonl").read_text().splitlines()]
+        assert sorted(ids) == sorted(
+            [f"sums:s{i}" for i in range(1, 5)] + [f"products:p{i}" for i in range(1, 5)]
+        )
+        assert (out / t / "report.html").exists()
+    from ponder.calibration import Calibration
+
+    cal = Calibration.load(out / "calibration.json")
+    assert {m.temperature for m in cal.maps} == {0.7, 1.0}
+    assert {(m.strategy, m.samples) for m in cal.maps} == {
+        ("majority_vote", 1),
+        ("majority_vote", 2),
+    }
+    m, said = cal.lookup("majority_vote", 2, 1.0)
+    assert m is not None and m.temperature == 1.0 and said == "majority_vote@2, temperature 1"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -12,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from ..calibration import Calibration
 from ..strategies import REGISTRY, DeepConfOptions, StrategyOptions
 from .datasets import READERS, load, read_replay
 from .draw import CandidateSource, sample_all, voter_for
@@ -29,9 +31,10 @@ verify: they ask the model again after sampling) run once per budget."""
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data",
-        type=Path,
-        help="data file (GSM8K, SVAMP, AQuA, StrategyQA, "
-        "MATH-500, few-shot arith, or JSONL with question/answer[/format])",
+        type=_paths,
+        help="data file (GSM8K, SVAMP, AQuA, StrategyQA, MATH-500, few-shot arith, or JSONL "
+        "with question/answer[/format]); several, comma-separated, are evaluated as one set "
+        "(ids prefixed with each file's name)",
     )
     p.add_argument("--reader", choices=sorted(READERS), help="force a reader (default: detect)")
     p.add_argument("--replay", type=Path, help="evaluate stored samples instead of generating")
@@ -40,7 +43,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--subsets", type=int, default=8, help="random subsets per budget below max")
     p.add_argument("--limit", type=int, help="first N problems")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument(
+        "--temperature",
+        type=_temperatures,
+        default=(0.7,),
+        help="sampling temperature; several, comma-separated, each evaluated on its own "
+        "(OUT/t<T>/...) and, with --calibrate, fitted into one OUT/calibration.json",
+    )
     p.add_argument("--url", help="a running Ponder server (default: in process)")
     p.add_argument("--model", help="model (in process: GGUF path; with --url: model name)")
     p.add_argument("--out", type=Path, default=Path("eval-out"))
@@ -73,7 +82,37 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _paths(text: str) -> list[Path]:
+    return [Path(x.strip()) for x in text.split(",") if x.strip()]
+
+
+def _temperatures(text: str) -> tuple[float, ...]:
+    values = tuple(float(x) for x in text.split(",") if x.strip())
+    if not values or any(not 0.0 <= t <= 2.0 for t in values):
+        raise argparse.ArgumentTypeError("temperatures in [0, 2], comma-separated")
+    return values
+
+
 def run_eval(args: argparse.Namespace) -> int:
+    """One evaluation per temperature (a single one writes OUT directly); with several and
+    --calibrate, their maps (each knowing its temperature) in one OUT/calibration.json."""
+    temps = list(args.temperature)
+    if len(temps) == 1 or args.replay:
+        return _run_one(argparse.Namespace(**{**vars(args), "temperature": temps[0]}))
+    rc, maps = 0, []
+    for t in temps:
+        one = argparse.Namespace(**{**vars(args), "temperature": t, "out": args.out / f"t{t:g}"})
+        rc = max(rc, _run_one(one))
+        if args.calibrate and (one.out / "calibration.json").exists():
+            maps += list(Calibration.load(one.out / "calibration.json").maps)
+    if args.calibrate and maps:
+        args.out.mkdir(parents=True, exist_ok=True)
+        Calibration(tuple(maps)).save(args.out / "calibration.json")
+        print(f"wrote {args.out / 'calibration.json'}: the maps of temperatures {temps}")
+    return rc
+
+
+def _run_one(args: argparse.Namespace) -> int:
     # On a terminal, its width; piped or redirected, wide enough that the table is never cut
     # (rich would assume 80 columns).
     console = Console() if sys.stdout.isatty() else Console(width=200)
@@ -104,7 +143,7 @@ def run_eval(args: argparse.Namespace) -> int:
         console.print(f"[red]--deepconf: {exc}[/red]")
         return 2
     started = time.perf_counter()
-    for given in (args.replay, args.data):
+    for given in [args.replay, *(args.data or [])]:
         if given is not None and not Path(given).is_file():
             console.print(f"[red]no such file: {given}[/red]")
             return 2
@@ -162,9 +201,21 @@ def _replayed(args: argparse.Namespace, strategies: list[str], console: Console)
     return records
 
 
+def _problems(paths: list[Path], reader: str | None, limit: int | None) -> list:
+    """Every file's problems (the first `limit` of each); with several files, each id is
+    prefixed with its file's name so that ids stay distinct."""
+    out = []
+    for path in paths:
+        got = load(path, reader)[:limit]
+        if len(paths) > 1:
+            got = [dataclasses.replace(p, id=f"{path.stem}:{p.id}") for p in got]
+        out += got
+    return out
+
+
 def _sampled(args: argparse.Namespace, strategies: list[str], n: int, console: Console) -> list:
     """Records sampled now, in process or from a server, one candidate pool per need."""
-    problems_in = load(args.data, args.reader)[: args.limit]
+    problems_in = _problems(args.data, args.reader, args.limit)
     sampler = CandidateSource(args.url, args.temperature, args.seed, args.model)
     pools = sorted({pool_of(s) for s in strategies if not live(s)})
     ran = [s for s in strategies if live(s)]
