@@ -129,11 +129,13 @@ def test_the_noise_floor_is_what_a_perfect_map_scores() -> None:
 
     rng = np.random.default_rng(5)
     conf = rng.uniform(0.3, 1.0, 200)
-    floor, high = noise_floor(conf.tolist())
+    floor, high = noise_floor([[c] for c in conf.tolist()])
     assert 0.0 < floor < high < 0.15
     # a perfectly calibrated outcome set scores about the floor; a miscalibrated one far more
     right = (rng.random(200) < conf).astype(float)
     assert ece(conf, right) < high + 0.03
     assert ece(np.minimum(conf + 0.3, 1.0), right) > high
-    bigger, _ = noise_floor(np.tile(conf, 10).tolist())
-    assert bigger < floor  # more decisions, less noise
+    bigger, _ = noise_floor([[c] for c in np.tile(conf, 10).tolist()])
+    assert bigger < floor  # more problems, less noise
+    same, _ = noise_floor([[c] * 8 for c in conf.tolist()])
+    assert same == pytest.approx(floor, abs=0.01)  # 8 decisions of one problem: no more evidence

@@ -124,7 +124,9 @@ def calibrate(
         )
         if test:
             row.ece_low, row.ece_high = _ece_interval(problems, m)
-            row.floor, row.floor_high = noise_floor([m(c) for c in raw])
+            row.floor, row.floor_high = noise_floor(
+                [[m(t.confidence) for t in p] for p in problems]
+            )
         rows.append(row)
     return Calibration(tuple(maps)), rows
 
@@ -145,13 +147,18 @@ def _ece_interval(
 
 
 def noise_floor(
-    calibrated: Sequence[float], draws: int = 500, seed: int = 0
+    calibrated: Sequence[Sequence[float]], draws: int = 500, seed: int = 0
 ) -> tuple[float, float]:
-    """The ECE a perfectly calibrated map would score on these confidences: outcomes drawn
-    as Bernoulli(confidence), ECE measured, `draws` times; (median, 95th percentile). A
-    held-out ECE at or under the floor cannot be told from sampling noise on a set this
-    size."""
-    c = np.asarray(calibrated, dtype=np.float64)
+    """The ECE a perfectly calibrated map would score on these confidences (grouped by
+    problem): per draw one decision of each problem, its outcome drawn as
+    Bernoulli(confidence), ECE measured; (median, 95th percentile) over `draws`. One decision
+    per problem because a problem's decisions (its subsets) share its difficulty: the
+    independent evidence is about one decision per problem, not every subset. A held-out ECE
+    at or under the floor cannot be told from sampling noise on this many problems."""
+    groups = [np.asarray(g, dtype=np.float64) for g in calibrated if len(g)]
     rng = np.random.default_rng(seed)
-    got = [ece(c, (rng.random(c.size) < c).astype(np.float64)) for _ in range(draws)]
+    got = []
+    for _ in range(draws):
+        c = np.asarray([g[rng.integers(len(g))] for g in groups])
+        got.append(ece(c, (rng.random(c.size) < c).astype(np.float64)))
     return float(np.median(got)), float(np.percentile(got, 95))
