@@ -130,8 +130,8 @@ def test_the_verify_scorer_counts_its_verdicts(server: Server) -> None:
         },
     )
     meta = r["ponder"]
-    made = nodes(meta)
-    calls = meta["usage"]["followup"]
+    made = list({n["id"]: n for n in nodes(meta)}.values())  # a finished particle is listed
+    calls = meta["usage"]["followup"]  # again at every later step: each node once
     assert calls["calls"] == len(made) and calls["completion_tokens"] == len(made)
     for n in made:  # P(Yes), or null when the verdict was neither
         assert n["score"] is None or 0.0 <= n["score"] <= 1.0
