@@ -45,6 +45,9 @@ _TRACED_ROUTES = frozenset(
 )
 """Routes named as they are in span names (any other /v1 path is `/v1/*`: a span name
 never carries what a client put in a path)."""
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+"""HTTP methods a span names as they are (any other: `_OTHER`, as the semantic conventions
+say, so a client's made-up method never becomes a span name)."""
 
 
 class _RequestMetrics:
@@ -74,10 +77,9 @@ class _RequestMetrics:
             if k in (b"traceparent", b"tracestate")
         }
         route = scope["path"] if scope["path"] in _TRACED_ROUTES else "/v1/*"
+        method = scope["method"] if scope["method"] in _METHODS else "_OTHER"  # semconv
         with tracing.server_span(
-            f"{scope['method']} {route}",
-            headers,
-            **{"http.request.method": scope["method"], "http.route": route},
+            f"{method} {route}", headers, **{"http.request.method": method, "http.route": route}
         ) as span:
             try:
                 await self.app(scope, receive, send_wrapper)

@@ -287,8 +287,8 @@ def _report(
     if args.budget is not None:
         console.print(_matched(rows, args.budget))
     if args.calibrate:
-        replayed = getattr(args, "replay", None) is not None
-        files += _calibrated(trials, args.out, console, None if replayed else args.temperature)
+        fitted_at = None if args.replay else args.temperature  # replayed: not recorded
+        files += _calibrated(trials, args.out, console, fitted_at)
     files.append(write_html(args.out, records, rows, [f for f in files if f.suffix == ".png"]))
     console.print(
         f"wrote {', '.join(str(f) for f in files)} in {time.perf_counter() - started:.0f} s"

@@ -14,7 +14,15 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from ..types import Sample
-from .base import Decision, SelectOptions, StrategyOptions, extract_all, group_answers, score_tally
+from .base import (
+    Decision,
+    Group,
+    SelectOptions,
+    StrategyOptions,
+    extract_all,
+    group_answers,
+    score_tally,
+)
 
 Scorer = Literal["self_certainty", "confidence", "verify"]
 
@@ -114,6 +122,13 @@ def weighted_vote(
     """Answers voted with `weights` (uniform weights: a majority vote): the heaviest answer
     wins, its heaviest member is shown (ties: the earlier), confidence = its share of every
     weight. Without any answer: the heaviest sample, confidence 0."""
+    return _vote(name, samples, options, weights)[0]
+
+
+def _vote(
+    name: str, samples: Sequence[Sample], options: SelectOptions, weights: Sequence[float]
+) -> tuple[Decision, list[Group]]:
+    """`weighted_vote`, and the answer groups it formed."""
     answers = extract_all(samples, options.answer)
     groups = group_answers(answers)
     total = float(sum(weights))
@@ -126,7 +141,7 @@ def weighted_vote(
     else:
         chosen = max(range(len(samples)), key=lambda i: (weights[i], -i))
         answer, confidence, ranking = None, 0.0, [chosen]
-    return Decision(
+    decision = Decision(
         strategy=name,
         chosen=chosen,
         answer=answer,
@@ -137,6 +152,7 @@ def weighted_vote(
         unanswered=sum(a is None for a in answers),
         scores={"weight": [float(w) for w in weights]},
     )
+    return decision, groups
 
 
 def beam_decision(
@@ -150,13 +166,13 @@ def beam_decision(
     beam (ties: the earlier) with its answer; the tally is still the vote, and confidence is
     the share of beams whose answer is equivalent to the chosen one."""
     n = len(samples)
-    decision = weighted_vote(name, samples, options, [1.0] * n)
+    decision, groups = _vote(name, samples, options, [1.0] * n)
     decision.scores = {"score": list(scores)}
     if select == "vote":
         return decision
     chosen = top(scores, 1)[0]
     answer = decision.answers[chosen]
-    group = next((g for g in group_answers(decision.answers) if chosen in g.members), None)
+    group = next((g for g in groups if chosen in g.members), None)
     members = group.members if group is not None else [chosen]
     decision.chosen = chosen
     decision.answer = answer.text if answer is not None else None

@@ -247,13 +247,8 @@ class Search:
             self.queue_s += g.queue_s
             self.exact &= g.exact
         self.prompt_tokens = self.prompt_tokens or gens[0].prompt_tokens
-        cut = (lambda s: s) if self.engine.keeps_stop_tokens else self._cut
-        children = [
-            [self.tree.child(node, cut(s)) for s in g.samples]
-            for (node, _), g in zip(parents, gens, strict=True)
-        ]
+        children = await asyncio.to_thread(self._children, parents, gens)
         flat = [c for group in children for c in group]
-        await asyncio.to_thread(self._texts, flat)
         await self._unblank(session, flat, step, len(parents))
         await self.score(flat)
         self.tree.steps = step + 1
@@ -275,12 +270,11 @@ class Search:
                 (self.job.prompt_ids + n.tokens, self.params(n, step, base + r, n.step_tokens), 1)
                 for r, n in enumerate(pending)
             ]
-            cut = (lambda s: s) if self.engine.keeps_stop_tokens else self._cut
-            for n, g in zip(pending, await self._calls(session, requests), strict=True):
+            gens = await self._calls(session, requests)
+            for g in gens:
                 self.queue_s += g.queue_s
                 self.exact &= g.exact
-                self.tree.extend(n, cut(g.samples[0]))
-            await asyncio.to_thread(self._texts, pending)
+            await asyncio.to_thread(self._extended, pending, gens)
 
     async def _calls(
         self, session: Session, requests: list[tuple[list[int], SamplingParams, int]]
@@ -290,19 +284,42 @@ class Search:
         with phase("search.step"):
             return await session.sample_many(requests)
 
+    def _children(
+        self, parents: Sequence[tuple[Node, int]], gens: Sequence[Generation]
+    ) -> list[list[Node]]:
+        """Each parent's new nodes with their texts (a worker thread: detokenizing grows
+        with the partial solutions)."""
+        children = [
+            [self.tree.child(node, self._cut(s)) for s in g.samples]
+            for (node, _), g in zip(parents, gens, strict=True)
+        ]
+        self._texts([c for group in children for c in group])
+        return children
+
+    def _extended(self, nodes: Sequence[Node], gens: Sequence[Generation]) -> None:
+        """Blank steps gone on (`_unblank`), with their texts (a worker thread)."""
+        for n, g in zip(nodes, gens, strict=True):
+            self.tree.extend(n, self._cut(g.samples[0]))
+        self._texts(nodes)
+
     def _cut(self, s: Sample) -> Sample:
         """A step that ran past its delimiter (an engine without `keeps_stop_tokens` is not
         sent it as a stop string), cut after the token that completes it; the tokens past
-        it were generated and count in usage (`Tree.wasted`)."""
-        text, delimiter = "", self.opts.delimiter
+        it were generated and count in usage (`Tree.wasted`). Engines that stop there
+        themselves: the sample as it is."""
+        if self.engine.keeps_stop_tokens:
+            return s
+        delimiter, keep, window = self.opts.delimiter, len(self.opts.delimiter) - 1, ""
         for j, piece in enumerate(s.tokens_text):
-            text += piece
-            if delimiter in text:
+            joined = window + piece  # the last characters before this piece, and the piece
+            if delimiter in joined:
+                text = "".join(s.tokens_text[: j + 1])
                 self.tree.wasted += s.n_tokens - (j + 1)
                 return s.head(j + 1, "stop", text[: text.index(delimiter)])
+            window = joined[len(joined) - keep :] if keep else ""
         return s
 
-    def _texts(self, nodes: list[Node]) -> None:
+    def _texts(self, nodes: Sequence[Node]) -> None:
         detokenize = self.engine.detokenize
         for node in nodes:
             step = detokenize(node.last_ids)
@@ -395,20 +412,15 @@ class Search:
     ) -> tuple[Generation, dict[str, Any], dict[str, dict[str, Any]]]:
         """The final partial solutions as the generation's samples, every token in usage."""
         samples = [n.sample(i) for i, n in enumerate(finals)]
-        shown = sum(s.n_tokens for s in samples)
-        more = [c for c in (self.calls, self.outside) if c is not None]
-        gen = Generation(
+        steps = Generation(
             samples=samples,
             prompt_tokens=self.prompt_tokens,
             queue_s=self.queue_s,
             generate_s=max(time.perf_counter() - started - self.queue_s, 0.0),
-            unused_tokens=self.tree.generated
-            + self.tree.wasted
-            - shown
-            + sum(c.completion_tokens for c in more),
+            unused_tokens=self.tree.generated + self.tree.wasted - sum(s.n_tokens for s in samples),
             exact=self.exact,
-            followup_prompt_tokens=sum(c.prompt_tokens for c in more),
         )
+        gen = followup.with_calls(steps, [], self.calls, self.outside)  # the scorer's tokens
         usage: dict[str, dict[str, Any]] = {}
         if self.calls.done:
             usage["followup"] = self.calls.note()
@@ -576,23 +588,19 @@ class Particles(StepSearch):
                 weights = softmax(
                     [log_weight(p.score, opts.scorer) for p in particles], opts.temperature
                 )
-                if all(p.finished for p in particles) or step + 1 == opts.max_steps:
-                    search.record(step, particles, weight=weights)
-                    search.progress(step + 1)
-                    if len(particles) == 1:
-                        search.show(particles[0])
-                    break
-                drawn = resample(weights, job.samples, rng)
-                search.record(
-                    step,
-                    particles,
-                    weight=weights,
-                    copies=[drawn.count(i) for i in range(len(particles))],
-                )
-                particles = [particles[i] for i in drawn]
-                search.progress(step + 1)
                 if len(particles) == 1:
                     search.show(particles[0])
+                last = all(p.finished for p in particles) or step + 1 == opts.max_steps
+                if last:  # nothing left to resample for
+                    search.record(step, particles, weight=weights)
+                else:
+                    drawn = resample(weights, job.samples, rng)
+                    copies = [drawn.count(i) for i in range(len(particles))]
+                    search.record(step, particles, weight=weights, copies=copies)
+                    particles = [particles[i] for i in drawn]
+                search.progress(step + 1)
+                if last:
+                    break
         for p in particles:
             if not p.finished:
                 p.finish = "length"
