@@ -272,6 +272,29 @@ def test_adaptive_rows_replay_the_rule_in_stored_order() -> None:
     assert t.samples == 8
 
 
+def test_a_pool_larger_than_the_top_budget_gives_it_subsets_too() -> None:
+    """`ponder eval --pool`: with more samples than the largest budget, that budget and its
+    adaptive and online rows get `count` subset decisions each (one without a larger pool)."""
+    rng = np.random.default_rng(2)
+    conf = lambda: [float(x) for x in rng.uniform(1, 5, 4)]  # noqa: E731
+    pool = [
+        Candidate(f"the answer is {rng.choice([4, 5])}", 4, -0.2, 1.0, conf()) for _ in range(12)
+    ]
+    online = DeepConfOptions(mode="online", warmup=2, window=2, keep=0.9)
+    own = {"deepconf": online.model_copy(update={"mode": "offline"})}
+    names = ["majority_vote", "deepconf"]
+    record = ProblemRecord("p", "4", "number", {"sampling": pool})
+    wide = evaluate(record, names, [1, 4], count=5, seed=0, adaptive=["beta"], own=own)
+    assert {r: len(wide[r][4]) for r in wide} == {
+        "majority_vote": 5, "majority_vote+beta": 5,
+        "deepconf": 5, "deepconf+beta": 5, "deepconf+online": 5,
+    }  # fmt: skip
+    assert len({t.confidence for t in wide["majority_vote"][4]}) > 1  # different subsets
+    record = ProblemRecord("p", "4", "number", {"sampling": pool[:4]})
+    exact = evaluate(record, names, [1, 4], count=5, seed=0, adaptive=["beta"], own=own)
+    assert {r: len(exact[r][4]) for r in exact} == dict.fromkeys(wide, 1)
+
+
 def test_deepconf_online_rows_count_tokens_up_to_the_cut() -> None:
     online = DeepConfOptions(mode="online", warmup=2, window=2, keep=1.0)
     opts = SelectOptions(
@@ -379,6 +402,7 @@ def test_calibrate_on_several_files_and_temperatures_at_once(tmp_path: Path) -> 
     out = tmp_path / "out"
     args = ["--data", f"{a},{b}", "--temperature", "0.7,1.0", "--samples", "1,2"]
     args += ["--strategies", "majority_vote", "--calibrate", "--out", str(out)]
+    args += ["--pool", "3", "--max-tokens", "24"]  # 3 samples each, of at most 24 tokens
     run = subprocess.run(
         [sys.executable, "-m", "ponder.cli", "eval", *args],
         capture_output=True,
@@ -388,7 +412,10 @@ def test_calibrate_on_several_files_and_temperatures_at_once(tmp_path: Path) -> 
     )
     assert run.returncode == 0, run.stdout + run.stderr
     for t in ("t0.7", "t1"):
-        ids = [json.loads(x)["id"] for x in (out / t / "problems.jsonl").read_text().splitlines()]
+        records = [json.loads(x) for x in (out / t / "problems.jsonl").read_text().splitlines()]
+        drawn = [c for r in records for c in r["candidates"]["sampling"]]
+        assert len(drawn) == 3 * len(records) and max(c["tokens"] for c in drawn) <= 24
+        ids = [r["id"] for r in records]
         assert sorted(ids) == sorted(
             [f"sums:s{i}" for i in range(1, 5)] + [f"products:p{i}" for i in range(1, 5)]
         )
@@ -403,3 +430,25 @@ def test_calibrate_on_several_files_and_temperatures_at_once(tmp_path: Path) -> 
     }
     m, said = cal.lookup("majority_vote", 2, 1.0)
     assert m is not None and m.temperature == 1.0 and said == "majority_vote@2, temperature 1"
+
+
+@pytest.mark.parametrize(
+    ("given", "said"),
+    [
+        (["--samples", "1,8", "--pool", "4"], "--pool must be at least the largest budget (8)"),
+        (["--max-tokens", "0"], "--max-tokens must be positive"),
+        (["--samples", "0,2"], "--samples needs positive budgets"),
+    ],
+)
+def test_bad_eval_options_are_refused_before_any_sampling(
+    given: list[str], said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import argparse
+
+    from ponder.eval.cli import add_arguments, run_eval
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--data", "nowhere.jsonl", *given])
+    assert run_eval(args) == 2
+    assert said in " ".join(capsys.readouterr().out.split())

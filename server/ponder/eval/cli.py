@@ -40,8 +40,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--replay", type=Path, help="evaluate stored samples instead of generating")
     p.add_argument("--strategies", default="majority_vote,self_certainty,rpc")
     p.add_argument("--samples", default="1,2,4,8,16", help="budgets N, comma-separated")
-    p.add_argument("--subsets", type=int, default=8, help="random subsets per budget below max")
+    p.add_argument(
+        "--pool",
+        type=int,
+        help="samples drawn per problem (default: the largest budget); above it, the largest "
+        "budget and its adaptive and online rows are evaluated on --subsets random subsets "
+        "too (more decisions to fit and check calibration at the largest N)",
+    )
+    p.add_argument(
+        "--subsets", type=int, default=8, help="random subsets per budget below the pool"
+    )
     p.add_argument("--limit", type=int, help="first N problems")
+    p.add_argument(
+        "--max-tokens",
+        type=int,
+        help="tokens per sample, for every problem (default: the data set's own, e.g. 256 "
+        "for chat prompts, 8 for the few-shot arithmetic set)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--temperature",
@@ -130,12 +145,18 @@ def _run_one(args: argparse.Namespace) -> int:
             )
         return 2
     budgets = sorted({int(x) for x in args.samples.split(",") if x.strip()})
+    if args.max_tokens is not None and args.max_tokens < 1:
+        console.print("[red]--max-tokens must be positive[/red]")
+        return 2
     bad = [m for m in args.adaptive.split(",") if m.strip() and m.strip() not in ("beta", "window")]
     if bad:
         console.print(f"[red]unknown adaptive rule(s):[/red] {', '.join(bad)} (beta, window)")
         return 2
     if not budgets or budgets[0] < 1:
         console.print("[red]--samples needs positive budgets[/red]")
+        return 2
+    if args.pool is not None and args.pool < budgets[-1]:
+        console.print(f"[red]--pool must be at least the largest budget ({budgets[-1]})[/red]")
         return 2
     try:
         args.own = _own_options(args.deepconf)
@@ -153,7 +174,7 @@ def _run_one(args: argparse.Namespace) -> int:
         console.print("[red]give --data FILE or --replay FILE[/red]")
         return 2
     else:
-        records = _sampled(args, strategies, max(budgets), console)
+        records = _sampled(args, strategies, max(budgets[-1], args.pool or 0), console)
     if not records:
         console.print("[red]no problems to evaluate[/red]")
         return 1
@@ -201,21 +222,25 @@ def _replayed(args: argparse.Namespace, strategies: list[str], console: Console)
     return records
 
 
-def _problems(paths: list[Path], reader: str | None, limit: int | None) -> list:
-    """Every file's problems (the first `limit` of each); with several files, each id is
-    prefixed with its file's name so that ids stay distinct."""
+def _problems(
+    paths: list[Path], reader: str | None, limit: int | None, max_tokens: int | None = None
+) -> list:
+    """Every file's problems (the first `limit` of each, `max_tokens` each when given); with
+    several files, each id is prefixed with its file's name so that ids stay distinct."""
     out = []
     for path in paths:
         got = load(path, reader)[:limit]
         if len(paths) > 1:
             got = [dataclasses.replace(p, id=f"{path.stem}:{p.id}") for p in got]
+        if max_tokens is not None:
+            got = [dataclasses.replace(p, max_tokens=max_tokens) for p in got]
         out += got
     return out
 
 
 def _sampled(args: argparse.Namespace, strategies: list[str], n: int, console: Console) -> list:
     """Records sampled now, in process or from a server, one candidate pool per need."""
-    problems_in = _problems(args.data, args.reader, args.limit)
+    problems_in = _problems(args.data, args.reader, args.limit, args.max_tokens)
     sampler = CandidateSource(args.url, args.temperature, args.seed, args.model)
     pools = sorted({pool_of(s) for s in strategies if not live(s)})
     ran = [s for s in strategies if live(s)]

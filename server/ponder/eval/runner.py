@@ -150,7 +150,8 @@ def evaluate(
     stored candidates; with `adaptive` methods, also each selection strategy with that
     stopping rule under the largest budget (rows named `strategy+method`); and each variant
     the strategy names for the largest budget (`Strategy.variants`, rows `strategy+variant`,
-    e.g. `deepconf+online`)."""
+    e.g. `deepconf+online`). A budget below the pool's size is evaluated on `count` random
+    subsets of it, the pool itself once."""
     spec = AnswerSpec(record.format)  # type: ignore[arg-type]
     gold = as_answer(record.gold, record.format)
     record.gold_parsed = gold.text if gold is not None else None
@@ -177,15 +178,18 @@ def evaluate(
             ]
         out[strategy] = per
         top = budgets[-1] if budgets else 0
-        for variant in REGISTRY[strategy].variants(options, top) if 0 < top <= len(pool) else ():
-            trial = variant_trial(strategy, variant, pool[:top], gold)
-            out[f"{strategy}+{variant.name}"] = {top: [trial]}
-        if REGISTRY[strategy].kind == "select" and budgets and budgets[-1] <= len(pool):
+        if not 0 < top <= len(pool):
+            continue
+        # the largest budget's variants and adaptive rules, on subsets of a larger pool too
+        # (`ponder eval --pool`); a subset's samples in their stored order
+        tops = [[pool[i] for i in idx] for idx in subsets(len(pool), top, count, rng)]
+        for variant in REGISTRY[strategy].variants(options, top):
+            trials = [variant_trial(strategy, variant, t, gold) for t in tops]
+            out[f"{strategy}+{variant.name}"] = {top: trials}
+        if REGISTRY[strategy].kind == "select":
             for method in adaptive:
-                top = budgets[-1]
-                out[f"{strategy}+{method}"] = {
-                    top: [adaptive_trial(strategy, method, pool[:top], options, gold)]
-                }
+                trials = [adaptive_trial(strategy, method, t, options, gold) for t in tops]
+                out[f"{strategy}+{method}"] = {top: trials}
     record.results = {
         s: {
             n: {
