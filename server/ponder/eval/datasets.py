@@ -216,6 +216,8 @@ def detect(path: Path) -> str:
         return "math500"
     if {"prompt", "answer"} <= set(first):
         return "arith"
+    if "question" in first and isinstance(first.get("answer"), bool):
+        return "strategyqa"
     if isinstance(first.get("answer"), str) and "####" in first["answer"]:
         return "gsm8k"
     return "jsonl"
