@@ -363,17 +363,17 @@ def _calibrated(trials: dict, out: Path, console: Console, temperature: float | 
     )
     table = Table(*columns, title=title)
     for r in rows:
-        table.add_row(
-            r.strategy,
-            str(r.n),
-            r.method,
-            str(r.fitted_on),
-            str(r.held_out),
-            f"{r.ece_raw:.3f}",
-            f"{r.ece_calibrated:.3f}",
-            f"[{r.ece_low:.3f}, {r.ece_high:.3f}]",
-            f"{r.floor:.3f} ({r.floor_high:.3f})",
+        measured = (
+            (
+                f"{r.ece_raw:.3f}",
+                f"{r.ece_calibrated:.3f}",
+                f"[{r.ece_low:.3f}, {r.ece_high:.3f}]",
+                f"{r.floor:.3f} ({r.floor_high:.3f})",
+            )
+            if r.held_out
+            else ("-", "-", "-", "-")  # every problem fitted (none hash odd): nothing held out
         )
+        table.add_row(r.strategy, str(r.n), r.method, str(r.fitted_on), str(r.held_out), *measured)
     console.print(table)
     console.print(
         "noise floor: the median ECE of a perfectly calibrated map on the same held-out "
