@@ -74,7 +74,7 @@ BOUND = 0.04
 held-out problem gives a row 100-115 decisions; on that many, a perfectly calibrated map's ECE
 (20,000 simulated draws each, confidences uniform on [0.2, 0.95], beta(5, 2) and near 0.5)
 exceeds the floor's median + 0.02 on 23% of rows, its 95th percentile + 0.02 on 1.1-1.7%, and
-its 95th percentile + 0.04 on 0.2-0.5%. Ten rows checked against the median + 0.02 would fail
+its 95th percentile + 0.04 on 0.2-0.5%. Nine rows checked against the median + 0.02 would fail
 most runs of a perfect map, and this test meets a new draw of samples on each CPU kind (their
 numerics differ), so the bound is the last. The offline table of docs/evaluation.md, with 800
 decisions per row, meets the median + 0.02 on every row."""
