@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import dataclasses
 import json
-import math
 import subprocess
 import sys
 import time
@@ -55,15 +54,16 @@ EVAL = [
 ]  # fmt: skip
 """The fit: every map ROWS serves (DeepConf online's warm-up of 4 under 16 samples)."""
 
-SETS: dict[str, tuple[str, list[str], tuple[str, ...]]] = {
-    "arith": ("arith/arith_fewshot.jsonl", [], tuple(ROWS)),
+SETS: dict[str, tuple[str, int | None, tuple[str, ...]]] = {
+    "arith": ("arith/arith_fewshot.jsonl", None, tuple(ROWS)),
     "strategyqa": (
         "strategyqa/dev.json",
-        ["--max-tokens", "8"],
+        8,
         ("majority_vote@1", "majority_vote+beta@16", "deepconf+online@16"),
     ),
 }
-"""Data set -> its file under ../shared/data, its eval options and the rows the test serves.
+"""Data set -> its file under ../shared/data, its tokens per sample (None: the set's own) and
+the rows the test serves.
 StrategyQA's chat turns cost about twice the arithmetic set's completions per request, so the
 test serves it N = 1 and the adaptive and online variants (the fixed ones are served on the
 arithmetic set; the script serves every row of both). Its prompt asks for yes or no first: 8
@@ -114,11 +114,12 @@ def fitting_half(data: Path, out: Path) -> Path:
     return path
 
 
-def fit(data: Path, extra: list[str], temperature: float, out: Path) -> Path:
+def fit(data: Path, max_tokens: int | None, temperature: float, out: Path) -> Path:
     """`ponder eval --calibrate` as a user runs it, on the fitting half; its calibration.json."""
     out.mkdir(parents=True, exist_ok=True)
     half = fitting_half(data, out)
-    cmd = [sys.executable, "-m", "ponder.cli", "eval", "--data", str(half), *EVAL, *extra]
+    cmd = [sys.executable, "-m", "ponder.cli", "eval", "--data", str(half), *EVAL]
+    cmd += [] if max_tokens is None else ["--max-tokens", str(max_tokens)]
     cmd += ["--reader", detect(data)]  # the copy's name and folder no longer say which
     cmd += ["--temperature", str(temperature), "--out", str(out)]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
@@ -167,7 +168,7 @@ async def serve(
 
 def measure(
     data: Path,
-    extra: list[str],
+    max_tokens: int | None,
     rows: tuple[str, ...],
     temperature: float,
     work: Path,
@@ -175,8 +176,7 @@ def measure(
 ) -> tuple[list[Row], float]:
     """Fit on one half (or take that fit's `cal`), serve the other; the rows and the seconds
     the serving took."""
-    cal = cal or fit(data, extra, temperature, work / "fit")
-    max_tokens = int(extra[extra.index("--max-tokens") + 1]) if "--max-tokens" in extra else None
+    cal = cal or fit(data, max_tokens, temperature, work / "fit")
     problems = held_out(load(data))
     env = {"PONDER_CALIBRATION": str(cal), "PONDER_MAX_SAMPLES": "16"}
     srv = start_server(work, env)
@@ -200,11 +200,11 @@ def measure(
 def test_a_map_fitted_on_one_half_holds_on_the_other_through_the_server(
     name: str, tmp_path: Path
 ) -> None:
-    rel, extra, served = SETS[name]
+    rel, max_tokens, served = SETS[name]
     data = SHARED_DATA / rel
     if not data.exists():
         pytest.skip(f"{data} is absent (the shared workspace data is not beside this clone)")
-    rows, _ = measure(data, extra, served, 0.7, tmp_path)
+    rows, _ = measure(data, max_tokens, served, 0.7, tmp_path)
     for r in rows:
         print(r)
     assert [r.row for r in rows] == list(served) and all(r.served >= 100 for r in rows)
@@ -223,14 +223,14 @@ def main() -> None:
     args = ap.parse_args()
     table = []
     for name in args.sets.split(","):
-        rel, extra, _ = SETS[name]
+        rel, max_tokens, _ = SETS[name]
         served = tuple(r for r in args.rows.split(",") if r)
         for t in (float(x) for x in args.temperature.split(",")):
             work = args.out / f"{name}-t{t:g}"
             work.mkdir(parents=True, exist_ok=True)
             cal = work / "fit" / "calibration.json"
             rows, seconds = measure(
-                SHARED_DATA / rel, extra, served, t, work, cal if cal.exists() else None
+                SHARED_DATA / rel, max_tokens, served, t, work, cal if cal.exists() else None
             )
             print(f"{name} at {t:g}: served {len(rows)} rows in {seconds:.0f} s", flush=True)
             table += [{"set": name, "temperature": t, **vars(r), "within": r.within} for r in rows]
@@ -247,11 +247,7 @@ def main() -> None:
             f"{r['accuracy']:.2f} | {r['ece_raw']:.3f} | {r['ece_calibrated']:.3f} | "
             f"{r['floor']:.3f} ({r['floor_high']:.3f}) | {median} | {ok} |"
         )
-    (args.out / "rows.json").write_text(json.dumps(table, indent=1, default=_nan))
-
-
-def _nan(x: Any) -> Any:
-    return None if isinstance(x, float) and math.isnan(x) else str(x)
+    (args.out / "rows.json").write_text(json.dumps(table, indent=1))
 
 
 if __name__ == "__main__":
